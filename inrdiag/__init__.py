@@ -1,0 +1,41 @@
+"""inrdiag: diagnostics for coordinate MLPs (implicit neural representations).
+
+The public surface is re-exported here lazily, so ``import inrdiag`` (and ``inrdiag --help``)
+does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "ArchSpec": "spec",
+    "CoordMLP": "model",
+    "InrdiagError": "errors",
+    "LoadOptions": "layouts",
+    "Loaded": "loader",
+    "load": "loader",
+    "save": "checkpoint",
+    "make_grid": "grid",
+    "rank_report": "spectra",
+    "RankReport": "spectra",
+    "spectrum_stats": "spectra",
+    "weight_stable_rank": "spectra",
+    "run_checks": "checks",
+    "CheckPolicy": "checks",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'inrdiag' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,78 @@
+"""The command line: parse, call the engine, render. The only place that prints errors and exits.
+
+Every error the user can cause (an ``InrdiagError`` or a usage error) becomes one line
+``error: ...`` on stderr and exit code 2. Set ``INRDIAG_DEBUG=1`` to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from . import core  # noqa: F401  (registers commands)
+from .app import app
+
+__all__ = ["app", "main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import typer
+
+    from ..errors import InrdiagError
+
+    cx = _click_exceptions()
+
+    command = _command()
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("INRDIAG_DEBUG") == "1"
+    try:
+        rv = command.main(args=args, prog_name="inrdiag", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except InrdiagError as exc:
+        _fail(str(exc))
+        code = 2
+    except cx.UsageError as exc:
+        if exc.format_message():  # no_args_is_help raises with an empty message after the help
+            _fail(exc.format_message())
+        code = 2
+    except cx.ClickException as exc:
+        _fail(exc.format_message())
+        code = exc.exit_code or 2
+    except (typer.Abort, KeyboardInterrupt):
+        _fail("interrupted")
+        code = 130
+    except MemoryError:
+        _fail("out of memory; try a smaller --grid or --points")
+        code = 2
+    except Exception as exc:  # noqa: BLE001 - the promise is: no traceback, ever
+        if debug:
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              "(please report it; INRDIAG_DEBUG=1 shows the traceback)")  # fmt: skip
+        code = 2
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+def _fail(msg: str) -> None:
+    line = " ".join(msg.split())
+    sys.stderr.write(f"error: {line}\n")
+    sys.stderr.flush()
+
+
+def _click_exceptions():
+    """Click's exception classes as Typer raises them (recent Typer vendors Click as typer._click)."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # older Typer on top of Click
+        from click import exceptions
+    return exceptions
+
+
+def _command():
+    import typer.main
+
+    return typer.main.get_command(app)

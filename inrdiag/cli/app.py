@@ -1,0 +1,99 @@
+"""The Typer app object and the options every command shares (declared once, used everywhere).
+
+Nothing here imports torch: heavy imports live inside command bodies so ``inrdiag --help`` is fast.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="inrdiag",
+    help="Diagnostics for coordinate MLPs (implicit neural representations): why an INR fits badly "
+    "and what to change. Exit codes: 0 ok, 1 a `check` threshold failed, 2 bad input or usage.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+LOADING = "Model loading (what shapes cannot tell)"
+
+ModelArg = Annotated[
+    str,
+    typer.Argument(help="Checkpoint: .safetensors (inrdiag or plain), .pt/.pth/.ckpt state dict.", show_default=False),
+]
+ActivationOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--activation",
+        help="Hidden activation: relu|sine|finer|gauss|tanh|gelu|softplus|leaky_relu.",
+        rich_help_panel=LOADING,
+        show_default=False,
+    ),
+]
+W0Opt = Annotated[
+    float | None,
+    typer.Option(
+        "--w0",
+        help="Sine/FINER frequency (or Gauss scale) of every layer (official SIREN: 30).",
+        rich_help_panel=LOADING,
+        show_default=False,
+    ),
+]
+W0HiddenOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--w0-hidden",
+        help="Override w0 of the hidden layers only (siren-pytorch: 1).",
+        rich_help_panel=LOADING,
+        show_default=False,
+    ),
+]
+EncodingOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--encoding", help="Coordinate encoding: none|fourier|positional.", rich_help_panel=LOADING, show_default=False
+    ),
+]
+FrequenciesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--frequencies",
+        help="Positional encoding: number of frequencies L.",
+        rich_help_panel=LOADING,
+        show_default=False,
+    ),
+]
+HeadOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--head",
+        help="Cohort checkpoints: which per-signal head to attach (default 0).",
+        rich_help_panel=LOADING,
+        show_default=False,
+    ),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present) | cpu | cuda.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print only JSON on stdout.")]
+PlotOpt = Annotated[str | None, typer.Option("--plot", help="Write a PNG plot to this path.", show_default=False)]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
+GridOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--grid", help="Grid points per axis in [-1,1] (default 256 for 2-D inputs, 48 for 3-D).", show_default=False
+    ),
+]
+TolOpt = Annotated[float, typer.Option("--tol", help="Numerical rank counts singular values above tol * s_max.")]
+
+
+def load_model(model: str, activation=None, w0=None, w0_hidden=None, encoding=None, frequencies=None, head=None):
+    """Load a checkpoint with the shared loading flags (see ``inrdiag.layouts.LoadOptions``)."""
+    from ..layouts import LoadOptions
+    from ..loader import load
+
+    opts = LoadOptions(activation=activation, w0=w0, w0_hidden=w0_hidden, encoding=encoding,
+                       frequencies=frequencies, head=head)  # fmt: skip
+    return load(model, opts)

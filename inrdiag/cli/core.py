@@ -1,0 +1,159 @@
+"""``inrdiag info``, ``inrdiag rank``, ``inrdiag check``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .app import (ActivationOpt, DeviceOpt, EncodingOpt, ForceOpt, FrequenciesOpt, GridOpt, HeadOpt, JsonOpt,
+                  ModelArg, PlotOpt, TolOpt, W0HiddenOpt, W0Opt, app, load_model)  # fmt: skip
+
+
+@app.command()
+def info(
+    model: ModelArg,
+    activation: ActivationOpt = None,
+    w0: W0Opt = None,
+    w0_hidden: W0HiddenOpt = None,
+    encoding: EncodingOpt = None,
+    frequencies: FrequenciesOpt = None,
+    head: HeadOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """What was loaded and how: format, layout, layers, activation, encoding, unused tensors."""
+    loaded = load_model(model, activation, w0, w0_hidden, encoding, frequencies, head)
+    if json:
+        from ..report.common import emit_json
+
+        emit_json(loaded.to_dict())
+    else:
+        from ..report.core import render_info
+
+        render_info(loaded)
+
+
+@app.command()
+def rank(
+    model: ModelArg,
+    grid: GridOpt = None,
+    tol: TolOpt = 1e-3,
+    device: DeviceOpt = "auto",
+    json: JsonOpt = False,
+    plot: PlotOpt = None,
+    force: ForceOpt = False,
+    activation: ActivationOpt = None,
+    w0: W0Opt = None,
+    w0_hidden: W0HiddenOpt = None,
+    encoding: EncodingOpt = None,
+    frequencies: FrequenciesOpt = None,
+    head: HeadOpt = None,
+) -> None:
+    """Weight stable ranks, representation spectra of every hidden layer, recommended freeze depth."""
+    from ..io import check_writable
+    from ..spectra import rank_report
+
+    if plot:
+        check_writable(plot, force)
+    loaded = load_model(model, activation, w0, w0_hidden, encoding, frequencies, head)
+    rep = rank_report(loaded.model, grid=grid, tol=tol, device=device,
+                      shared_layers=loaded.shared_layers, layer_names=loaded.layer_keys)  # fmt: skip
+    if plot:
+        from ..report.core import plot_rank
+
+        plot_rank(rep, plot, force)
+    if json:
+        from ..report.common import emit_json
+
+        emit_json(rep.to_dict())
+    else:
+        from ..report.core import render_rank
+
+        render_rank(rep)
+
+
+@app.command()
+def check(
+    model: ModelArg,
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            "--policy",
+            help="TOML/JSON file of thresholds (pyproject.toml: [tool.inrdiag.check]); flags override it.",
+            show_default=False,
+        ),
+    ] = None,
+    min_inlet_effective_rank_fraction: Annotated[
+        float | None,
+        typer.Option(
+            "--min-inlet-effective-rank-fraction",
+            help="Fail if the inlet's effective rank / min(N, width) is below this.",
+            show_default=False,
+        ),
+    ] = None,
+    min_inlet_numerical_rank_fraction: Annotated[
+        float | None,
+        typer.Option(
+            "--min-inlet-numerical-rank-fraction",
+            help="Fail if the inlet's numerical rank / min(N, width) is below this.",
+            show_default=False,
+        ),
+    ] = None,
+    min_weight_stable_rank: Annotated[
+        float | None,
+        typer.Option(
+            "--min-weight-stable-rank",
+            help="Fail if any hidden-to-hidden weight has a lower stable rank.",
+            show_default=False,
+        ),
+    ] = None,
+    max_dead_fraction: Annotated[
+        float | None,
+        typer.Option(
+            "--max-dead-fraction",
+            help="Fail if any hidden layer has more dead (never active) units than this fraction.",
+            show_default=False,
+        ),
+    ] = None,
+    allow_nonfinite: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-nonfinite/--no-allow-nonfinite",
+            help="Do not fail on NaN/Inf weights (default: fail).",
+            show_default=False,
+        ),
+    ] = None,
+    grid: GridOpt = None,
+    tol: Annotated[
+        float | None, typer.Option("--tol", help="Numerical-rank tolerance (default 1e-3).", show_default=False)
+    ] = None,
+    device: DeviceOpt = "auto",
+    json: JsonOpt = False,
+    activation: ActivationOpt = None,
+    w0: W0Opt = None,
+    w0_hidden: W0HiddenOpt = None,
+    encoding: EncodingOpt = None,
+    frequencies: FrequenciesOpt = None,
+    head: HeadOpt = None,
+) -> None:
+    """CI gate: exit 0 when every threshold passes, 1 when any fails, 2 on bad input."""
+    from ..checks import CheckPolicy, read_policy, run_checks
+
+    base = read_policy(policy) if policy else CheckPolicy()
+    pol = base.merged(
+        min_inlet_effective_rank_fraction=min_inlet_effective_rank_fraction,
+        min_inlet_numerical_rank_fraction=min_inlet_numerical_rank_fraction,
+        min_weight_stable_rank=min_weight_stable_rank, max_dead_fraction=max_dead_fraction,
+        allow_nonfinite=allow_nonfinite, grid=grid, tol=tol,
+    )  # fmt: skip
+    loaded = load_model(model, activation, w0, w0_hidden, encoding, frequencies, head)
+    rep = run_checks(loaded, pol, device=device)
+    if json:
+        from ..report.common import emit_json
+
+        emit_json(rep.to_dict())
+    else:
+        from ..report.core import render_check
+
+        render_check(rep)
+    raise typer.Exit(rep.exit_code)

@@ -1,0 +1,91 @@
+"""``load(path)``: any supported checkpoint -> a CoordMLP in eval mode, with a record of how."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from .checkpoint import read_checkpoint
+from .errors import CheckpointError
+from .layouts import LoadOptions, Resolved, TensorInfo, resolve
+
+
+@dataclass
+class Loaded:
+    """A loaded model and everything ``inrdiag info`` reports about it."""
+
+    model: Any  # CoordMLP, in eval mode
+    path: str
+    file_format: str
+    layout: str
+    layer_keys: list[str]
+    sources: dict[str, str]
+    tensors: list[TensorInfo]
+    provenance: dict[str, Any] = field(default_factory=dict)
+    heads: int | None = None
+    head: int | None = None
+    shared_layers: int | None = None
+    head_names: list[str] | None = None
+    notes: list[str] = field(default_factory=list)
+    #: Keys of used tensors holding NaN or Inf.
+    nonfinite: list[str] = field(default_factory=list)
+
+    @property
+    def spec(self):
+        return self.model.spec
+
+    def to_dict(self) -> dict[str, Any]:
+        spec = self.spec
+        return {
+            "path": self.path,
+            "file_format": self.file_format,
+            "layout": self.layout,
+            "arch": spec.to_dict(),
+            "sources": self.sources,
+            "layers": [
+                {"index": k, "name": key, "out_features": o, "in_features": i}
+                for k, (key, (o, i)) in enumerate(zip(self.layer_keys, spec.layer_shapes))
+            ],
+            "parameters": self.model.num_parameters,
+            "tensors": [t.to_dict() for t in self.tensors],
+            "unused_tensors": [t.key for t in self.tensors if not t.used],
+            "nonfinite": self.nonfinite,
+            "cohort": None if self.heads is None else {
+                "heads": self.heads, "head": self.head, "shared_layers": self.shared_layers,
+                "names": self.head_names,
+            },
+            "provenance": self.provenance,
+            "notes": self.notes,
+        }  # fmt: skip
+
+
+def load(path: str | os.PathLike, options: LoadOptions | None = None, **flags: Any) -> Loaded:
+    """Load a checkpoint; ``flags`` (activation=, w0=, ...) are the same as the CLI's.
+
+    The model keeps float64 weights in float64; anything else becomes float32.
+    """
+    import torch
+
+    from .model import CoordMLP
+
+    opts = options or LoadOptions(**flags)
+    raw = read_checkpoint(path)
+    res: Resolved = resolve(raw, opts)
+    dtype = torch.float64 if res.state["linears.0.weight"].dtype == torch.float64 else torch.float32
+    model = CoordMLP(res.spec).to(dtype)
+    state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in res.state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # pragma: no cover - resolve() already checked names and shapes
+        raise CheckpointError(
+            f"{path}: weights do not fit the inferred architecture ({str(exc).splitlines()[0]})"
+        ) from None
+    model.eval()
+    nonfinite = [k for k, v in res.state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    return Loaded(
+        model=model, path=str(path), file_format=raw.file_format, layout=res.layout,
+        layer_keys=res.layer_keys, sources=res.sources, tensors=res.tensors, provenance=res.provenance,
+        heads=res.heads, head=res.head, shared_layers=res.shared_layers, head_names=res.head_names,
+        notes=res.notes, nonfinite=nonfinite,
+    )  # fmt: skip

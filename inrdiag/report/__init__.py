@@ -1,0 +1,1 @@
+"""Rendering of result dataclasses: rich tables, JSON and plots. No computation happens here."""

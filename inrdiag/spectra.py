@@ -1,0 +1,226 @@
+"""Representation spectra and weight stable ranks (DESIGN.md section 3).
+
+For hidden layer k, ``Z_k`` is the N x d_k matrix of its post-activation outputs on a grid. Its
+singular values come from the eigenvalues of the d_k x d_k Gram matrix ``Z_k^T Z_k``, accumulated
+over chunks of the grid in float64: memory stays O(chunk x width) whatever N, and one GEMM per
+chunk is the whole cost. (Singular values below ~1e-7 s_1 sit at float64's floor for this method;
+every statistic below uses thresholds far above it.)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InrdiagError
+from .grid import available_memory, check_memory, grid_shape, make_grid
+
+#: Default relative tolerance of the numerical rank: count s_i > tol * s_1.
+DEFAULT_TOL = 1e-3
+#: Points per forward chunk: bounds memory at about chunk * sum(widths) * 8 bytes * 3.
+CHUNK = 32768
+
+
+@dataclass
+class SpectrumStats:
+    """Rank statistics of one N x d matrix from its singular values (descending)."""
+
+    numerical_rank: int
+    effective_rank: float
+    stable_rank: float
+    #: min(N, d): the largest rank the matrix could have; the fractions divide by it.
+    max_rank: int
+    singular_values: list[float]
+    dead_units: int | None = None
+
+    @property
+    def numerical_rank_fraction(self) -> float:
+        return self.numerical_rank / self.max_rank
+
+    @property
+    def effective_rank_fraction(self) -> float:
+        return self.effective_rank / self.max_rank
+
+    @property
+    def stable_rank_fraction(self) -> float:
+        return self.stable_rank / self.max_rank
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "numerical_rank": self.numerical_rank,
+            "numerical_rank_fraction": self.numerical_rank_fraction,
+            "effective_rank": self.effective_rank,
+            "effective_rank_fraction": self.effective_rank_fraction,
+            "stable_rank": self.stable_rank,
+            "stable_rank_fraction": self.stable_rank_fraction,
+            "max_rank": self.max_rank,
+            "singular_values": self.singular_values,
+            "dead_units": self.dead_units,
+        }
+
+
+def spectrum_stats(s, max_rank: int, tol: float = DEFAULT_TOL, dead_units: int | None = None) -> SpectrumStats:
+    """Numerical rank ``#{s_i > tol s_1}``, effective rank ``exp(H(s / sum s))`` (Roy & Vetterli 2007,
+    singular values not squared), stable rank ``sum s_i^2 / s_1^2``, from singular values ``s``."""
+    vals = sorted((max(float(v), 0.0) for v in s), reverse=True)
+    s1 = vals[0] if vals else 0.0
+    if s1 <= 0.0:
+        return SpectrumStats(0, 0.0, 0.0, max_rank, vals, dead_units)
+    total = sum(vals)
+    entropy = -sum((v / total) * math.log(v / total) for v in vals if v > 0)
+    return SpectrumStats(
+        numerical_rank=sum(1 for v in vals if v > tol * s1),
+        effective_rank=math.exp(entropy),
+        stable_rank=sum(v * v for v in vals) / (s1 * s1),
+        max_rank=max_rank,
+        singular_values=vals,
+        dead_units=dead_units,
+    )
+
+
+def weight_stable_rank(W) -> float:
+    """``||W||_F^2 / s_max(W)^2`` in float64 (1 for rank one, up to min(out, in))."""
+    import torch
+
+    W = W.detach().to(torch.float64)
+    s = torch.linalg.svdvals(W)
+    if s.numel() == 0 or float(s[0]) == 0.0:
+        return 0.0
+    return float((s**2).sum() / s[0] ** 2)
+
+
+@dataclass
+class LayerRank:
+    index: int
+    name: str
+    in_features: int
+    out_features: int
+    weight_stable_rank: float
+    #: None for the output head (it has no activation).
+    representation: SpectrumStats | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "name": self.name,
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "weight_stable_rank": self.weight_stable_rank,
+            "representation": None if self.representation is None else self.representation.to_dict(),
+        }
+
+
+@dataclass
+class RankReport:
+    grid_shape: list[int]
+    points: int
+    tol: float
+    activation: str
+    layers: list[LayerRank]
+    #: Linear-layer indices eligible as the last frozen layer (hidden layers; cohort: the encoder).
+    freeze_candidates: list[int]
+    recommended_freeze_depth: int
+    device: str = "cpu"
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "grid": {"shape": self.grid_shape, "points": self.points},
+            "tol": self.tol,
+            "activation": self.activation,
+            "device": self.device,
+            "layers": [layer.to_dict() for layer in self.layers],
+            "freeze_candidates": self.freeze_candidates,
+            "recommended_freeze_depth": self.recommended_freeze_depth,
+            "notes": self.notes,
+        }
+
+
+def recommend_freeze_depth(stable_ranks: list[float], candidates: list[int]) -> int:
+    """k* = 1 + the candidate layer of highest weight stable rank (first one on ties)."""
+    if not candidates:
+        raise InrdiagError("no hidden layers to choose a freeze depth from")
+    best = max(candidates, key=lambda k: (stable_ranks[k], -k))
+    return best + 1
+
+
+def gram_spectra(model, shape: tuple[int, ...], device=None, chunk: int = CHUNK):
+    """Float64 Gram matrices ``Z_k^T Z_k`` of every hidden layer over the grid, and dead-unit masks.
+
+    Returns (grams, alive) where ``alive[k]`` is a bool vector: unit ever nonzero on the grid.
+    """
+    import torch
+
+    grid = make_grid(shape, dtype=torch.float64, device=device)
+    widths = model.spec.hidden
+    grams = [torch.zeros(w, w, dtype=torch.float64, device=device) for w in widths]
+    alive = [torch.zeros(w, dtype=torch.bool, device=device) for w in widths]
+    with torch.no_grad():
+        for start in range(0, grid.shape[0], chunk):
+            a = model.encoding(grid[start : start + chunk])
+            for k in range(len(widths)):
+                a = model.hidden_step(k, model.linears[k](a))
+                if not bool(torch.isfinite(a).all()):
+                    raise InrdiagError(f"hidden layer {k} is not finite on the grid (NaN/Inf); check the weights")
+                grams[k].addmm_(a.T, a)
+                alive[k] |= (a != 0).any(dim=0)
+    return grams, alive
+
+
+def rank_report(
+    model,
+    grid: int | None = None,
+    tol: float = DEFAULT_TOL,
+    device: str = "auto",
+    shared_layers: int | None = None,
+    layer_names: list[str] | None = None,
+) -> RankReport:
+    """Per-layer weight stable ranks and representation spectra of ``model`` on a coordinate grid.
+
+    ``grid`` is the number of points per axis (default 256 in 2-D, 48 in 3-D). ``shared_layers``
+    limits the freeze-depth candidates to a cohort's shared encoder.
+    """
+    import copy
+
+    import torch
+
+    from .device import resolve_device
+    from .spec import RELU_LIKE
+
+    if not (0 < tol < 1):
+        raise InrdiagError(f"--tol must be in (0, 1), got {tol}")
+    spec = model.spec
+    shape = grid_shape(spec.in_features, grid)
+    n = math.prod(shape)
+    widths = spec.hidden
+    chunk = min(CHUNK, n)
+    need = 8.0 * (n * spec.in_features + 3 * chunk * (sum(widths) + spec.encoded_features) + sum(w * w for w in widths))
+    check_memory(need, f"a {'x'.join(map(str, shape))} grid", "--grid", available_memory() / 2)
+    dev = resolve_device(device)
+    m64 = copy.deepcopy(model).to(device=dev, dtype=torch.float64).eval()
+    for name, p in m64.state_dict().items():
+        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+            raise InrdiagError(f"weights are not finite ({name} holds NaN/Inf); `inrdiag info` lists them")
+    grams, alive = gram_spectra(m64, shape, dev, chunk)
+    names = layer_names or [f"linears.{k}" for k in range(spec.num_linear)]
+    layers = []
+    for k, lin in enumerate(m64.linears):
+        rep = None
+        if k < len(widths):
+            eig = torch.linalg.eigvalsh(grams[k]).clamp_min(0).sqrt().flip(0)
+            dead = int((~alive[k]).sum()) if spec.activation in RELU_LIKE else None
+            rep = spectrum_stats(eig.tolist(), min(n, widths[k]), tol, dead)
+        out_f, in_f = lin.weight.shape
+        layers.append(LayerRank(k, names[k], int(in_f), int(out_f), weight_stable_rank(lin.weight), rep))
+    hidden_idx = list(range(len(widths)))
+    candidates = hidden_idx if shared_layers is None else hidden_idx[: max(1, min(shared_layers, len(widths)))]
+    srs = [layer.weight_stable_rank for layer in layers]
+    notes = []
+    if shared_layers is not None:
+        notes.append(f"freeze depth chosen within the shared encoder (layers 0..{candidates[-1]})")
+    return RankReport(
+        grid_shape=list(shape), points=n, tol=tol, activation=spec.activation, layers=layers,
+        freeze_candidates=candidates, recommended_freeze_depth=recommend_freeze_depth(srs, candidates),
+        device=str(dev), notes=notes,
+    )  # fmt: skip

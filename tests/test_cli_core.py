@@ -1,0 +1,188 @@
+"""The CLI contract of info / rank / check: JSON shape, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_model
+
+import inrdiag
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    path = tmp_path / "m.safetensors"
+    inrdiag.save(tiny_model(dtype=torch.float32), path)
+    return path
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from inrdiag.cli import main\ntry:\n main(['--help'])\nexcept SystemExit: pass\nprint('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("False")
+    assert "rank" in out and "check" in out
+
+
+def test_rank_json_contract(cli, model_file):
+    r = cli("rank", model_file, "--grid", "12", "--json")
+    assert r.code == 0, r.err
+    data = r.json()
+    assert data["grid"] == {"shape": [12, 12], "points": 144}
+    layers = data["layers"]
+    assert [layer["index"] for layer in layers] == [0, 1, 2, 3]
+    for layer in layers[:-1]:
+        rep = layer["representation"]
+        assert set(rep) >= {"numerical_rank", "effective_rank", "stable_rank", "singular_values", "dead_units"}
+        assert len(rep["singular_values"]) == layer["out_features"]
+    assert layers[-1]["representation"] is None
+    assert layers[0]["in_features"] == 2 and layers[-1]["out_features"] == 1
+    srs = [layer["weight_stable_rank"] for layer in layers[:-1]]
+    assert data["recommended_freeze_depth"] == 1 + srs.index(max(srs))
+
+
+def test_rank_table_and_plot(cli, model_file, tmp_path):
+    plot = tmp_path / "decay.png"
+    r = cli("rank", model_file, "--grid", "10", "--plot", plot)
+    assert r.code == 0, r.err
+    assert "recommended freeze depth" in r.out and "inlet" in r.out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = cli("rank", model_file, "--grid", "10", "--plot", plot)
+    assert r.code == 2 and "--force" in r.err
+    assert cli("rank", model_file, "--grid", "10", "--plot", plot, "--force").code == 0
+
+
+def test_info_lists_everything(cli, model_file):
+    r = cli("info", model_file)
+    assert r.code == 0
+    assert "safetensors (inrdiag metadata)" in r.out and "parameters" in r.out
+    data = cli("info", model_file, "--json").json()
+    assert data["parameters"] == sum(p.numel() for p in tiny_model().parameters())
+    assert [layer["out_features"] for layer in data["layers"]] == [16, 16, 16, 1]
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+BAD_INPUTS = {
+    "missing": lambda tmp, good: tmp / "nope.safetensors",
+    "empty": lambda tmp, good: write(tmp / "e.safetensors", b""),
+    "truncated": lambda tmp, good: write(tmp / "t.safetensors", good.read_bytes()[:300]),
+    "garbage": lambda tmp, good: write(tmp / "g.pt", b"hello world, not a checkpoint"),
+    "folder": lambda tmp, good: tmp,
+    "truncated-pt": lambda tmp, good: _truncated_pt(tmp),
+}
+
+
+def _truncated_pt(tmp):
+    torch.save(tiny_model().state_dict(), tmp / "full.pt")
+    return write(tmp / "cut.pt", (tmp / "full.pt").read_bytes()[:500])
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_files_one_line_error(cli, model_file, tmp_path, case):
+    path = BAD_INPUTS[case](tmp_path, model_file)
+    for cmd in ("info", "rank", "check"):
+        r = cli(cmd, path)
+        assert r.code == 2, (cmd, r.out, r.err)
+        assert r.err.startswith("error: ") and len(r.err.strip().splitlines()) == 1, r.err
+        assert "Traceback" not in r.err
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_pickle_that_is_not_a_state_dict(cli, tmp_path):
+    torch.save({"model": Evil()}, tmp_path / "evil.pt")
+    r = cli("info", tmp_path / "evil.pt")
+    assert r.code == 2 and "not a plain state dict" in r.err
+
+
+@pytest.mark.parametrize("sd,msg", [
+    ({"a": torch.zeros(3)}, "no 2-D weight"),
+    ({"0.weight": torch.zeros(8, 2), "1.weight": torch.zeros(1, 5)}, "do not chain"),
+    ({"0.weight": torch.zeros(8, 2)}, "only one 2-D weight"),
+    ({"0.weight": torch.zeros(8, 40), "1.weight": torch.zeros(1, 8)}, "--encoding positional"),
+])  # fmt: skip
+def test_bad_state_dicts(cli, tmp_path, sd, msg):
+    torch.save(sd, tmp_path / "x.pt")
+    r = cli("info", tmp_path / "x.pt", "--activation", "relu")
+    assert r.code == 2 and msg in r.err, r.err
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--activation", "swish"], "unknown --activation"),
+    (["--encoding", "hash"], "unknown --encoding"),
+    (["--grid", "1"], "--grid"),
+    (["--device", "tpu"], "unknown --device"),
+    (["--tol", "2"], "--tol"),
+    (["--grid", "abc"], "'--grid'"),
+    (["--no-such-flag"], "no-such-flag"),
+])  # fmt: skip
+def test_bad_flag_values(cli, model_file, args, msg):
+    r = cli("rank", model_file, *args)
+    assert r.code == 2 and msg in r.err and len(r.err.strip().splitlines()) == 1, r.err
+
+
+def test_grid_too_large_refused_with_estimate(cli, model_file):
+    r = cli("rank", model_file, "--grid", "2000000")
+    assert r.code == 2 and "GiB" in r.err and "--grid" in r.err
+
+
+def test_check_pass_fail_and_policy_file(cli, model_file, tmp_path):
+    r = cli(
+        "check", model_file, "--grid", "16", "--min-inlet-effective-rank-fraction", "0.01", "--max-dead-fraction", "1"
+    )
+    assert r.code == 0, r.out + r.err
+    assert "PASS" in r.out and "FAIL" not in r.out
+    r = cli("check", model_file, "--grid", "16", "--min-inlet-effective-rank-fraction", "0.99")
+    assert r.code == 1 and "FAIL" in r.out
+    policy = tmp_path / "pyproject.toml"
+    policy.write_text("[tool.inrdiag.check]\nmin-inlet-effective-rank-fraction = 0.99\ngrid = 16\n")
+    r = cli("check", model_file, "--policy", policy, "--json")
+    assert r.code == 1
+    data = r.json()
+    assert data["passed"] is False and data["policy"]["grid"] == 16
+    failed = [c for c in data["checks"] if c["passed"] is False]
+    assert [c["name"] for c in failed] == ["inlet effective-rank fraction"]
+    # Flags override the file.
+    assert cli("check", model_file, "--policy", policy, "--min-inlet-effective-rank-fraction", "0").code == 0
+    jpol = tmp_path / "p.json"
+    jpol.write_text('{"min_weight_stable_rank": 1000}')
+    assert cli("check", model_file, "--policy", jpol, "--grid", "8").code == 1
+    jpol.write_text('{"min_rank": 1}')
+    r = cli("check", model_file, "--policy", jpol)
+    assert r.code == 2 and "unknown keys" in r.err
+
+
+def test_check_fails_on_nonfinite_weights(cli, tmp_path):
+    model = tiny_model(dtype=torch.float32)
+    with torch.no_grad():
+        model.linears[1].weight[0, 0] = float("nan")
+    inrdiag.save(model, tmp_path / "nan.safetensors")
+    r = cli("check", tmp_path / "nan.safetensors", "--min-weight-stable-rank", "1")
+    assert r.code == 1 and "linears.1.weight" in r.out
+    assert cli("info", tmp_path / "nan.safetensors").code == 0
+    r = cli("rank", tmp_path / "nan.safetensors")
+    assert r.code == 2 and "not finite" in r.err
+
+
+def test_examples_script_reproduces_shipped_checkpoints(tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "examples" / "make_checkpoints.py"), "--out", str(tmp_path)],
+                   check=True, capture_output=True)  # fmt: skip
+    for name in ("relu_4x256", "siren_3x64"):
+        made = inrdiag.load(tmp_path / f"{name}.safetensors")
+        shipped = inrdiag.load(ROOT / "examples" / "checkpoints" / f"{name}.safetensors")
+        assert made.spec == shipped.spec
+        for a, b in zip(made.model.state_dict().values(), shipped.model.state_dict().values()):
+            assert torch.equal(a, b)

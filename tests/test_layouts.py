@@ -1,0 +1,246 @@
+"""Every supported checkpoint layout, built here from a CoordMLP with that codebase's key names.
+
+Each loaded model is compared with an independent forward pass written from the codebase's
+own definition (e.g. official SIREN: ``sin(30 (W x + b))`` in every layer but the last).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import tiny_model
+from safetensors.torch import save_file
+
+import inrdiag
+from inrdiag.errors import AmbiguousArchitectureError, CheckpointError, SpecError
+
+
+def weights(n_layers=4, width=16, d=2, out=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    dims = [d] + [width] * (n_layers - 1) + [out]
+    return [(torch.randn(dims[i + 1], dims[i], generator=g) / dims[i] ** 0.5,
+             torch.randn(dims[i + 1], generator=g) * 0.1) for i in range(n_layers)]  # fmt: skip
+
+
+def ref_forward(ws, x, act, w0=30.0, w0_hidden=None, enc=None):
+    w0_hidden = w0 if w0_hidden is None else w0_hidden
+    a = enc(x) if enc else x
+    for k, (W, b) in enumerate(ws):
+        h = a @ W.T + b
+        if k == len(ws) - 1:
+            return h
+        w = w0 if k == 0 else w0_hidden
+        a = {"relu": torch.relu, "sine": lambda h: torch.sin(w * h),
+             "finer": lambda h: torch.sin(w * (h.abs() + 1) * h)}[act](h)  # fmt: skip
+
+
+def check_same(loaded, ws, act, **kw):
+    x = torch.rand(50, loaded.spec.in_features) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), ref_forward(ws, x, act, **kw), rtol=1e-5, atol=1e-5)
+
+
+def test_siren_official(tmp_path):
+    ws = weights()
+    sd = {}
+    for i, (W, b) in enumerate(ws):
+        sd[f"net.net.{i}.0.weight"], sd[f"net.net.{i}.0.bias"] = W, b
+    torch.save(sd, tmp_path / "model_final.pth")
+    loaded = inrdiag.load(tmp_path / "model_final.pth")
+    assert loaded.layout.startswith("siren-official")
+    assert loaded.spec.activation == "sine" and loaded.spec.w0 == 30 and loaded.spec.w0_hidden == 30
+    check_same(loaded, ws, "sine")
+    # The layout's default can be overridden by flags.
+    relu = inrdiag.load(tmp_path / "model_final.pth", activation="relu")
+    assert relu.sources["activation"] == "flag --activation"
+    check_same(relu, ws, "relu")
+
+
+@pytest.mark.parametrize("wrapper,act", [(None, "sine"), ("model_state", "finer")])
+def test_siren_notebook_and_finer(tmp_path, wrapper, act):
+    ws = weights()
+    sd = {}
+    for i, (W, b) in enumerate(ws[:-1]):
+        sd[f"net.{i}.linear.weight"], sd[f"net.{i}.linear.bias"] = W, b
+    sd[f"net.{len(ws) - 1}.weight"], sd[f"net.{len(ws) - 1}.bias"] = ws[-1]
+    obj = sd if wrapper is None else {wrapper: sd, "train_iter": 100, "pred_img": torch.zeros(4, 4, 3)}
+    torch.save(obj, tmp_path / "ckpt.pt")
+    loaded = inrdiag.load(tmp_path / "ckpt.pt")
+    assert loaded.spec.activation == act
+    check_same(loaded, ws, act)
+    if wrapper:
+        unused = {t.key: t for t in loaded.tensors if not t.used}
+        assert "pred_img" in unused and "train_iter" in unused
+
+
+@pytest.mark.parametrize("container", ["net", "layers"])
+def test_siren_pytorch(tmp_path, container):
+    ws = weights()
+    sd = {}
+    for i, (W, b) in enumerate(ws[:-1]):
+        sd[f"{container}.{i}.weight"], sd[f"{container}.{i}.bias"] = W, b
+    sd["last_layer.weight"], sd["last_layer.bias"] = ws[-1]
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "sp.safetensors"))
+    loaded = inrdiag.load(tmp_path / "sp.safetensors")
+    assert loaded.layout.startswith("siren-pytorch")
+    assert (loaded.spec.w0, loaded.spec.w0_hidden) == (30.0, 1.0)
+    check_same(loaded, ws, "sine", w0=30.0, w0_hidden=1.0)
+    loaded = inrdiag.load(tmp_path / "sp.safetensors", w0_hidden=30.0)
+    check_same(loaded, ws, "sine", w0=30.0, w0_hidden=30.0)
+
+
+def test_plain_sequential_needs_activation_flag(tmp_path, cli):
+    ws = weights()
+    sd = {}
+    for i, (W, b) in enumerate(ws):
+        sd[f"{2 * i}.weight"], sd[f"{2 * i}.bias"] = W, b
+    torch.save(sd, tmp_path / "seq.pt")
+    with pytest.raises(AmbiguousArchitectureError, match="--activation"):
+        inrdiag.load(tmp_path / "seq.pt")
+    r = cli("info", tmp_path / "seq.pt")
+    assert r.code == 2 and r.err.startswith("error: ") and "--activation" in r.err and len(r.err.splitlines()) == 1
+    loaded = inrdiag.load(tmp_path / "seq.pt", activation="relu")
+    check_same(loaded, ws, "relu")
+    with pytest.raises(AmbiguousArchitectureError, match="--w0"):
+        inrdiag.load(tmp_path / "seq.pt", activation="sine")
+    check_same(inrdiag.load(tmp_path / "seq.pt", activation="sine", w0=7.0), ws, "sine", w0=7.0)
+
+
+def test_sequential_with_batchnorm(tmp_path):
+    model = tiny_model(batchnorm=[0, 2], dtype=torch.float32)
+    sd = {}
+    seq_index = 0
+    for k, lin in enumerate(model.linears):
+        sd[f"{seq_index}.weight"], sd[f"{seq_index}.bias"] = lin.weight, lin.bias
+        seq_index += 1
+        if str(k) in model.norms:
+            for name, t in model.norms[str(k)].state_dict().items():
+                sd[f"{seq_index}.{name}"] = t
+            seq_index += 1
+        seq_index += 1  # the activation module
+    torch.save(sd, tmp_path / "bn.pt")
+    loaded = inrdiag.load(tmp_path / "bn.pt", activation="relu")
+    assert loaded.spec.batchnorm == [0, 2]
+    assert all(t.used for t in loaded.tensors)
+    x = torch.rand(30, 2) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), model(x))
+
+
+def test_nerfstudio_with_b_matrix(tmp_path):
+    m, d = 8, 2
+    B = torch.randn(d, m)  # nerfstudio RFFEncoding stores b_matrix as (in_dim, num_frequencies)
+    g = torch.Generator().manual_seed(1)
+    dims = [2 * m, 16, 16, 1]
+    ws = [
+        (torch.randn(dims[i + 1], dims[i], generator=g) * 0.3, torch.randn(dims[i + 1], generator=g) * 0.1)
+        for i in range(3)
+    ]
+    sd = {"field.position_encoding.b_matrix": B}
+    for i, (W, b) in enumerate(ws):
+        sd[f"field.mlp_base.layers.{i}.weight"], sd[f"field.mlp_base.layers.{i}.bias"] = W, b
+    torch.save({"step": 10, "pipeline": sd, "optimizers": {"fields": {"state": {0: {"exp_avg": torch.zeros(3, 3)}}}}},
+               tmp_path / "step-000000010.ckpt")  # fmt: skip
+    loaded = inrdiag.load(tmp_path / "step-000000010.ckpt")
+    assert loaded.layout.startswith("nerfstudio") and loaded.spec.activation == "relu"
+    assert loaded.spec.encoding == "fourier" and loaded.spec.fourier_features == m
+
+    def enc(x):  # gamma(x) = sin([2 pi x B, 2 pi x B + pi/2]) = [sin, cos]
+        s = (2 * torch.pi * x) @ B
+        return torch.sin(torch.cat([s, s + torch.pi / 2], dim=-1))
+
+    check_same(loaded, ws, "relu", enc=enc)
+    assert any(t.key.startswith("optimizers") and not t.used for t in loaded.tensors)
+
+
+def test_positional_encoding_needs_frequencies(tmp_path):
+    model = tiny_model(encoding="positional", frequencies=4, dtype=torch.float32)
+    sd = {k.replace("linears.", "mlp."): v for k, v in model.state_dict().items()}
+    torch.save(sd, tmp_path / "pe.pth")
+    with pytest.raises(AmbiguousArchitectureError, match="--encoding positional --frequencies"):
+        inrdiag.load(tmp_path / "pe.pth", activation="relu")
+    loaded = inrdiag.load(tmp_path / "pe.pth", activation="relu", encoding="positional", frequencies=4)
+    assert loaded.spec.in_features == 2 and loaded.spec.include_input
+    x = torch.rand(20, 2) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), model(x))
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "model.", "_model.", "module._orig_mod."])
+def test_prefixes_and_lightning_wrapper(tmp_path, prefix):
+    model = tiny_model(dtype=torch.float32)
+    sd = {prefix + k: v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": sd, "epoch": 3, "global_step": 7}, tmp_path / "l.ckpt")
+    loaded = inrdiag.load(tmp_path / "l.ckpt", activation="relu")
+    assert loaded.layout.startswith("inrdiag state dict")
+    x = torch.rand(20, 2) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), model(x))
+    assert {"epoch", "global_step"} <= {t.key for t in loaded.tensors if not t.used}
+
+
+def test_strainer_cohort_heads(tmp_path, cli):
+    g = torch.Generator().manual_seed(2)
+    sd = {}
+    dims = [2, 16, 16, 16]
+    enc = []
+    for k in range(3):
+        W, b = torch.randn(dims[k + 1], dims[k], generator=g) / dims[k] ** 0.5, torch.randn(dims[k + 1], generator=g)
+        sd[f"encoder.{2 * k}.weight"], sd[f"encoder.{2 * k}.bias"] = W, b
+        enc.append((W, b))
+    heads = []
+    for d in range(3):
+        W1, b1 = torch.randn(16, 16, generator=g) / 4, torch.randn(16, generator=g)
+        W2, b2 = torch.randn(1, 16, generator=g) / 4, torch.randn(1, generator=g)
+        sd[f"decoder.{d}.0.weight"], sd[f"decoder.{d}.0.bias"] = W1, b1
+        sd[f"decoder.{d}.2.weight"], sd[f"decoder.{d}.2.bias"] = W2, b2
+        heads.append([(W1, b1), (W2, b2)])
+    torch.save(sd, tmp_path / "strainer.pt")
+    for head in (0, 2):
+        loaded = inrdiag.load(tmp_path / "strainer.pt", head=head)
+        assert loaded.heads == 3 and loaded.shared_layers == 3 and loaded.head == head
+        check_same(loaded, enc + heads[head], "sine")
+    with pytest.raises(SpecError, match="--head 3 out of range"):
+        inrdiag.load(tmp_path / "strainer.pt", head=3)
+    r = cli("rank", tmp_path / "strainer.pt", "--grid", "8", "--json")
+    assert r.code == 0
+    data = r.json()
+    assert data["freeze_candidates"] == [0, 1, 2]
+    srs = [layer["weight_stable_rank"] for layer in data["layers"][:3]]
+    assert data["recommended_freeze_depth"] == 1 + srs.index(max(srs))
+
+
+def test_inrdiag_format_round_trip_and_metadata(tmp_path):
+    model = tiny_model(activation="sine", encoding="fourier", fourier_features=4, batchnorm=[1],
+                       w0=20.0, w0_hidden=5.0, dtype=torch.float32)  # fmt: skip
+    inrdiag.save(model, tmp_path / "m.safetensors", provenance={"init": "siren", "seed": 3})
+    loaded = inrdiag.load(tmp_path / "m.safetensors")
+    assert loaded.layout == "inrdiag" and loaded.spec == model.spec
+    assert loaded.provenance["init"] == "siren" and loaded.provenance["inrdiag_version"] == inrdiag.__version__
+    for (k, v), (k2, v2) in zip(model.state_dict().items(), loaded.model.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    with pytest.raises(inrdiag.InrdiagError, match="exists"):
+        inrdiag.save(model, tmp_path / "m.safetensors")
+    inrdiag.save(model, tmp_path / "m.safetensors", force=True)
+
+
+def test_float64_checkpoint_stays_float64(tmp_path):
+    model = tiny_model(dtype=torch.float64)
+    inrdiag.save(model, tmp_path / "m64.safetensors")
+    loaded = inrdiag.load(tmp_path / "m64.safetensors")
+    assert loaded.model.linears[0].weight.dtype == torch.float64
+
+
+def test_stored_metadata_validated(tmp_path):
+    model = tiny_model(dtype=torch.float32)
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": 1, "arch": {**model.spec.to_dict(), "hidden": [16, 16, 8]}}
+    save_file(sd, str(tmp_path / "bad.safetensors"), metadata={"inrdiag": json.dumps(meta)})
+    with pytest.raises(CheckpointError, match="shape"):
+        inrdiag.load(tmp_path / "bad.safetensors")
+    meta = {"format": 99, "arch": model.spec.to_dict()}
+    save_file(sd, str(tmp_path / "new.safetensors"), metadata={"inrdiag": json.dumps(meta)})
+    with pytest.raises(CheckpointError, match="format 99"):
+        inrdiag.load(tmp_path / "new.safetensors")
