@@ -26,6 +26,16 @@ _EXPORTS = {
     "weight_stable_rank": "spectra",
     "run_checks": "checks",
     "CheckPolicy": "checks",
+    "load_target": "targets",
+    "Target": "targets",
+    "fit": "fit",
+    "FitConfig": "fit",
+    "FitResult": "fit",
+    "compare": "compare",
+    "CompareResult": "compare",
+    "build_model": "inits",
+    "reinit_inlet": "inits",
+    "SCHEMES": "inits",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
