@@ -86,11 +86,11 @@ def load_target(path: str | Path, size: int | None = None) -> Target:
 
 
 def _load_image(p: Path, size: int | None) -> Target:
+    import warnings
+
     import imageio.v3 as iio
     import numpy as np
     import torch
-
-    import warnings
 
     try:
         with warnings.catch_warnings():  # imageio's plugin probing warns about legacy plugins
