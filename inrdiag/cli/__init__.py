@@ -9,8 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import core  # noqa: F401  (registers commands)
-from . import fit  # noqa: F401
+from . import cohort, core, fit  # noqa: F401  (registers commands)
 from .app import app
 
 __all__ = ["app", "main"]
