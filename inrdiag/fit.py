@@ -235,6 +235,8 @@ def _fit(target, cfg: FitConfig, progress: Progress | None) -> FitResult:
     batch = cfg.batch_size or (n if n <= FULL_BATCH_MAX else SAMPLED_BATCH)
     batch = min(batch, n)
     full = batch == n
+    if model.spec.batchnorm and batch < 2:
+        raise InrdiagError(f"batch norm needs at least 2 points per batch, got {batch}; raise --batch-size")
     widths = sum(model.spec.hidden) + model.spec.encoded_features
     check_memory(
         4.0 * batch * widths * 4, f"a batch of {batch:,} points through {cfg.depth}x{cfg.width}", "--batch-size"

@@ -116,3 +116,8 @@ def test_threads_option_is_restored(image16):
     assert res.config.threads == 1 and torch.get_num_threads() == before
     with pytest.raises(InrdiagError, match="--threads must be >= 1"):
         fit(image16, small(threads=0))
+
+
+def test_bn_refuses_single_point_batches(image16):
+    with pytest.raises(InrdiagError, match="batch norm needs at least 2 points"):
+        fit(image16, small(init="bn", batch_size=1))
