@@ -63,6 +63,9 @@ class FitConfig:
     curve_points: int = 200
     #: Tune glibc malloc at the start (see ``tune_malloc``): 1.3-1.9x faster full-batch CPU steps.
     tune_malloc: bool = True
+    #: CPU threads for the fit (None: torch's default, one per core). On a machine shared with
+    #: other jobs, 1 thread can be several times faster than oversubscribed cores (docs/performance.md).
+    threads: int | None = None
 
     def validate(self) -> None:
         from .inits import get_scheme
@@ -77,6 +80,8 @@ class FitConfig:
             raise InrdiagError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.track_rank < 0:
             raise InrdiagError(f"--track-rank must be >= 0, got {self.track_rank}")
+        if self.threads is not None and self.threads < 1:
+            raise InrdiagError(f"--threads must be >= 1, got {self.threads}")
         if self.holdout_stride < 1:
             raise InrdiagError(f"--holdout-stride must be >= 1, got {self.holdout_stride}")
 
@@ -191,6 +196,21 @@ def predict(model, coords, chunk: int = EVAL_CHUNK):
 def fit(target, config: FitConfig | None = None, progress: Progress | None = None) -> FitResult:
     """Fit a new MLP (built by ``config.init``) to ``target`` (``inrdiag.targets.Target``)."""
     import torch
+
+    cfg = config or FitConfig()
+    cfg.validate()
+    if cfg.threads is None:
+        return _fit(target, cfg, progress)
+    before = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _fit(target, cfg, progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _fit(target, cfg: FitConfig, progress: Progress | None) -> FitResult:
+    import torch
     import torch.nn.functional as F
 
     from .device import resolve_device
@@ -198,8 +218,6 @@ def fit(target, config: FitConfig | None = None, progress: Progress | None = Non
     from .inits import build_model
     from .targets import METRIC_NAME, metric
 
-    cfg = config or FitConfig()
-    cfg.validate()
     notes: list[str] = []
     if cfg.tune_malloc and not tune_malloc():
         notes.append("glibc malloc tuning not available on this platform")
@@ -217,6 +235,8 @@ def fit(target, config: FitConfig | None = None, progress: Progress | None = Non
     batch = cfg.batch_size or (n if n <= FULL_BATCH_MAX else SAMPLED_BATCH)
     batch = min(batch, n)
     full = batch == n
+    if model.spec.batchnorm and batch < 2:
+        raise InrdiagError(f"batch norm needs at least 2 points per batch, got {batch}; raise --batch-size")
     widths = sum(model.spec.hidden) + model.spec.encoded_features
     check_memory(
         4.0 * batch * widths * 4, f"a batch of {batch:,} points through {cfg.depth}x{cfg.width}", "--batch-size"
@@ -305,6 +325,6 @@ def provenance(result: FitResult) -> dict[str, Any]:
         "init": c.init, "target": result.target["path"], "target_sha256": result.target["sha256"],
         "target_shape": result.target["shape"], "steps": c.steps, "lr": c.lr, "optimizer": "adam",
         "seed": c.seed, "depth": c.depth, "width": c.width, "batch_size": result.batch_size,
-        "holdout_stride": c.holdout_stride, "metric_name": result.metric_name, "metric": result.metric,
+        "holdout_stride": c.holdout_stride, "threads": c.threads, "metric_name": result.metric_name, "metric": result.metric,
         "heldout_metric": result.heldout_metric, "device": result.device,
     }  # fmt: skip

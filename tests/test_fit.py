@@ -108,3 +108,16 @@ def test_compare_table(image16):
     assert mean == pytest.approx(np.mean(row.metrics)) and std == pytest.approx(np.std(row.metrics, ddof=1))
     assert res.rows[1].inlet_effective_rank[0] > res.rows[0].inlet_effective_rank[0]
     assert res.to_dict()["rows"][0]["init"] == "default"
+
+
+def test_threads_option_is_restored(image16):
+    before = torch.get_num_threads()
+    res = fit(image16, small(steps=5, threads=1))
+    assert res.config.threads == 1 and torch.get_num_threads() == before
+    with pytest.raises(InrdiagError, match="--threads must be >= 1"):
+        fit(image16, small(threads=0))
+
+
+def test_bn_refuses_single_point_batches(image16):
+    with pytest.raises(InrdiagError, match="batch norm needs at least 2 points"):
+        fit(image16, small(init="bn", batch_size=1))

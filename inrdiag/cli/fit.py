@@ -31,6 +31,11 @@ SizeOpt = Annotated[
     int | None,
     typer.Option("--size", help="Resample the target to SIZE points per axis first.", show_default=False),
 ]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option("--threads", help="CPU threads (default: one per core; on a busy shared machine 1 can be "
+                 "much faster).", rich_help_panel=TRAIN, show_default=False),
+]  # fmt: skip
 HoldoutOpt = Annotated[
     int,
     typer.Option("--holdout-stride", help="Fit only grid points whose indices are multiples of this on every axis "
@@ -101,6 +106,7 @@ def fit(
         ),
     ] = 0,
     holdout_stride: HoldoutOpt = 1,
+    threads: ThreadsOpt = None,
     output: Annotated[
         str | None,
         typer.Option(
@@ -123,7 +129,7 @@ def fit(
 
     get_scheme(init)
     cfg = FitConfig(init=init, depth=depth, width=width, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
-                    device=device, track_rank=track_rank, holdout_stride=holdout_stride)  # fmt: skip
+                    device=device, track_rank=track_rank, holdout_stride=holdout_stride, threads=threads)  # fmt: skip
     cfg.validate()
     tgt = load_target(target, size)
     name = METRIC_NAME[tgt.kind]
@@ -172,6 +178,7 @@ def compare(
     device: DeviceOpt = "auto",
     size: SizeOpt = None,
     holdout_stride: HoldoutOpt = 1,
+    threads: ThreadsOpt = None,
     plot: PlotOpt = None,
     json: JsonOpt = False,
     force: ForceOpt = False,
@@ -188,7 +195,7 @@ def compare(
     if seeds < 1:
         raise InrdiagError(f"--seeds must be >= 1, got {seeds}")
     cfg = FitConfig(depth=depth, width=width, steps=steps, lr=lr, batch_size=batch_size, seed=seed, device=device,
-                    holdout_stride=holdout_stride)  # fmt: skip
+                    holdout_stride=holdout_stride, threads=threads)  # fmt: skip
     cfg.validate()
     tgt = load_target(target, size)
     name = METRIC_NAME[tgt.kind]
