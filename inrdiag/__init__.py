@@ -26,6 +26,12 @@ _EXPORTS = {
     "weight_stable_rank": "spectra",
     "run_checks": "checks",
     "CheckPolicy": "checks",
+    "ntk_report": "ntk",
+    "NTKReport": "ntk",
+    "GroupNTK": "ntk",
+    "layer_factors": "ntk_factors",
+    "Factor": "ntk_factors",
+    "topk_eigh": "ntk_eig",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
