@@ -10,6 +10,7 @@ import os
 import sys
 
 from . import core  # noqa: F401  (registers commands)
+from . import ntk  # noqa: F401
 from .app import app
 
 __all__ = ["app", "main"]
