@@ -32,6 +32,16 @@ _EXPORTS = {
     "layer_factors": "ntk_factors",
     "Factor": "ntk_factors",
     "topk_eigh": "ntk_eig",
+    "load_target": "targets",
+    "Target": "targets",
+    "fit": "fit",
+    "FitConfig": "fit",
+    "FitResult": "fit",
+    "compare": "compare",
+    "CompareResult": "compare",
+    "build_model": "inits",
+    "reinit_inlet": "inits",
+    "SCHEMES": "inits",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -146,25 +146,26 @@ def recommend_freeze_depth(stable_ranks: list[float], candidates: list[int]) -> 
 
 
 def gram_spectra(model, shape: tuple[int, ...], device=None, chunk: int = CHUNK):
-    """Float64 Gram matrices ``Z_k^T Z_k`` of every hidden layer over the grid, and dead-unit masks.
+    """Float64 Gram matrices ``Z_k^T Z_k`` of every hidden layer over the grid, and alive-unit masks.
 
-    Returns (grams, alive) where ``alive[k]`` is a bool vector: unit ever nonzero on the grid.
+    Returns (grams, alive) where ``alive[k]`` is a bool vector: unit ever nonzero on the grid. It
+    is read off the Gram diagonal, ``sum_n z_nj^2 = 0`` exactly when unit j is zero everywhere.
     """
     import torch
 
     grid = make_grid(shape, dtype=torch.float64, device=device)
     widths = model.spec.hidden
     grams = [torch.zeros(w, w, dtype=torch.float64, device=device) for w in widths]
-    alive = [torch.zeros(w, dtype=torch.bool, device=device) for w in widths]
     with torch.no_grad():
         for start in range(0, grid.shape[0], chunk):
             a = model.encoding(grid[start : start + chunk])
             for k in range(len(widths)):
                 a = model.hidden_step(k, model.linears[k](a))
-                if not bool(torch.isfinite(a).all()):
-                    raise InrdiagError(f"hidden layer {k} is not finite on the grid (NaN/Inf); check the weights")
                 grams[k].addmm_(a.T, a)
-                alive[k] |= (a != 0).any(dim=0)
+    for k, g in enumerate(grams):  # NaN/Inf anywhere in Z_k reaches its Gram matrix
+        if not bool(torch.isfinite(g).all()):
+            raise InrdiagError(f"hidden layer {k} is not finite on the grid (NaN/Inf); check the weights")
+    alive = [torch.diagonal(g) > 0 for g in grams]
     return grams, alive
 
 

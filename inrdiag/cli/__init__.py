@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 import sys
 
-from . import core  # noqa: F401  (registers commands)
+# Commands register on `app` as their modules are imported; this order is the order in --help.
+from . import core  # noqa: F401
+from . import fit  # noqa: F401
+from . import cohort  # noqa: F401
 from . import ntk  # noqa: F401
 from .app import app
 

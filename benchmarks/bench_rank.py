@@ -1,0 +1,75 @@
+"""Benchmark `inrdiag rank` on a 4x256 ReLU MLP at the default 256x256 grid.
+
+    python benchmarks/bench_rank.py [--repeats 3]
+
+Prints (1) the wall time of the whole command `inrdiag rank --json` in a fresh process (start-up,
+torch import, load, spectra, output) — the figure the core issue bounds at 3 s; (2) the engine
+alone (`rank_report`), and (3) the baseline in the same process: the same spectra by the direct
+route, a float64 forward pass then `torch.linalg.svdvals` of each N x 256 matrix Z_k, with the
+ratio baseline / engine and the largest relative difference of the singular values above 1e-3 s_1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import inrdiag
+from inrdiag.spectra import rank_report
+
+ROOT = Path(__file__).resolve().parents[1]
+CKPT = ROOT / "examples" / "checkpoints" / "relu_4x256.safetensors"
+
+
+def best(f, repeats):
+    times = []
+    out = None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = f()
+        times.append(time.perf_counter() - t0)
+    return min(times), statistics.median(times), out
+
+
+def baseline(model, n):
+    m = model.double()
+    x = inrdiag.make_grid((n, n))
+    with torch.no_grad():
+        tr = m.trace(x)
+    return [torch.linalg.svdvals(z) for z in tr.post]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = ["inrdiag", "rank", str(CKPT), "--json"]
+        wall, wall_med, _ = best(lambda: subprocess.run(cmd, check=True, capture_output=True, cwd=tmp), args.repeats)
+    print(f"inrdiag rank (whole command, 4x256, 256x256 grid): best {wall:.2f} s, median {wall_med:.2f} s")
+    loaded = inrdiag.load(CKPT)
+    eng, eng_med, rep = best(lambda: rank_report(loaded.model, grid=256, device="cpu"), args.repeats)
+    print(f"engine rank_report: best {eng:.2f} s, median {eng_med:.2f} s")
+    base, base_med, svals = best(lambda: baseline(inrdiag.load(CKPT).model, 256), args.repeats)
+    print(f"baseline forward + svdvals (float64): best {base:.2f} s, median {base_med:.2f} s")
+    print(f"ratio baseline / engine: {base / eng:.2f}x")
+    worst = 0.0
+    for layer, s in zip(rep.layers, svals):
+        got = torch.tensor(layer.representation.singular_values, dtype=torch.float64)
+        keep = s > 1e-3 * s[0]
+        worst = max(worst, float(((got[keep] - s[keep]).abs() / s[keep]).max()))
+    print(f"max relative difference of singular values above 1e-3 s_1: {worst:.2e}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""``inrdiag fit``, ``inrdiag compare``, ``inrdiag reinit``."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+
+from .app import (ActivationOpt, DeviceOpt, EncodingOpt, ForceOpt, FrequenciesOpt, HeadOpt, JsonOpt, ModelArg,
+                  PlotOpt, W0HiddenOpt, W0Opt, app, load_model)  # fmt: skip
+
+TRAIN = "Training budget"
+
+TargetArg = Annotated[
+    str,
+    typer.Argument(help="Image (png/jpg/tiff..., gray/RGB/RGBA, 8/16-bit) or 3-D occupancy grid (.npy/.npz).",
+                   show_default=False),
+]  # fmt: skip
+DepthOpt = Annotated[int, typer.Option("--depth", help="Hidden layers.", rich_help_panel=TRAIN)]
+WidthOpt = Annotated[int, typer.Option("--width", help="Units per hidden layer.", rich_help_panel=TRAIN)]
+StepsOpt = Annotated[int, typer.Option("--steps", help="Optimiser steps.", rich_help_panel=TRAIN)]
+LrOpt = Annotated[float, typer.Option("--lr", help="Adam learning rate (constant).", rich_help_panel=TRAIN)]
+BatchOpt = Annotated[
+    int | None,
+    typer.Option("--batch-size", help="Points per step (default: full batch up to 131,072 points, else 65,536 "
+                 "sampled).", rich_help_panel=TRAIN, show_default=False),
+]  # fmt: skip
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the init and the batch sampling.")]
+SizeOpt = Annotated[
+    int | None,
+    typer.Option("--size", help="Resample the target to SIZE points per axis first.", show_default=False),
+]
+HoldoutOpt = Annotated[
+    int,
+    typer.Option("--holdout-stride", help="Fit only grid points whose indices are multiples of this on every axis "
+                 "and report the metric on the others too (2: every other pixel).", rich_help_panel=TRAIN),
+]  # fmt: skip
+
+
+def _check_outputs(force: bool, **paths: str | None) -> None:
+    """Refuse existing outputs (without --force) and two outputs on one path, before any work."""
+    from ..errors import InrdiagError
+    from ..io import check_writable
+
+    given = {k: p for k, p in paths.items() if p}
+    seen: dict[str, str] = {}
+    for name, p in given.items():
+        check_writable(p, force)
+        key = str(__import__("pathlib").Path(p).resolve())
+        if key in seen:
+            raise InrdiagError(f"{seen[key]} and {name} both write {p}; give different paths")
+        seen[key] = name
+
+
+@contextmanager
+def _progress(enabled: bool, total_runs: int = 1):
+    """A rich progress bar on stderr; yields ``update(label, step, steps, loss, metric_text)``."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..report.common import console
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                  TimeElapsedColumn(), console=console(stderr=True), transient=False) as bar:  # fmt: skip
+        tasks: dict[str, int] = {}
+
+        def update(label: str, step: int, steps: int, info: str) -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=steps, info="")
+            bar.update(tasks[label], completed=step, info=info)
+
+        yield update
+
+
+def _info(metric_name: str, loss: float, metric: float) -> str:
+    m = f"{metric:.2f} dB" if metric_name == "PSNR" else f"{metric:.4f}"
+    return f"loss {loss:.3g}  {metric_name} {m}"
+
+
+@app.command()
+def fit(
+    target: TargetArg,
+    init: Annotated[
+        str, typer.Option("--init", help="default|rank-expand|siren|pe|ff|bn (see docs/inits.md).")
+    ] = "rank-expand",
+    depth: DepthOpt = 3,
+    width: WidthOpt = 128,
+    steps: StepsOpt = 1000,
+    lr: LrOpt = 1e-3,
+    batch_size: BatchOpt = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    size: SizeOpt = None,
+    track_rank: Annotated[
+        int,
+        typer.Option(
+            "--track-rank", help="Every N steps record each hidden layer's effective rank on the target grid (0: off)."
+        ),
+    ] = 0,
+    holdout_stride: HoldoutOpt = 1,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "-o", "--output", help="Write the fitted model (.safetensors, with provenance).", show_default=False
+        ),
+    ] = None,
+    recon: Annotated[
+        str | None, typer.Option("--recon", help="Write the reconstruction (PNG; volumes: slices).", show_default=False)
+    ] = None,
+    plot: PlotOpt = None,
+    json: JsonOpt = False,
+    force: ForceOpt = False,
+) -> None:
+    """Fit an MLP to an image (MSE, PSNR) or occupancy grid (BCE, IoU at 0.5) from a chosen inlet init."""  # fmt: skip
+    _check_outputs(force, **{"-o": output, "--recon": recon, "--plot": plot})
+    from ..fit import FitConfig, provenance
+    from ..fit import fit as run_fit
+    from ..inits import get_scheme
+    from ..targets import METRIC_NAME, load_target
+
+    get_scheme(init)
+    cfg = FitConfig(init=init, depth=depth, width=width, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
+                    device=device, track_rank=track_rank, holdout_stride=holdout_stride)  # fmt: skip
+    cfg.validate()
+    tgt = load_target(target, size)
+    name = METRIC_NAME[tgt.kind]
+    with _progress(True) as update:
+        cb = None if update is None else (lambda st, n, lo, m: update(f"fit {init}", st, n, _info(name, lo, m)))
+        res = run_fit(tgt, cfg, cb)
+    saved: dict[str, str] = {}
+    if output:
+        from ..checkpoint import save
+
+        save(res.model, output, provenance(res), force)
+        saved["model"] = output
+    if recon:
+        from ..report.fit import save_reconstruction
+
+        save_reconstruction(res.model, tgt, recon, force)
+        saved["reconstruction"] = recon
+    if plot:
+        from ..report.fit import plot_fit
+
+        plot_fit(res, plot, force)
+        saved["plot"] = plot
+    if json:
+        from ..report.common import emit_json
+
+        emit_json({**res.to_dict(), "outputs": saved})
+    else:
+        from ..report.fit import render_fit
+
+        render_fit(res, saved)
+
+
+@app.command()
+def compare(
+    target: TargetArg,
+    inits: Annotated[
+        str, typer.Option("--inits", help="Comma-separated inits to compare.")
+    ] = "default,rank-expand,pe,siren,bn",
+    seeds: Annotated[int, typer.Option("--seeds", help="Seeds per init (seed, seed+1, ...).")] = 3,
+    depth: DepthOpt = 3,
+    width: WidthOpt = 128,
+    steps: StepsOpt = 1000,
+    lr: LrOpt = 1e-3,
+    batch_size: BatchOpt = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    size: SizeOpt = None,
+    holdout_stride: HoldoutOpt = 1,
+    plot: PlotOpt = None,
+    json: JsonOpt = False,
+    force: ForceOpt = False,
+) -> None:
+    """The same budget under several inits and seeds: metric mean ± std and inlet rank at init, one table."""  # fmt: skip
+    _check_outputs(force, **{"--plot": plot})
+    from ..compare import compare as run_compare
+    from ..errors import InrdiagError
+    from ..fit import FitConfig
+    from ..inits import parse_schemes
+    from ..targets import METRIC_NAME, load_target
+
+    names = parse_schemes(inits)
+    if seeds < 1:
+        raise InrdiagError(f"--seeds must be >= 1, got {seeds}")
+    cfg = FitConfig(depth=depth, width=width, steps=steps, lr=lr, batch_size=batch_size, seed=seed, device=device,
+                    holdout_stride=holdout_stride)  # fmt: skip
+    cfg.validate()
+    tgt = load_target(target, size)
+    name = METRIC_NAME[tgt.kind]
+    with _progress(True) as update:
+        cb = None if update is None else (
+            lambda i, sd, st, n, lo, m: update(f"{i} seed {sd}", st, n, _info(name, lo, m)))  # fmt: skip
+        res = run_compare(tgt, names, seeds, cfg, cb)
+    if plot:
+        from ..report.fit import plot_compare
+
+        plot_compare(res, plot, force)
+    if json:
+        from ..report.common import emit_json
+
+        emit_json(res.to_dict())
+    else:
+        from ..report.fit import render_compare
+
+        render_compare(res)
+
+
+@app.command()
+def reinit(
+    model: ModelArg,
+    scheme: Annotated[
+        str, typer.Option("--scheme", help="default|rank-expand|siren: the inlet's new init.")
+    ] = "rank-expand",
+    output: Annotated[
+        str, typer.Option("-o", "--output", help="Output .safetensors (inrdiag format).", show_default=False)
+    ] = "",
+    seed: SeedOpt = 0,
+    json: JsonOpt = False,
+    force: ForceOpt = False,
+    activation: ActivationOpt = None,
+    w0: W0Opt = None,
+    w0_hidden: W0HiddenOpt = None,
+    encoding: EncodingOpt = None,
+    frequencies: FrequenciesOpt = None,
+    head: HeadOpt = None,
+) -> None:
+    """Re-initialise only the inlet (first linear layer) of a checkpoint; every other tensor is kept."""
+    from ..errors import InrdiagError
+
+    if not output:
+        raise InrdiagError("give the output path with -o OUT.safetensors")
+    _check_outputs(force, **{"-o": output})
+    from ..checkpoint import save
+    from ..inits import get_scheme, reinit_inlet
+    from ..targets import file_sha256
+
+    get_scheme(scheme)
+    loaded = load_model(model, activation, w0, w0_hidden, encoding, frequencies, head)
+    if loaded.heads is not None:
+        raise InrdiagError(f"{model} is a cohort checkpoint; reinit writes single models only")
+    reinit_inlet(loaded.model, scheme, seed)
+    prov = {**loaded.provenance, "reinit": {"scheme": scheme, "seed": seed, "source": str(model),
+                                            "source_sha256": file_sha256(model)}}  # fmt: skip
+    save(loaded.model, output, prov, force)
+    info = {"source": str(model), "scheme": scheme, "seed": seed, "output": output,
+            "inlet_shape": list(loaded.model.linears[0].weight.shape)}  # fmt: skip
+    if json:
+        from ..report.common import emit_json
+
+        emit_json(info)
+    else:
+        from ..report.fit import render_reinit
+
+        render_reinit(info)

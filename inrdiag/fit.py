@@ -1,0 +1,310 @@
+"""Fit a coordinate MLP to an image or occupancy target (DESIGN.md section 5).
+
+Loss: MSE on [0, 1] values for images (metric PSNR), BCE-with-logits for occupancy (metric IoU at
+0.5). Optimiser: Adam (torch defaults, betas 0.9/0.999; fused where available), constant learning rate. Batches: the full
+grid by default when it has at most ``FULL_BATCH_MAX`` points, else ``SAMPLED_BATCH`` points drawn
+uniformly with replacement each step. Deterministic: the model's init and the batch sampling draw
+from generators seeded with ``seed``; on the CPU the same seed gives the same numbers.
+
+The loop is engine code: no printing; ``progress(step, steps, loss, metric)`` is called by the
+caller's choice of UI (the CLI draws a rich progress bar).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InrdiagError
+from .spectra import DEFAULT_TOL, gram_spectra, spectrum_stats
+
+#: Largest grid fitted full-batch by default (points); larger targets use sampled batches.
+FULL_BATCH_MAX = 2**17
+SAMPLED_BATCH = 2**16
+#: Default size of the network: 3 hidden layers of 128 ReLU units (about 35 s for 1000 full-batch
+#: steps on a 128x128 image on a 2-core CPU).
+DEFAULT_DEPTH = 3
+DEFAULT_WIDTH = 128
+DEFAULT_STEPS = 1000
+DEFAULT_LR = 1e-3
+#: Points per chunk when evaluating the whole grid.
+EVAL_CHUNK = 65536
+
+Progress = Callable[[int, int, float, float], None]
+
+
+@dataclass
+class FitConfig:
+    """What to fit and how (every field is recorded in the checkpoint's provenance)."""
+
+    #: Inlet scheme, see ``inrdiag.inits.SCHEMES``.
+    init: str = "rank-expand"
+    #: Hidden layers and their width.
+    depth: int = DEFAULT_DEPTH
+    width: int = DEFAULT_WIDTH
+    steps: int = DEFAULT_STEPS
+    #: Adam learning rate (constant).
+    lr: float = DEFAULT_LR
+    #: Points per step; None: full batch up to FULL_BATCH_MAX points, else SAMPLED_BATCH sampled.
+    batch_size: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    #: Every N steps record every hidden layer's rank on the target grid (0: never).
+    track_rank: int = 0
+    #: >1: fit on grid indices that are multiples of the stride on every axis; test on the rest.
+    holdout_stride: int = 1
+    #: Numerical-rank tolerance for the rank records.
+    tol: float = DEFAULT_TOL
+    #: Record the loss/metric curve this many times (evenly spaced, plus the last step).
+    curve_points: int = 200
+    #: Tune glibc malloc at the start (see ``tune_malloc``): 1.3-1.9x faster full-batch CPU steps.
+    tune_malloc: bool = True
+
+    def validate(self) -> None:
+        from .inits import get_scheme
+
+        get_scheme(self.init)
+        for name in ("depth", "width", "steps"):
+            if getattr(self, name) < 1:
+                raise InrdiagError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise InrdiagError(f"--lr must be a positive number, got {self.lr}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise InrdiagError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.track_rank < 0:
+            raise InrdiagError(f"--track-rank must be >= 0, got {self.track_rank}")
+        if self.holdout_stride < 1:
+            raise InrdiagError(f"--holdout-stride must be >= 1, got {self.holdout_stride}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class RankRecord:
+    step: int
+    #: Effective rank and numerical rank of every hidden layer (inlet first).
+    effective: list[float]
+    numerical: list[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "effective_rank": self.effective, "numerical_rank": self.numerical}
+
+
+@dataclass
+class FitResult:
+    config: FitConfig
+    target: dict[str, Any]
+    metric_name: str
+    #: Metric of the final model (eval mode) on the fitted points, the held-out points, all points.
+    metric: float
+    heldout_metric: float | None
+    full_metric: float
+    final_loss: float
+    #: Inlet (layer 0) rank statistics at initialisation on the full target grid.
+    init_inlet_effective_rank: float
+    init_inlet_numerical_rank: int
+    curve_step: list[int]
+    curve_loss: list[float]
+    curve_metric: list[float]
+    ranks: list[RankRecord]
+    seconds: float
+    steps_per_second: float
+    device: str
+    batch_size: int
+    train_points: int
+    parameters: int
+    model: Any = field(default=None, repr=False)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(), "target": self.target, "metric_name": self.metric_name,
+            "metric": self.metric, "heldout_metric": self.heldout_metric, "full_metric": self.full_metric,
+            "final_loss": self.final_loss,
+            "init_inlet": {"effective_rank": self.init_inlet_effective_rank,
+                           "numerical_rank": self.init_inlet_numerical_rank},
+            "curve": {"step": self.curve_step, "loss": self.curve_loss, "metric": self.curve_metric},
+            "ranks": [r.to_dict() for r in self.ranks], "seconds": self.seconds,
+            "steps_per_second": self.steps_per_second, "device": self.device, "batch_size": self.batch_size,
+            "train_points": self.train_points, "parameters": self.parameters, "notes": self.notes,
+        }  # fmt: skip
+
+
+def tune_malloc() -> bool:
+    """On glibc, stop returning large freed blocks to the OS (``M_MMAP_MAX=0``, a 2 GiB
+    ``M_TRIM_THRESHOLD``), so full-batch activation buffers are reused instead of being unmapped
+    and page-faulted back every step (DESIGN.md section 5). Process-wide; returns whether applied.
+    The price: the process keeps up to its peak heap instead of shrinking after large frees."""
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_max = -1, -4
+        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+    except (OSError, AttributeError):
+        return False
+
+
+def layer_ranks(model, shape: tuple[int, ...], tol: float = DEFAULT_TOL, device=None) -> list:
+    """SpectrumStats of every hidden layer's Z_k on the grid of ``shape`` (float64, eval mode)."""
+    import torch
+
+    m64 = copy.deepcopy(model).to(device=device, dtype=torch.float64).eval()
+    grams, alive = gram_spectra(m64, shape, device)
+    n = math.prod(shape)
+    out = []
+    for g, a in zip(grams, alive):
+        s = torch.linalg.eigvalsh(g).clamp_min(0).sqrt().flip(0)
+        out.append(spectrum_stats(s.tolist(), min(n, g.shape[0]), tol, int((~a).sum())))
+    return out
+
+
+def holdout_mask(shape: tuple[int, ...], stride: int):
+    """Bool vector over the flattened grid: True where every index is a multiple of ``stride``."""
+    import torch
+
+    axes = [torch.arange(n) % stride == 0 for n in shape]
+    mesh = torch.meshgrid(*axes, indexing="ij")
+    m = mesh[0]
+    for x in mesh[1:]:
+        m = m & x
+    return m.reshape(-1)
+
+
+def predict(model, coords, chunk: int = EVAL_CHUNK):
+    """Model output on ``coords`` in chunks, no gradients, in the model's current mode."""
+    import torch
+
+    with torch.no_grad():
+        return torch.cat([model(coords[i : i + chunk]) for i in range(0, coords.shape[0], chunk)])
+
+
+def fit(target, config: FitConfig | None = None, progress: Progress | None = None) -> FitResult:
+    """Fit a new MLP (built by ``config.init``) to ``target`` (``inrdiag.targets.Target``)."""
+    import torch
+    import torch.nn.functional as F
+
+    from .device import resolve_device
+    from .grid import check_memory
+    from .inits import build_model
+    from .targets import METRIC_NAME, metric
+
+    cfg = config or FitConfig()
+    cfg.validate()
+    notes: list[str] = []
+    if cfg.tune_malloc and not tune_malloc():
+        notes.append("glibc malloc tuning not available on this platform")
+    dev = resolve_device(cfg.device)
+    model = build_model(cfg.init, target.dim, target.channels, cfg.depth, cfg.width, cfg.seed)
+    init_rank = layer_ranks(model, target.shape, cfg.tol)[0]
+    model = model.to(dev)
+
+    coords_all = target.coords(dtype=torch.float32, device=dev)
+    values_all = target.values.to(dev)
+    mask = holdout_mask(target.shape, cfg.holdout_stride).to(dev) if cfg.holdout_stride > 1 else None
+    coords = coords_all if mask is None else coords_all[mask]
+    values = values_all if mask is None else values_all[mask]
+    n = coords.shape[0]
+    batch = cfg.batch_size or (n if n <= FULL_BATCH_MAX else SAMPLED_BATCH)
+    batch = min(batch, n)
+    full = batch == n
+    widths = sum(model.spec.hidden) + model.spec.encoded_features
+    check_memory(
+        4.0 * batch * widths * 4, f"a batch of {batch:,} points through {cfg.depth}x{cfg.width}", "--batch-size"
+    )
+
+    kind = target.kind
+    loss_fn = F.mse_loss if kind == "image" else F.binary_cross_entropy_with_logits
+    opt = _adam(model.parameters(), cfg.lr)
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
+    every = max(1, cfg.steps // max(1, cfg.curve_points))
+    curve_step: list[int] = []
+    curve_loss: list[float] = []
+    curve_metric: list[float] = []
+    ranks: list[RankRecord] = []
+    if cfg.track_rank:
+        ranks.append(_rank_record(0, model, target.shape, cfg.tol, dev))
+    model.train()
+    t0 = time.perf_counter()
+    rank_time = 0.0
+    loss_value = math.nan
+    for step in range(1, cfg.steps + 1):
+        if full:
+            x, y = coords, values
+        else:
+            idx = torch.randint(0, n, (batch,), device=dev, generator=gen)
+            x, y = coords[idx], values[idx]
+        pred = model(x)
+        loss = loss_fn(pred, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % every == 0 or step == cfg.steps or step == 1:
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise InrdiagError(f"loss became {loss_value} at step {step}; lower --lr (now {cfg.lr:g})")
+            m = metric(kind, pred, y)
+            curve_step.append(step)
+            curve_loss.append(loss_value)
+            curve_metric.append(m)
+            if progress is not None:
+                progress(step, cfg.steps, loss_value, m)
+        if cfg.track_rank and (step % cfg.track_rank == 0 or step == cfg.steps):
+            r0 = time.perf_counter()
+            ranks.append(_rank_record(step, model, target.shape, cfg.tol, dev))
+            model.train()
+            rank_time += time.perf_counter() - r0
+    seconds = time.perf_counter() - t0 - rank_time
+
+    model.eval()
+    out = predict(model, coords_all)
+    final_loss = float(loss_fn(out if mask is None else out[mask], values))
+    fitted = metric(kind, out if mask is None else out[mask], values)
+    heldout = None if mask is None else metric(kind, out[~mask], values_all[~mask])
+    full_metric = metric(kind, out, values_all)
+    return FitResult(
+        config=cfg, target=target.to_dict(), metric_name=METRIC_NAME[kind], metric=fitted, heldout_metric=heldout,
+        full_metric=full_metric, final_loss=final_loss,
+        init_inlet_effective_rank=init_rank.effective_rank, init_inlet_numerical_rank=init_rank.numerical_rank,
+        curve_step=curve_step, curve_loss=curve_loss, curve_metric=curve_metric, ranks=ranks, seconds=seconds,
+        steps_per_second=cfg.steps / seconds if seconds > 0 else math.inf, device=str(dev), batch_size=batch,
+        train_points=n, parameters=model.num_parameters, model=model.cpu(), notes=notes,
+    )  # fmt: skip
+
+
+def _adam(params, lr: float):
+    """Adam, fused into one kernel where torch supports it (CPU and CUDA since torch 2.4: ~5% faster
+    full-batch steps, benchmarks/bench_fit.py); else torch's default (foreach) implementation."""
+    import torch
+
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr)
+
+
+def _rank_record(step: int, model, shape, tol, dev) -> RankRecord:
+    stats = layer_ranks(model, shape, tol, dev)
+    return RankRecord(step, [s.effective_rank for s in stats], [s.numerical_rank for s in stats])
+
+
+def provenance(result: FitResult) -> dict[str, Any]:
+    """What ``checkpoint.save`` records about a fit."""
+    c = result.config
+    return {
+        "init": c.init, "target": result.target["path"], "target_sha256": result.target["sha256"],
+        "target_shape": result.target["shape"], "steps": c.steps, "lr": c.lr, "optimizer": "adam",
+        "seed": c.seed, "depth": c.depth, "width": c.width, "batch_size": result.batch_size,
+        "holdout_stride": c.holdout_stride, "metric_name": result.metric_name, "metric": result.metric,
+        "heldout_metric": result.heldout_metric, "device": result.device,
+    }  # fmt: skip

@@ -1,0 +1,171 @@
+"""Tables, plots and reconstructions for ``fit``, ``compare`` and ``reinit``."""
+
+from __future__ import annotations
+
+import math
+
+from .common import console, fmt, pyplot, save_figure
+
+
+def _metric(name: str, x: float | None) -> str:
+    if x is None:
+        return "-"
+    if name == "PSNR":
+        return "inf" if math.isinf(x) else f"{x:.2f} dB"
+    return f"{x:.4f}"
+
+
+def render_fit(res, saved: dict[str, str] | None = None) -> None:
+    from rich.table import Table
+
+    c = console()
+    cfg = res.config
+    t = Table(title=f"fit {res.target['path']} ({'x'.join(map(str, res.target['shape']))}, {res.target['kind']})",
+              title_justify="left")  # fmt: skip
+    t.add_column("")
+    t.add_column("value", justify="right")
+    t.add_row("init", cfg.init)
+    t.add_row("network", f"{cfg.depth}x{cfg.width}, {res.parameters:,} parameters")
+    t.add_row("training", f"{cfg.steps} Adam steps, lr {cfg.lr:g}, batch {res.batch_size:,} of "
+                          f"{res.train_points:,} points, seed {cfg.seed}, {res.device}")  # fmt: skip
+    t.add_row("inlet rank at init", f"effective {res.init_inlet_effective_rank:.1f}, "
+                                    f"numerical {res.init_inlet_numerical_rank}")  # fmt: skip
+    label = "fitted points" if res.heldout_metric is not None else "all points"
+    t.add_row(f"{res.metric_name} ({label})", _metric(res.metric_name, res.metric))
+    if res.heldout_metric is not None:
+        t.add_row(f"{res.metric_name} (held-out points)", _metric(res.metric_name, res.heldout_metric))
+        t.add_row(f"{res.metric_name} (all points)", _metric(res.metric_name, res.full_metric))
+    t.add_row("final loss", fmt(res.final_loss, 4))
+    t.add_row("speed", f"{res.steps_per_second:.1f} steps/s ({res.seconds:.1f} s)")
+    c.print(t)
+    if res.ranks:
+        rt = Table(title="effective rank of each hidden layer on the target grid (--track-rank)", title_justify="left")
+        rt.add_column("step", justify="right")
+        for k in range(len(res.ranks[0].effective)):
+            rt.add_column("inlet" if k == 0 else f"layer {k}", justify="right")
+        for r in res.ranks:
+            rt.add_row(str(r.step), *(f"{e:.1f}" for e in r.effective))
+        c.print(rt)
+    for what, path in (saved or {}).items():
+        c.print(f"wrote {what}: {path}")
+    for note in res.notes:
+        c.print(f"note: {note}")
+
+
+def plot_fit(res, path: str, force: bool = False) -> None:
+    """Loss and metric against step; with rank records, effective rank against step too."""
+    plt = pyplot()
+    n = 3 if res.ranks else 2
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6))
+    axes[0].semilogy(res.curve_step, res.curve_loss)
+    axes[0].set_xlabel("step")
+    axes[0].set_ylabel("training loss")
+    axes[1].plot(res.curve_step, res.curve_metric)
+    axes[1].set_xlabel("step")
+    axes[1].set_ylabel(f"{res.metric_name} (training batch)")
+    if res.ranks:
+        steps = [r.step for r in res.ranks]
+        for k in range(len(res.ranks[0].effective)):
+            axes[2].plot(steps, [r.effective[k] for r in res.ranks], marker=".",
+                         label="inlet" if k == 0 else f"layer {k}")  # fmt: skip
+        axes[2].set_xlabel("step")
+        axes[2].set_ylabel("effective rank")
+        axes[2].legend(fontsize=8)
+    fig.suptitle(f"{res.config.init}: {res.metric_name} {_metric(res.metric_name, res.metric)}")
+    fig.tight_layout()
+    save_figure(fig, path, force)
+    plt.close(fig)
+
+
+def save_reconstruction(model, target, path: str, force: bool = False) -> None:
+    """Images: the reconstruction as an 8-bit PNG. Volumes: 3 slices along axis 0 at 1/4, 1/2, 3/4,
+    target (top row) above the reconstruction thresholded at 0.5 (bottom row), one PNG."""
+    import imageio.v3 as iio
+    import numpy as np
+    import torch
+
+    from ..fit import predict
+    from ..io import atomic_write
+
+    model = model.eval()
+    out = predict(model, target.coords(dtype=next(model.parameters()).dtype))
+    if target.kind == "image":
+        img = out.clamp(0, 1).reshape(*target.shape, target.channels).to(torch.float64).numpy()
+        if img.shape[-1] == 1:
+            img = img[..., 0]
+    else:
+        pred = (out[:, 0] > 0).reshape(target.shape).numpy()
+        truth = (target.values[:, 0] > 0.5).reshape(target.shape).numpy()
+        n = target.shape[0]
+        idx = [n // 4, n // 2, (3 * n) // 4]
+        gap = np.full((target.shape[1], 2), 0.5)
+        rows = []
+        for vol in (truth, pred):
+            parts = []
+            for i in idx:
+                parts += [vol[i].astype(np.float64), gap]
+            rows.append(np.concatenate(parts[:-1], axis=1))
+        img = np.concatenate([rows[0], np.full((2, rows[0].shape[1]), 0.5), rows[1]], axis=0)
+    data = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+    atomic_write(path, lambda tmp: iio.imwrite(tmp, data, extension=".png"), force)
+
+
+def render_compare(res) -> None:
+    from rich.table import Table
+
+    c = console()
+    cfg = res.config
+    seeds = res.rows[0].seeds if res.rows else []
+    t = Table(title=f"compare on {res.target['path']} ({'x'.join(map(str, res.target['shape']))}): "
+                    f"{cfg.depth}x{cfg.width}, {cfg.steps} Adam steps, lr {cfg.lr:g}, seeds {seeds}",
+              title_justify="left")  # fmt: skip
+    heldout = any(r.heldout_metrics is not None for r in res.rows)
+    cols = ["init", f"{res.metric_name} mean ± std" + (" (fitted)" if heldout else "")]
+    if heldout:
+        cols.append(f"{res.metric_name} held-out")
+    cols += ["inlet eff. rank at init", "inlet num. rank at init", "s/run"]
+    for col in cols:
+        t.add_column(col, justify="left" if col == "init" else "right")
+    digits = 2 if res.metric_name == "PSNR" else 4
+    for r in res.rows:
+        m, s = r.mean_std
+        row = [r.init, f"{m:.{digits}f} ± {s:.{digits}f}"]
+        if heldout:
+            ho = r.heldout_mean_std
+            row.append("-" if ho is None else f"{ho[0]:.{digits}f} ± {ho[1]:.{digits}f}")
+        eff = sum(r.inlet_effective_rank) / len(r.inlet_effective_rank)
+        num = sum(r.inlet_numerical_rank) / len(r.inlet_numerical_rank)
+        row += [f"{eff:.1f}", f"{num:.0f}", f"{sum(r.seconds) / len(r.seconds):.1f}"]
+        t.add_row(*row)
+    c.print(t)
+    unit = " dB" if res.metric_name == "PSNR" else ""
+    c.print(f"[dim]{res.metric_name}{unit} of the final model (eval mode); rank on the {res.target['points']:,}-point "
+            f"target grid, tol {cfg.tol:g}; std over seeds (n-1)[/dim]")  # fmt: skip
+
+
+def plot_compare(res, path: str, force: bool = False) -> None:
+    """Left: metric curve of every run, coloured by init. Right: final metric against inlet effective rank."""
+    plt = pyplot()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, row in enumerate(res.rows):
+        col = colors[i % len(colors)]
+        for j, cur in enumerate(res.curves.get(row.init, [])):
+            a.plot(cur["step"], cur["metric"], color=col, alpha=0.8, lw=1, label=row.init if j == 0 else None)
+        b.scatter(row.inlet_effective_rank, row.metrics, color=col, label=row.init)
+    a.set_xlabel("step")
+    a.set_ylabel(f"{res.metric_name} (training batch)")
+    a.legend(fontsize=8)
+    b.set_xlabel("inlet effective rank at init")
+    b.set_ylabel(f"final {res.metric_name}")
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path, force)
+    plt.close(fig)
+
+
+def render_reinit(info: dict) -> None:
+    c = console()
+    c.print(f"re-initialised the inlet (linear layer 0, {info['inlet_shape'][0]}x{info['inlet_shape'][1]}) of "
+            f"{info['source']} with {info['scheme']}; other layers unchanged")  # fmt: skip
+    c.print(f"wrote {info['output']}  (check it: inrdiag rank {info['output']})")

@@ -1,0 +1,209 @@
+"""Fitting targets: images and occupancy grids on the coordinate grid, and their metrics.
+
+Convention (the same as ``grid.make_grid``): a target of grid shape (n_0, ..., n_{d-1}) has its
+sample at index (i_0, ...) at coordinate (linspace(-1,1,n_0)[i_0], ...), flattened in 'ij' order.
+For an image, axis 0 is the row (top to bottom) and axis 1 the column, so pixel centres sit on the
+grid and the corners of the image are at (-1, -1) and (1, 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import TargetError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
+VOLUME_SUFFIXES = {".npy", ".npz"}
+#: Largest target accepted (points); beyond it the full-batch tensors alone exceed a few GiB.
+MAX_POINTS = 2**26
+
+
+@dataclass
+class Target:
+    """A target sampled on a grid: ``values`` is N x C in [0, 1] (occupancy: exactly 0 or 1)."""
+
+    kind: str  # "image" | "occupancy"
+    path: str
+    sha256: str
+    shape: tuple[int, ...]
+    values: Any  # torch.Tensor, N x C, float32
+
+    @property
+    def channels(self) -> int:
+        return int(self.values.shape[1])
+
+    @property
+    def points(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return len(self.shape)
+
+    def coords(self, dtype=None, device=None):
+        from .grid import make_grid
+
+        return make_grid(self.shape, dtype=dtype, device=device)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "path": self.path, "sha256": self.sha256, "shape": list(self.shape),
+                "channels": self.channels, "points": self.points}  # fmt: skip
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_target(path: str | Path, size: int | None = None) -> Target:
+    """Load an image (gray/RGB/RGBA -> RGB, 8/16-bit) or a 3-D occupancy grid (.npy/.npz).
+
+    ``size`` resamples to ``size`` points per axis (images: antialiased bilinear with
+    ``align_corners=True``, matching the linspace grid; volumes: nearest).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise TargetError(f"{p}: no such file")
+    if p.is_dir():
+        raise TargetError(f"{p} is a folder; expected an image or a .npy/.npz occupancy grid")
+    if p.stat().st_size == 0:
+        raise TargetError(f"{p} is empty")
+    suffix = p.suffix.lower()
+    if suffix in VOLUME_SUFFIXES:
+        return _load_volume(p, size)
+    if suffix in IMAGE_SUFFIXES or suffix == "":
+        return _load_image(p, size)
+    raise TargetError(
+        f"{p}: unknown target type '{suffix}'; use an image ({', '.join(sorted(IMAGE_SUFFIXES))}) or .npy/.npz"
+    )
+
+
+def _load_image(p: Path, size: int | None) -> Target:
+    import warnings
+
+    import imageio.v3 as iio
+    import numpy as np
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # imageio's plugin probing warns about legacy plugins
+            warnings.simplefilter("ignore")
+            img = np.asarray(iio.imread(p))
+    except Exception as exc:  # imageio raises many types for unreadable files
+        msg = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise TargetError(f"{p}: cannot read as an image ({msg})") from None
+    if img.ndim == 3 and img.shape[0] > 1 and img.shape[-1] not in (1, 2, 3, 4) and p.suffix.lower() == ".gif":
+        img = img[0]  # first frame of an animation
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.ndim != 3 or img.shape[-1] not in (1, 2, 3, 4):
+        raise TargetError(f"{p}: unsupported image shape {list(img.shape)}; expected H x W (x 1/3/4)")
+    if img.dtype == np.uint8:
+        scale = 255.0
+    elif img.dtype == np.uint16:
+        scale = 65535.0
+    elif img.dtype == bool:
+        scale = 1.0
+    elif np.issubdtype(img.dtype, np.floating):
+        scale = 1.0
+        if not np.isfinite(img).all():
+            raise TargetError(f"{p}: image holds NaN/Inf values")
+    else:
+        raise TargetError(f"{p}: unsupported pixel type {img.dtype}; expected 8- or 16-bit")
+    x = img.astype(np.float32) / scale
+    if x.shape[-1] == 2:  # gray + alpha
+        x = x[..., :1]
+    elif x.shape[-1] == 4:  # RGBA -> RGB (alpha dropped, not composited)
+        x = x[..., :3]
+    h, w = x.shape[:2]
+    if min(h, w) < 2:
+        raise TargetError(f"{p}: image is {h}x{w}; at least 2x2 pixels are needed")
+    t = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None]  # 1 x C x H x W
+    if size is not None:
+        if size < 2:
+            raise TargetError(f"--size must be at least 2, got {size}")
+        _check_points(size * size * t.shape[1], p)
+        t = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=True,
+                                            antialias=size < max(h, w))  # fmt: skip
+        t = t.clamp(0, 1)
+    _check_points(t.shape[2] * t.shape[3] * t.shape[1], p)
+    c, hh, ww = t.shape[1:]
+    values = t[0].permute(1, 2, 0).reshape(hh * ww, c).contiguous()
+    return Target("image", str(p), file_sha256(p), (int(hh), int(ww)), values)
+
+
+def _load_volume(p: Path, size: int | None) -> Target:
+    import numpy as np
+    import torch
+
+    try:
+        data = np.load(p, allow_pickle=False)
+    except Exception as exc:
+        raise TargetError(
+            f"{p}: cannot read as .npy/.npz ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})"
+        ) from None
+    if isinstance(data, np.lib.npyio.NpzFile):
+        keys = list(data.keys())
+        key = next((k for k in ("occupancy", "occ", "voxels", "volume", "data") if k in keys), None)
+        if key is None and len(keys) == 1:
+            key = keys[0]
+        if key is None:
+            raise TargetError(f"{p}: .npz holds {keys}; name the array 'occupancy' (or store just one array)")
+        vol = data[key]
+    else:
+        vol = data
+    if vol.ndim != 3:
+        raise TargetError(f"{p}: occupancy grid must be 3-D, got shape {list(vol.shape)}")
+    if min(vol.shape) < 2:
+        raise TargetError(f"{p}: occupancy grid {list(vol.shape)} needs at least 2 voxels per axis")
+    if vol.dtype != bool:
+        if not np.issubdtype(vol.dtype, np.number) or not np.isin(vol, (0, 1)).all():
+            raise TargetError(f"{p}: occupancy grid must be boolean or hold only 0 and 1 (dtype {vol.dtype})")
+    t = torch.from_numpy(np.ascontiguousarray(vol.astype(np.float32)))
+    if size is not None:
+        if size < 2:
+            raise TargetError(f"--size must be at least 2, got {size}")
+        _check_points(size**3, p)
+        t = torch.nn.functional.interpolate(t[None, None], size=(size,) * 3, mode="nearest")[0, 0]
+    _check_points(t.numel(), p)
+    return Target("occupancy", str(p), file_sha256(p), tuple(int(s) for s in t.shape), t.reshape(-1, 1).contiguous())
+
+
+def _check_points(n: int, p: Path) -> None:
+    if n > MAX_POINTS:
+        gib = n * 4 * 3 / 2**30
+        raise TargetError(f"{p}: {n:,} target values (~{gib:.1f} GiB as float32 with predictions and gradients) "
+                          f"exceed the limit of {MAX_POINTS:,}; resample with --size")  # fmt: skip
+
+
+def psnr(pred, target) -> float:
+    """PSNR in dB on [0, 1]: ``-10 log10(mean((clip(pred, 0, 1) - target)^2))`` (inf when exact)."""
+    import torch
+
+    mse = float(torch.mean((pred.detach().clamp(0, 1).to(torch.float64) - target.to(torch.float64)) ** 2))
+    return math.inf if mse == 0 else -10.0 * math.log10(mse)
+
+
+def iou(logits, target, threshold: float = 0.5) -> float:
+    """Intersection over union of ``sigmoid(logits) > threshold`` (i.e. logits > 0 at 0.5) and target."""
+    import torch
+
+    pred = torch.sigmoid(logits.detach().to(torch.float64)) > threshold
+    truth = target > 0.5
+    union = int((pred | truth).sum())
+    return 1.0 if union == 0 else int((pred & truth).sum()) / union
+
+
+def metric(kind: str, pred, target) -> float:
+    """PSNR (images, dB) or IoU (occupancy, in [0, 1])."""
+    return psnr(pred, target) if kind == "image" else iou(pred, target)
+
+
+METRIC_NAME = {"image": "PSNR", "occupancy": "IoU"}
