@@ -104,7 +104,7 @@ class Factor:
         out = torch.empty(n, b, dtype=V.dtype, device=V.device)
         for s in range(0, n, rows):
             DM = (D[s : s + rows] @ M.T).view(-1, b, pa)
-            torch.bmm(DM, A[s : s + rows, :, None], out=out[s : s + rows, :, None])
+            out[s : s + rows] = (DM * A[s : s + rows, None, :]).sum(-1)
         return out
 
     def compressed(self) -> Factor:
