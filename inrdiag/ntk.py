@@ -258,7 +258,7 @@ def ntk_report(
         if vectors:
             w, U = torch.linalg.eigh(T64)
             eig_all = _clean(w)
-            vecs = U.flip(1)[:, :top_k]
+            vecs = U.flip(1)  # all N: the target prediction then has nothing outside the basis
         else:
             eig_all = _clean(torch.linalg.eigvalsh(T64))
         seconds["eigen"] = time.perf_counter() - t0

@@ -71,3 +71,21 @@ def test_ntk_nan_output(cli, tmp_path):
     inrdiag.save(model, tmp_path / "nan.safetensors")
     r = cli("ntk", tmp_path / "nan.safetensors", "--grid", "6")
     assert r.code == 2 and r.err.startswith("error: ") and "not finite" in r.err
+
+
+def test_ntk_target_alignment_and_fit(cli, tmp_path):
+    import numpy as np
+    from imageio.v3 import imwrite
+
+    img = (np.linspace(0, 255, 8 * 8).reshape(8, 8)).astype(np.uint8)
+    imwrite(tmp_path / "t.png", img)
+    inrdiag.save(tiny_model(dtype=torch.float32), tmp_path / "m.safetensors")
+    r = cli("ntk", tmp_path / "m.safetensors", "--grid", "8", "--target", tmp_path / "t.png", "--fit-steps", "5",
+            "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    t = r.json()["target"]
+    assert t["alignment"][-1]["k"] == 64 and t["alignment"][-1]["fraction"] == pytest.approx(1.0)
+    assert t["steps"][0] == 0 and len(t["measured_psnr"]) == len(t["predicted_psnr"])
+    assert t["measured_psnr"][0] == pytest.approx(t["predicted_psnr"][0], abs=1e-4)
+    r = cli("ntk", tmp_path / "m.safetensors", "--grid", "8", "--target", tmp_path / "nope.png")
+    assert r.code == 2 and "no such file" in r.err

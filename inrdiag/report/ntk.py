@@ -44,10 +44,35 @@ def render_ntk(rep) -> None:
         c.print(f"note: {note}")
 
 
-def plot_ntk(rep, path: str, force: bool = False) -> None:
-    """Eigenvalue decay of Theta and of every Theta_g (absolute values, log scale)."""
+def render_target(res) -> None:
+    c = console()
+    c.print("[bold]target[/bold]: fraction of ||y||^2 in the span of the top-k eigenvectors of Theta")
+    c.print("  " + "   ".join(f"k={k}: {f:.4f}" for k, f in res.alignment))
+    c.print(f"  plain GD, lr {res.lr:g}, loss (1/2N) sum (f - y)^2: PSNR (dB) by step")
+    rows = [("step", [str(t) for t in res.steps]), ("predicted", [fmt(v) for v in res.predicted_psnr])]
+    if res.measured_psnr is not None:
+        rows.append(("measured", [fmt(v) for v in res.measured_psnr]))
+    for name, vals in rows:
+        c.print(f"  {name:>9}  " + " ".join(f"{v:>7}" for v in vals))
+    for note in res.notes:
+        c.print(f"note: {note}")
+
+
+def plot_ntk(rep, path: str, force: bool = False, target=None) -> None:
+    """Eigenvalue decay of Theta and of every Theta_g (log scale); with a target, the PSNR curves too."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.8, 4.4))
+    if target is not None:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.4))
+        steps = [max(t, 1) for t in target.steps]
+        ax2.semilogx(steps, target.predicted_psnr, "o-", label="predicted (linearised plain GD)")
+        if target.measured_psnr is not None:
+            ax2.semilogx(steps, target.measured_psnr, "s--", label="measured (plain GD)")
+        ax2.set_xlabel("step t (0 drawn at 1)")
+        ax2.set_ylabel("PSNR (dB)")
+        ax2.set_title(f"fit by plain gradient descent, lr {target.lr:g}")
+        ax2.legend(fontsize=8)
+    else:
+        fig, ax = plt.subplots(figsize=(6.8, 4.4))
     ev = [v for v in rep.eigenvalues if v > 0]
     ax.loglog(range(1, len(ev) + 1), ev, color="black", lw=2, label=f"Theta ({rep.method})")
     for g in rep.groups:
