@@ -1,0 +1,116 @@
+"""``inrdiag ntk``: the empirical NTK spectrum and its layer-wise decomposition."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .app import (ActivationOpt, DeviceOpt, EncodingOpt, ForceOpt, FrequenciesOpt, HeadOpt, JsonOpt, ModelArg,
+                  PlotOpt, W0HiddenOpt, W0Opt, app, load_model)  # fmt: skip
+
+
+@app.command()
+def ntk(
+    model: ModelArg,
+    grid: Annotated[
+        int | None,
+        typer.Option(
+            "--grid",
+            help="Grid points per axis in [-1,1] (default 64 in 2-D, 16 in 3-D: N = 4096).",
+            show_default=False,
+        ),
+    ] = None,
+    points: Annotated[
+        int | None,
+        typer.Option(
+            "--points", help="Use N random points of the grid instead (seeded by --seed).", show_default=False
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of --points and of the Lanczos start block.")] = 0,
+    top_k: Annotated[int, typer.Option("--top-k", help="Eigenpairs to compute / report (all in exact mode).")] = 32,
+    method: Annotated[
+        str,
+        typer.Option("--method", help="auto (exact when N <= 8192 and the N x N matrices fit) | exact | lanczos."),
+    ] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", help="float64 | float32 (products; eigvalsh runs in float64).")] = (
+        "float64"
+    ),
+    tol: Annotated[float, typer.Option("--tol", help="Numerical rank counts eigenvalues above tol * lambda_1.")] = 1e-3,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target",
+            help="Image or occupancy grid, resampled onto the grid: alignment and the "
+            "residual curve linearised plain GD predicts.",
+            show_default=False,
+        ),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            "--lr", help="Plain GD step, loss (1/2N) sum (f-y)^2 (default N / lambda_1: stable).", show_default=False
+        ),
+    ] = None,
+    fit_steps: Annotated[
+        int, typer.Option("--fit-steps", help="Also fit the target by plain GD from this checkpoint for T steps.")
+    ] = 0,
+    device: DeviceOpt = "auto",
+    json: JsonOpt = False,
+    plot: PlotOpt = None,
+    force: ForceOpt = False,
+    activation: ActivationOpt = None,
+    w0: W0Opt = None,
+    w0_hidden: W0HiddenOpt = None,
+    encoding: EncodingOpt = None,
+    frequencies: FrequenciesOpt = None,
+    head: HeadOpt = None,
+) -> None:
+    """Empirical NTK Theta = sum_c J_c J_c^T (SUM over output channels, not a mean) on a grid: spectrum,
+    decay, effective rank, and the exact layer-wise split Theta = sum_g Theta_g (batch norm in eval mode)."""
+    from ..io import check_writable
+    from ..ntk import ntk_report
+
+    if plot:
+        check_writable(plot, force)
+    loaded = load_model(model, activation, w0, w0_hidden, encoding, frequencies, head)
+    tgt = None
+    if target:
+        from ..grid import default_points
+        from ..ntk import DEFAULT_GRID
+        from ..targets import load_target
+
+        n_axis = grid or DEFAULT_GRID.get(loaded.spec.in_features, default_points(loaded.spec.in_features))
+        tgt = load_target(target, size=n_axis)
+        if loaded.spec.out_features == 1 and tgt.channels == 3:  # a scalar model fits the gray level
+            tgt.values = tgt.values.mean(dim=1, keepdim=True)
+        if tgt.dim != loaded.spec.in_features or tgt.channels != loaded.spec.out_features:
+            from ..errors import TargetError
+
+            raise TargetError(f"{target}: a {tgt.dim}-D target with {tgt.channels} channel(s) does not fit a model "
+                              f"with {loaded.spec.in_features}-D input and {loaded.spec.out_features} output(s)")  # fmt: skip
+    rep = ntk_report(loaded.model, grid=grid, points=points, seed=seed, top_k=top_k, method=method, dtype=dtype,
+                     device=device, tol=tol, layer_names=loaded.layer_keys, vectors=tgt is not None)  # fmt: skip
+    tres = None
+    if tgt is not None:
+        from ..ntk_target import target_ntk
+
+        y = tgt.values if rep.indices is None else tgt.values[rep.indices]
+        lr = lr if lr is not None else rep.points * y.shape[1] / rep.eigenvalues[0]
+        tres = target_ntk(rep, loaded.model, y, lr=lr, steps=fit_steps, fit=fit_steps > 0)
+    if plot:
+        from ..report.ntk import plot_ntk
+
+        plot_ntk(rep, plot, force, tres)
+    if json:
+        from ..report.common import emit_json
+
+        data = rep.to_dict()
+        data["target"] = None if tres is None else {"path": target, **tres.to_dict()}
+        emit_json(data)
+    else:
+        from ..report.ntk import render_ntk, render_target
+
+        render_ntk(rep)
+        if tres is not None:
+            render_target(tres)

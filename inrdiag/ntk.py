@@ -1,0 +1,313 @@
+"""Empirical NTK of a coordinate MLP and its exact layer-wise decomposition (DESIGN.md section 3).
+
+``Theta(x, x') = sum_c <d f_c(x)/d theta, d f_c(x')/d theta>``: a SUM over the output channels c
+(as neural-tangents does by default), not a mean. It splits exactly over parameter groups,
+``Theta = sum_g Theta_g`` (see ``ntk_factors``). Two methods:
+
+- ``exact``: every ``Theta_g`` and ``Theta`` as N x N matrices, all eigenvalues by ``eigvalsh``
+  (float64). A group whose Khatri-Rao width p is below N gets its spectrum from the p x p Gram.
+- ``lanczos``: nothing N x N is formed; the top-k eigenpairs of Theta come from a block Lanczos
+  method on the matrix-free product (``ntk_eig``), with the residual of every returned pair as the
+  accuracy check. Per group: the trace share is exact (``tr Theta_g = sum_n |a_n|^2 |d_n|^2``), the
+  spectrum is exact when p <= ``SMALL_GRAM`` (the inlet of a 2-D net, the head, batch norm), and
+  otherwise only the top eigenvalue is computed (ranks are null, with a note).
+
+``auto`` takes ``exact`` when N <= ``EXACT_MAX_POINTS`` and the N x N matrices fit in memory.
+Batch norm is evaluated in eval mode (running statistics), which makes samples independent.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InrdiagError
+from .grid import check_memory, make_grid
+from .spectra import spectrum_stats
+
+METHODS = ("auto", "exact", "lanczos")
+DTYPES = ("float32", "float64")
+#: ``auto`` stays exact up to this many points: beyond it eigvalsh (O(N^3)) takes minutes.
+EXACT_MAX_POINTS = 8192
+#: Groups whose Khatri-Rao width p is at most this get exact spectra from the p x p Gram.
+SMALL_GRAM = 4096
+#: Default points per axis for ``ntk`` (N = 4096 in 1-D, 2-D and 3-D): the exact method's range.
+DEFAULT_GRID = {1: 4096, 2: 64, 3: 16}
+DEFAULT_TOP_K = 32
+#: Relative tolerance of the numerical rank: count eigenvalues above tol * lambda_1.
+DEFAULT_TOL = 1e-3
+
+
+@dataclass
+class GroupNTK:
+    """One parameter group's ``Theta_g`` on the points."""
+
+    index: int
+    name: str
+    #: "linear" (factorised form) or "generic" (torch.func per-sample Jacobian).
+    kind: str
+    parameters: int
+    trace: float
+    trace_share: float
+    top_eigenvalue: float | None
+    numerical_rank: int | None
+    effective_rank: float | None
+    #: Largest rank Theta_g can have: min(N, p), p = width of its Khatri-Rao factor.
+    max_rank: int
+    #: Eigenvalues (descending) when known exactly, else None (the JSON keeps the top ``top_k``).
+    eigenvalues: list[float] | None = None
+    note: str = ""
+
+    def to_dict(self, top_k: int | None = None) -> dict[str, Any]:
+        ev = self.eigenvalues
+        return {
+            "index": self.index, "name": self.name, "kind": self.kind, "parameters": self.parameters,
+            "trace": self.trace, "trace_share": self.trace_share, "top_eigenvalue": self.top_eigenvalue,
+            "numerical_rank": self.numerical_rank, "effective_rank": self.effective_rank,
+            "max_rank": self.max_rank, "eigenvalues": None if ev is None else ev[:top_k], "note": self.note,
+        }  # fmt: skip
+
+
+@dataclass
+class NTKReport:
+    """Spectrum of the full NTK on the points and its per-group decomposition."""
+
+    grid_shape: list[int]
+    points: int
+    #: True when the points are a seeded random subset of the grid (``--points``).
+    subset: bool
+    seed: int
+    method: str
+    dtype: str
+    device: str
+    top_k: int
+    tol: float
+    #: Eigenvalues of Theta, descending: all N (exact) or the top k (lanczos).
+    eigenvalues: list[float]
+    trace: float
+    #: lambda_k / lambda_1 for k = 10, 100 (None when not computed).
+    decay: dict[str, float | None]
+    effective_rank: float | None
+    numerical_rank: int | None
+    #: lambda_1 / lambda_k of the top-k block.
+    condition_number_top_k: float | None
+    groups: list[GroupNTK]
+    accuracy: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    #: Top-k eigenvectors (N x k tensor) when asked for (targets); not serialised.
+    vectors: Any = None
+    #: The points (N x d tensor) the kernel was evaluated on; not serialised.
+    coords: Any = None
+    #: Row indices of the points in the full grid (``make_grid(grid_shape)``); not serialised.
+    indices: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "grid": {"shape": self.grid_shape, "points": self.points, "subset": self.subset, "seed": self.seed},
+            "points": self.points, "method": self.method, "dtype": self.dtype, "device": self.device,
+            "top_k": self.top_k, "tol": self.tol, "kernel": "sum over output channels of J_c J_c^T",
+            "eigenvalues": self.eigenvalues, "trace": self.trace, "decay": self.decay,
+            "effective_rank": self.effective_rank, "numerical_rank": self.numerical_rank,
+            "condition_number_top_k": self.condition_number_top_k,
+            "layers": [g.to_dict(self.top_k) for g in self.groups],
+            "accuracy": self.accuracy, "seconds": self.seconds, "notes": self.notes,
+        }  # fmt: skip
+
+
+def ntk_points(dim: int, grid: int | None, points: int | None, seed: int = 0, dtype=None, device=None):
+    """(grid shape, N x d coordinates, row indices into the grid or None) for ``--grid``/``--points``."""
+    import torch
+
+    n = DEFAULT_GRID.get(dim, 8) if grid is None else int(grid)
+    if n < 2:
+        raise InrdiagError(f"--grid must be at least 2 points per axis, got {n}")
+    shape = (n,) * dim
+    total = math.prod(shape)
+    check_memory(8.0 * total * dim * 2, f"a {'x'.join(map(str, shape))} grid", "--grid")
+    x = make_grid(shape, dtype=dtype, device=device)
+    if points is None:
+        return shape, x, None
+    if not 1 <= points <= total:
+        raise InrdiagError(f"--points must be in 1..{total} (the {'x'.join(map(str, shape))} grid), got {points}")
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(total, generator=gen)[:points].sort().values
+    return shape, x[idx.to(x.device)], idx
+
+
+def _factor_bytes(spec, n: int, itemsize: int) -> float:
+    widths = [spec.encoded_features, *spec.hidden, spec.out_features]
+    cols = sum(widths[k] + 1 + spec.out_features * widths[k + 1] for k in range(len(widths) - 1))
+    cols += spec.out_features * 2 * sum(spec.hidden[k] for k in spec.batchnorm)
+    return float(n) * cols * itemsize * 2  # factors + the forward/backward graph of one chunk (bound)
+
+
+def choose_method(method: str, n: int, spec, itemsize: int) -> str:
+    if method not in METHODS:
+        raise InrdiagError(f"unknown --method {method!r}; allowed: {', '.join(METHODS)}")
+    if method != "auto":
+        return method
+    from .grid import available_memory
+
+    exact_bytes = _factor_bytes(spec, n, itemsize) + 4.0 * n * n * 8
+    return "exact" if n <= EXACT_MAX_POINTS and exact_bytes <= available_memory() / 4 else "lanczos"
+
+
+def _group_from_eigs(f, eigs, n: int, trace: float, total: float, tol: float) -> GroupNTK:
+    st = spectrum_stats(eigs, min(n, f.feature_dim), tol)
+    return GroupNTK(f.index, f.name, f.kind, f.parameters, trace, trace / total if total > 0 else 0.0,
+                    st.singular_values[0] if st.singular_values else 0.0, st.numerical_rank, st.effective_rank,
+                    min(n, f.feature_dim), st.singular_values)  # fmt: skip
+
+
+def _clean(w) -> list[float]:
+    """Descending eigenvalues with those below the float64 rounding floor ``N eps lambda_1`` set to 0."""
+    w = w.flip(0)
+    floor = w.shape[0] * 2.2e-16 * float(w[0].clamp_min(0)) if w.numel() else 0.0
+    return w.masked_fill(w <= floor, 0.0).tolist()
+
+
+def _eigvalsh_desc(M) -> list[float]:
+    import torch
+
+    return _clean(torch.linalg.eigvalsh(M.to(torch.float64)))
+
+
+def ntk_report(
+    model,
+    grid: int | None = None,
+    points: int | None = None,
+    seed: int = 0,
+    top_k: int = DEFAULT_TOP_K,
+    method: str = "auto",
+    dtype: str = "float64",
+    device: str = "auto",
+    tol: float = DEFAULT_TOL,
+    layer_names: list[str] | None = None,
+    vectors: bool = False,
+    block: int = 4,
+    eig_tol: float | None = None,
+) -> NTKReport:
+    """The empirical NTK of ``model`` on a coordinate grid (or a seeded random subset of it).
+
+    ``top_k`` eigenpairs are computed (all eigenvalues in exact mode); ``vectors=True`` keeps the
+    top-k eigenvectors (N x k) on the report for target alignment. ``eig_tol`` is the Lanczos
+    stopping tolerance on ``||Theta u - theta u|| / theta`` (default 1e-8 in float64, 1e-3 in float32: float32 products leave a residual floor near 1e-4).
+    """
+    import copy
+
+    import torch
+
+    from .device import resolve_device
+    from .ntk_eig import topk_eigh
+    from .ntk_factors import all_factors, matmul_sum
+
+    if dtype not in DTYPES:
+        raise InrdiagError(f"unknown --dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
+    if not 0 < tol < 1:
+        raise InrdiagError(f"--tol must be in (0, 1), got {tol}")
+    spec = model.spec
+    tdtype = getattr(torch, dtype)
+    itemsize = 8 if dtype == "float64" else 4
+    dev = resolve_device(device)
+    shape, x, idx = ntk_points(spec.in_features, grid, points, seed, tdtype, dev)
+    n = x.shape[0]
+    if top_k < 1 or top_k > n:
+        raise InrdiagError(f"--top-k must be in 1..{n} (the number of points), got {top_k}; "
+                           "lower --top-k or use more --points/--grid")  # fmt: skip
+    meth = choose_method(method, n, spec, itemsize)
+    need = _factor_bytes(spec, n, itemsize)
+    if meth == "exact":
+        need += 4.0 * n * n * 8
+    else:
+        need += 2.0 * n * max(3 * top_k, top_k + 6 * block) * 8 + 8.0 * (1 << 22) * itemsize
+    check_memory(need, f"the {meth} NTK on {n:,} points", "--points/--grid (or --method lanczos)")
+    m = copy.deepcopy(model).to(device=dev, dtype=tdtype).eval()
+    for p in m.parameters():
+        p.requires_grad_(True)
+    notes = ["Theta = sum over output channels c of J_c J_c^T (a sum, not a mean)"]
+    if spec.batchnorm:
+        notes.append("batch norm evaluated in eval mode (running statistics), so samples are independent")
+    if spec.encoding == "fourier":
+        notes.append("the Fourier matrix B is a fixed buffer, not a trained parameter: it has no NTK term")
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    factors = all_factors(m, x, names=layer_names)
+    seconds["factors"] = time.perf_counter() - t0
+    traces = [float(f.diag().sum()) for f in factors]
+    total = sum(traces)
+    groups: list[GroupNTK] = []
+    vecs = None
+    t0 = time.perf_counter()
+    if meth == "exact":
+        theta = None
+        for f, tr in zip(factors, traces):
+            K = f.kernel()
+            eigs = _eigvalsh_desc(f.khatri_rao_gram()) if f.feature_dim < n else _eigvalsh_desc(K)
+            groups.append(_group_from_eigs(f, eigs, n, tr, total, tol))
+            theta = K if theta is None else theta.add_(K)
+            del K
+        seconds["kernels"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        T64 = theta.to(torch.float64)
+        del theta
+        if not bool(torch.isfinite(T64).all()):
+            raise InrdiagError("the NTK is not finite (NaN/Inf); check the weights")
+        if vectors:
+            w, U = torch.linalg.eigh(T64)
+            eig_all = _clean(w)
+            vecs = U.flip(1)  # all N: the target prediction then has nothing outside the basis
+        else:
+            eig_all = _clean(torch.linalg.eigvalsh(T64))
+        seconds["eigen"] = time.perf_counter() - t0
+        eigs = eig_all
+        st = spectrum_stats(eigs, n, tol)
+        eff, nrank = st.effective_rank, st.numerical_rank
+        accuracy = {"solver": "eigvalsh (LAPACK, float64)",
+                    "bound": "backward stable: |error| <= ~N * 1.1e-16 * lambda_1"}  # fmt: skip
+    else:
+        comp = [f.compressed() for f in factors]
+        etol = eig_tol if eig_tol is not None else (1e-8 if dtype == "float64" else 1e-3)
+        res = topk_eigh(lambda V: matmul_sum(comp, V), n, top_k, dtype=torch.float64, device=dev,
+                        compute_dtype=tdtype, block=block, tol=etol, seed=seed)  # fmt: skip
+        seconds["eigen"] = time.perf_counter() - t0
+        eigs = res.values.clamp_min(0).tolist()
+        vecs = res.vectors if vectors else None
+        accuracy = {"solver": f"block Lanczos (block {block}, {dtype} products, float64 basis)", **res.to_dict(),
+                    "bound": "each eigenvalue lies within relative_residual * theta of a returned theta"}  # fmt: skip
+        if not res.converged:
+            notes.append(f"Lanczos stopped after {res.products} products before reaching tol {etol:g}; "
+                         "see accuracy.relative_residuals")  # fmt: skip
+        eff = None
+        nrank = sum(1 for v in eigs if v > tol * eigs[0]) if eigs[-1] <= tol * eigs[0] else None
+        t0 = time.perf_counter()
+        partial = []
+        for f, c, tr in zip(factors, comp, traces):
+            if c.feature_dim <= SMALL_GRAM:
+                ev = _eigvalsh_desc(c.khatri_rao_gram())
+                g = _group_from_eigs(f, ev, n, tr, total, tol)
+            else:
+                r1 = topk_eigh(c.matmul, n, 1, dtype=torch.float64, device=dev, compute_dtype=tdtype, block=2,
+                               tol=max(etol, 1e-6), seed=seed)  # fmt: skip
+                g = GroupNTK(f.index, f.name, f.kind, f.parameters, tr, tr / total if total > 0 else 0.0,
+                             float(r1.values[0]), None, None, min(n, f.feature_dim),
+                             note="ranks need all N eigenvalues: use --method exact with fewer --points")  # fmt: skip
+                partial.append(f.name)
+            groups.append(g)
+        seconds["groups"] = time.perf_counter() - t0
+        notes.append("effective rank of Theta needs all eigenvalues: null in lanczos mode")
+        if partial:
+            notes.append(f"lanczos mode: ranks of {', '.join(partial)} not computed (their Khatri-Rao width "
+                         f"exceeds {SMALL_GRAM}); trace shares and top eigenvalues are exact")  # fmt: skip
+    lam1 = eigs[0] if eigs else 0.0
+    decay = {str(k): (eigs[k - 1] / lam1 if lam1 > 0 and len(eigs) >= k else None) for k in (10, 100)}
+    kk = min(top_k, len(eigs))
+    cond = lam1 / eigs[kk - 1] if kk and eigs[kk - 1] > 0 else math.inf
+    return NTKReport(
+        grid_shape=list(shape), points=n, subset=idx is not None, seed=seed, method=meth, dtype=dtype,
+        device=str(dev), top_k=top_k, tol=tol, eigenvalues=eigs, trace=total, decay=decay, effective_rank=eff,
+        numerical_rank=nrank, condition_number_top_k=cond, groups=groups, accuracy=accuracy, seconds=seconds,
+        notes=notes, vectors=vecs, coords=x, indices=idx,
+    )  # fmt: skip

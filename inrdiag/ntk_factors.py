@@ -1,0 +1,246 @@
+"""Factors of the layer-wise empirical NTK (DESIGN.md section 3): ``Theta = sum_g Theta_g``.
+
+Every parameter group g is held as two matrices, ``Theta_g = (A A^T) ⊙ (D D^T)``:
+
+- a linear layer ``h_k = W_k a + b_k``: ``A`` = its inputs with a column of ones for the bias
+  (N x (d_in + 1)), ``D`` = the sensitivities ``d f_c / d h_k`` of every output channel side by side
+  (N x (C d_out)); ``(A A^T + 1) ⊙ sum_c D_c D_c^T`` is exactly ``sum_c J_c J_c^T`` restricted to W_k, b_k;
+- any other group (batch-norm scale/shift): ``A`` = the per-sample Jacobian rows of all channels
+  side by side (N x (C p)), ``D`` = a column of ones, so ``Theta_g = A A^T``.
+
+D comes from batched backward passes: in eval mode samples do not interact, so the gradient of
+``sum_n f_c(x_n)`` with respect to the pre-activations ``h_k`` (all n at once) has row n equal to
+``d f_c(x_n) / d h_k(x_n)``. One backward per output channel gives every layer's D.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+#: Rows per chunk of the forward/backward passes and of the matrix-free products.
+CHUNK = 8192
+
+
+@dataclass
+class Factor:
+    """One parameter group's kernel ``Theta_g = (A A^T) ⊙ (D D^T)`` (N x N), never formed unless asked."""
+
+    index: int
+    name: str
+    #: "linear" (exact factorised form) or "generic" (per-sample Jacobian from torch.func).
+    kind: str
+    A: Any
+    D: Any
+    parameters: int
+
+    @property
+    def points(self) -> int:
+        return int(self.A.shape[0])
+
+    @property
+    def feature_dim(self) -> int:
+        """Columns p of the Khatri-Rao factor K (rows ``a_n ⊗ d_n``): ``Theta_g = K K^T``, rank <= p."""
+        return int(self.A.shape[1] * self.D.shape[1])
+
+    def diag(self):
+        """``diag(Theta_g)_n = |a_n|^2 |d_n|^2``, so ``tr Theta_g`` costs O(N (d_in + d_out))."""
+        return (self.A * self.A).sum(1) * (self.D * self.D).sum(1)
+
+    def kernel(self, out=None):
+        """The N x N matrix ``(A A^T) ⊙ (D D^T)``; added into ``out`` when given (then returned)."""
+        import torch
+
+        A, D = self.A, self.D
+        if D.shape[1] == 1 and A.shape[1] == 1:
+            K = torch.outer(A[:, 0] * D[:, 0], A[:, 0] * D[:, 0])
+        elif D.shape[1] == 1:  # scalar-output head or a generic group: (A A^T) scaled by d d^T
+            Ad = A * D
+            K = Ad @ Ad.T
+        elif A.shape[1] == 1:
+            Da = D * A
+            K = Da @ Da.T
+        else:
+            K = A @ A.T
+            K.mul_(D @ D.T)
+        if out is None:
+            return K
+        return out.add_(K)
+
+    def khatri_rao_gram(self, chunk: int = CHUNK):
+        """``K^T K`` (p x p), with the same nonzero eigenvalues as ``Theta_g``; cheap when p << N."""
+        import torch
+
+        p = self.feature_dim
+        G = torch.zeros(p, p, dtype=self.A.dtype, device=self.A.device)
+        for s in range(0, self.points, chunk):
+            a, d = self.A[s : s + chunk], self.D[s : s + chunk]
+            K = (a[:, :, None] * d[:, None, :]).reshape(a.shape[0], p)
+            G.addmm_(K.T, K)
+        return G
+
+    def matmul(self, V, chunk: int = CHUNK):
+        """``Theta_g V`` for an N x b block, without any N x N matrix.
+
+        Column j: ``rowsum((A M_j) ⊙ D)`` with ``M_j = A^T diag(v_j) D``. The block is handled by two
+        GEMMs per row chunk, broadcasting ``v_j`` over the narrower of A and D; cost ``4 N b p`` flops.
+        Rows are chunked so the N x (b p_A) temporaries stay cache-sized (about 4M numbers).
+        """
+        import torch
+
+        A, D = self.A, self.D
+        if A.shape[1] > D.shape[1]:  # broadcast over the narrower factor: (A,D) play symmetric roles
+            A, D = D, A
+        n, b = V.shape
+        pa, pd = A.shape[1], D.shape[1]
+        if pa == 1:  # Theta_g = diag(a) (D D^T) diag(a): two thin GEMMs
+            Da = D * A
+            return Da @ (Da.T @ V)
+        rows = max(256, min(chunk, (1 << 22) // max(1, b * pa)))
+        M = torch.zeros(b * pa, pd, dtype=V.dtype, device=V.device)
+        for s in range(0, n, rows):
+            AV = (V[s : s + rows, :, None] * A[s : s + rows, None, :]).reshape(-1, b * pa)
+            M.addmm_(AV.T, D[s : s + rows])
+        out = torch.empty(n, b, dtype=V.dtype, device=V.device)
+        for s in range(0, n, rows):
+            DM = (D[s : s + rows] @ M.T).view(-1, b, pa)
+            out[s : s + rows] = (DM * A[s : s + rows, None, :]).sum(-1)
+        return out
+
+    def compressed(self) -> Factor:
+        """The same kernel without the columns of A and D that are exactly zero on every point.
+
+        Dead ReLU units (never active on the points) give zero columns in the next layer's A and in
+        their own layer's D; they add nothing to ``A A^T`` or ``D D^T``, so dropping them is exact and
+        saves their share of every matrix-free product (about 40% for a default-init 4x256 ReLU net).
+        """
+
+        def reduce(X):
+            alive = (X != 0).any(dim=0)
+            return X if bool(alive.all()) or not bool(alive.any()) else X[:, alive].contiguous()
+
+        return Factor(self.index, self.name, self.kind, reduce(self.A), reduce(self.D), self.parameters)
+
+    def flops_kernel(self) -> float:
+        """Flops of ``kernel()``: ``2 N^2 (p_A + p_D)`` (one GEMM per factor)."""
+        n = self.points
+        return 2.0 * n * n * (self.A.shape[1] + self.D.shape[1])
+
+    def flops_matmul(self, b: int = 1) -> float:
+        """Flops of ``matmul()`` on b vectors: ``4 N b p``."""
+        return 4.0 * self.points * b * self.feature_dim
+
+
+def _bias_column(a, has_bias: bool):
+    import torch
+
+    if not has_bias:
+        return a
+    return torch.cat([a, torch.ones(a.shape[0], 1, dtype=a.dtype, device=a.device)], dim=1)
+
+
+def linear_factors(model, x, chunk: int = CHUNK, names: list[str] | None = None) -> list[Factor]:
+    """A and D of every linear layer of ``model`` (eval mode) on the points ``x`` (N x d).
+
+    One forward pass and C backward passes per chunk of ``chunk`` points; chunking changes nothing
+    but memory (the tests check chunked == unchunked).
+    """
+    import torch
+
+    L = len(model.linears)
+    As: list[list] = [[] for _ in range(L)]
+    Ds: list[list] = [[] for _ in range(L)]
+    C = model.spec.out_features
+    for s in range(0, x.shape[0], chunk):
+        xc = x[s : s + chunk]
+        with torch.enable_grad():
+            tr = model.trace(xc)
+            if not bool(torch.isfinite(tr.out).all()):
+                from .errors import InrdiagError
+
+                raise InrdiagError("the model's output is not finite (NaN/Inf) on the grid; check the weights")
+            per_c = []
+            for c in range(C):
+                per_c.append(torch.autograd.grad(tr.out[:, c].sum(), tr.pre, retain_graph=c < C - 1))
+        for k in range(L):
+            As[k].append(tr.inputs[k].detach())
+            Ds[k].append(torch.cat([g[k] for g in per_c], dim=1) if C > 1 else per_c[0][k])
+    factors = []
+    for k, lin in enumerate(model.linears):
+        A = _bias_column(torch.cat(As[k]), lin.bias is not None)
+        D = torch.cat(Ds[k])
+        nparam = sum(p.numel() for p in lin.parameters())
+        name = names[k] if names else f"linears.{k}"
+        factors.append(Factor(k, name, "linear", A, D, nparam))
+    return factors
+
+
+def generic_groups(model) -> list[tuple[str, list[str]]]:
+    """Trainable parameter groups outside the linear layers: (module name, [parameter names])."""
+    groups: dict[str, list[str]] = {}
+    for name, _ in model.named_parameters():
+        if name.startswith("linears."):
+            continue
+        groups.setdefault(name.rsplit(".", 1)[0], []).append(name)
+    return list(groups.items())
+
+
+def per_sample_jacobian(model, x, names: list[str], chunk: int = 1024):
+    """Per-sample Jacobian of all output channels w.r.t. the named parameters: N x (C p).
+
+    The generic path: ``torch.func.vmap(jacrev(f))`` over samples, ``chunk`` samples at a time
+    (memory O(chunk C p)); runs on whatever device the model is on.
+    """
+    import torch
+    from torch.func import functional_call, jacrev, vmap
+
+    params = dict(model.named_parameters())
+    fixed = {k: v.detach() for k, v in params.items() if k not in names}
+    fixed.update(dict(model.named_buffers()))
+    wrt = {k: params[k].detach() for k in names}
+
+    def f(p, x1):
+        return functional_call(model, {**fixed, **p}, (x1[None],))[0]
+
+    jf = vmap(jacrev(f), in_dims=(None, 0))
+    rows = []
+    for s in range(0, x.shape[0], chunk):
+        jac = jf(wrt, x[s : s + chunk])
+        n, C = jac[names[0]].shape[:2]
+        # columns ordered channel-major: [channel 0: all params | channel 1: ...]
+        rows.append(torch.cat([jac[k].reshape(n, C, -1) for k in names], dim=2).reshape(n, -1))
+    return torch.cat(rows)
+
+
+def layer_factors(model, x, chunk: int = CHUNK, names: list[str] | None = None) -> list[Factor]:
+    """Every trainable parameter group's factor: linear layers first, then the generic groups."""
+    import torch
+
+    factors = linear_factors(model, x, chunk, names)
+    for group, pnames in generic_groups(model):
+        G = per_sample_jacobian(model, x, pnames, chunk=max(1, min(chunk, 1024)))
+        ones = torch.ones(G.shape[0], 1, dtype=G.dtype, device=G.device)
+        nparam = sum(dict(model.named_parameters())[p].numel() for p in pnames)
+        factors.append(Factor(len(factors), group, "generic", G, ones, nparam))
+    return factors
+
+
+def kernel_sum(factors: list[Factor]):
+    """The full ``Theta = sum_g Theta_g`` (N x N)."""
+    out = None
+    for f in factors:
+        out = f.kernel() if out is None else f.kernel(out)
+    return out
+
+
+def matmul_sum(factors: list[Factor], V, chunk: int = CHUNK):
+    """``Theta V = sum_g Theta_g V`` (matrix-free)."""
+    out = None
+    for f in factors:
+        y = f.matmul(V, chunk)
+        out = y if out is None else out.add_(y)
+    return out
+
+
+#: Short alias used inside the package.
+all_factors = layer_factors
