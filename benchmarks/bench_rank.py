@@ -69,6 +69,17 @@ def main() -> None:
         keep = s > 1e-3 * s[0]
         worst = max(worst, float(((got[keep] - s[keep]).abs() / s[keep]).max()))
     print(f"max relative difference of singular values above 1e-3 s_1: {worst:.2e}")
+    a = torch.randn(2048, 2048, dtype=torch.float64)
+    gemm, _, _ = best(lambda: a @ a, args.repeats)
+    rate = 2 * 2048**3 / gemm
+    # forward through every hidden layer + one N x w x w Gram product per hidden layer
+    flops = sum(2 * 65536 * o * i for o, i in loaded.spec.layer_shapes[:-1]) + sum(
+        2 * 65536 * w * w for w in loaded.spec.hidden
+    )
+    print(
+        f"float64 GEMM rate: {rate / 1e9:.1f} GFLOP/s; engine work {flops / 1e9:.1f} GFLOP -> floor {flops / rate:.2f} s; "
+        f"engine / floor {eng / (flops / rate):.2f}x"
+    )
 
 
 if __name__ == "__main__":
