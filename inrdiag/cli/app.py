@@ -97,3 +97,19 @@ def load_model(model: str, activation=None, w0=None, w0_hidden=None, encoding=No
     opts = LoadOptions(activation=activation, w0=w0, w0_hidden=w0_hidden, encoding=encoding,
                        frequencies=frequencies, head=head)  # fmt: skip
     return load(model, opts)
+
+
+def show(json: bool, data, renderer: str, *args) -> None:
+    """Print ``data`` (a dict) as the only JSON on stdout, or render with ``report.<module>:<function>(*args)``.
+
+    The renderer is named, not passed, so rich and the report module load only when a table is shown.
+    """
+    if json:
+        from ..report.common import emit_json
+
+        emit_json(data)
+    else:
+        import importlib
+
+        module, func = renderer.split(":")
+        getattr(importlib.import_module(f"..report.{module}", __package__), func)(*args)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .app import DeviceOpt, ForceOpt, JsonOpt, PlotOpt, app
+from .app import DeviceOpt, ForceOpt, JsonOpt, PlotOpt, app, show
 
 RECIPE = "Cohort recipe"
 BackboneOpt = Annotated[
@@ -127,14 +127,7 @@ def cohort_train(
     recipe = _recipe(backbone, depth, width, shared_layers, size, steps, lr, seed)
     models, res = _train(folder, recipe, device, json)
     save_cohort(models, recipe, res.names, out, provenance={"psnr_mean": sum(res.psnr) / len(res.psnr)}, force=force)
-    if json:
-        from ..report.common import emit_json
-
-        emit_json({**res.to_dict(), "out": out})
-    else:
-        from ..report.cohort import render_cohort_train
-
-        render_cohort_train(res, out)
+    show(json, {**res.to_dict(), "out": out}, "cohort:render_cohort_train", res, out)
 
 
 @app.command("freeze-sweep")
@@ -250,11 +243,4 @@ def freeze_sweep_cmd(
         from ..report.cohort import plot_sweep
 
         plot_sweep(rep, plot, force)
-    if json:
-        from ..report.common import emit_json
-
-        emit_json(rep.to_dict())
-    else:
-        from ..report.cohort import render_sweep
-
-        render_sweep(rep)
+    show(json, rep.to_dict(), "cohort:render_sweep", rep)

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from .app import (ActivationOpt, DeviceOpt, EncodingOpt, ForceOpt, FrequenciesOpt, GridOpt, HeadOpt, JsonOpt,
-                  ModelArg, PlotOpt, TolOpt, W0HiddenOpt, W0Opt, app, load_model)  # fmt: skip
+                  ModelArg, PlotOpt, TolOpt, W0HiddenOpt, W0Opt, app, load_model, show)  # fmt: skip
 
 
 @app.command()
@@ -23,14 +23,7 @@ def info(
 ) -> None:
     """What was loaded and how: format, layout, layers, activation, encoding, unused tensors."""
     loaded = load_model(model, activation, w0, w0_hidden, encoding, frequencies, head)
-    if json:
-        from ..report.common import emit_json
-
-        emit_json(loaded.to_dict())
-    else:
-        from ..report.core import render_info
-
-        render_info(loaded)
+    show(json, loaded.to_dict(), "core:render_info", loaded)
 
 
 @app.command()
@@ -62,14 +55,7 @@ def rank(
         from ..report.core import plot_rank
 
         plot_rank(rep, plot, force)
-    if json:
-        from ..report.common import emit_json
-
-        emit_json(rep.to_dict())
-    else:
-        from ..report.core import render_rank
-
-        render_rank(rep)
+    show(json, rep.to_dict(), "core:render_rank", rep)
 
 
 @app.command()
@@ -148,12 +134,5 @@ def check(
     )  # fmt: skip
     loaded = load_model(model, activation, w0, w0_hidden, encoding, frequencies, head)
     rep = run_checks(loaded, pol, device=device)
-    if json:
-        from ..report.common import emit_json
-
-        emit_json(rep.to_dict())
-    else:
-        from ..report.core import render_check
-
-        render_check(rep)
+    show(json, rep.to_dict(), "core:render_check", rep)
     raise typer.Exit(rep.exit_code)

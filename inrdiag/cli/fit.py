@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .app import (ActivationOpt, DeviceOpt, EncodingOpt, ForceOpt, FrequenciesOpt, HeadOpt, JsonOpt, ModelArg,
-                  PlotOpt, W0HiddenOpt, W0Opt, app, load_model)  # fmt: skip
+                  PlotOpt, W0HiddenOpt, W0Opt, app, load_model, show)  # fmt: skip
 
 TRAIN = "Training budget"
 
@@ -152,14 +152,7 @@ def fit(
 
         plot_fit(res, plot, force)
         saved["plot"] = plot
-    if json:
-        from ..report.common import emit_json
-
-        emit_json({**res.to_dict(), "outputs": saved})
-    else:
-        from ..report.fit import render_fit
-
-        render_fit(res, saved)
+    show(json, {**res.to_dict(), "outputs": saved}, "fit:render_fit", res, saved)
 
 
 @app.command()
@@ -207,14 +200,7 @@ def compare(
         from ..report.fit import plot_compare
 
         plot_compare(res, plot, force)
-    if json:
-        from ..report.common import emit_json
-
-        emit_json(res.to_dict())
-    else:
-        from ..report.fit import render_compare
-
-        render_compare(res)
+    show(json, res.to_dict(), "fit:render_compare", res)
 
 
 @app.command()
@@ -256,11 +242,4 @@ def reinit(
     save(loaded.model, output, prov, force)
     info = {"source": str(model), "scheme": scheme, "seed": seed, "output": output,
             "inlet_shape": list(loaded.model.linears[0].weight.shape)}  # fmt: skip
-    if json:
-        from ..report.common import emit_json
-
-        emit_json(info)
-    else:
-        from ..report.fit import render_reinit
-
-        render_reinit(info)
+    show(json, info, "fit:render_reinit", info)
