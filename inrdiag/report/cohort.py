@@ -70,6 +70,7 @@ def plot_sweep(rep, path: str, force: bool = False) -> None:
     scratch = next(r for r in rep.rows if r.k is None)
     ax.axhline(scratch.mean(final), color="grey", ls="--", lw=0.8, label="from scratch")
     ax.set_xlabel("frozen linear layers k")
+    ax.set_xticks(ks)
     ax.set_ylabel("PSNR (dB)")
     ax2 = ax.twinx()
     ax2.plot([j + 1 for j in range(len(rep.stable_ranks))], rep.stable_ranks, color="tab:red", marker="s", lw=1,
