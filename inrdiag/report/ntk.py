@@ -29,13 +29,15 @@ def render_ntk(rep) -> None:
     else:
         c.print(f"  accuracy: {acc['solver']}; {acc['bound']}")
     t = Table(title="layer-wise decomposition Theta = sum_g Theta_g", title_justify="left")
-    for col in ("#", "group", "kind", "params", "trace share", "top eig.", "num. rank", "eff. rank"):
-        t.add_column(col, justify="left" if col in ("group", "kind") else "right", no_wrap=True)
+    for col in ("#", "group", "params", "trace share", "top eig.", "num. rank", "eff. rank"):
+        t.add_column(col, justify="left" if col == "group" else "right", no_wrap=True)
     for g in rep.groups:
+        name = g.name if g.kind == "linear" else f"{g.name} ({g.kind})"
         t.add_row(
-            str(g.index), g.name, g.kind, f"{g.parameters:,}", f"{g.trace_share:.1%}", fmt(g.top_eigenvalue, 4),
-            "-" if g.numerical_rank is None else f"{g.numerical_rank} / {g.max_rank}",
-            "-" if g.effective_rank is None else f"{g.effective_rank:.2f}",
+            str(g.index), name, f"{g.parameters:,}", f"{g.trace_share:.1%}",
+            "-" if g.top_eigenvalue is None else f"{g.top_eigenvalue:.4g}",
+            "-" if g.numerical_rank is None else f"{g.numerical_rank}/{g.max_rank}",
+            "-" if g.effective_rank is None else f"{g.effective_rank:.1f}",
         )  # fmt: skip
     c.print(t)
     c.print("[dim]ranks of an N x N kernel: numerical = #eigenvalues > tol * its lambda_1; effective = "
