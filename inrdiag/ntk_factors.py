@@ -121,6 +121,35 @@ class Factor:
 
         return Factor(self.index, self.name, self.kind, reduce(self.A), reduce(self.D), self.parameters)
 
+    def lowrank(self, budget: float) -> tuple[Factor, float]:
+        """A cheaper factor whose kernel is within ``bound <= budget`` of this one in spectral norm.
+
+        ``A A^T = (A V)(A V)^T`` for the orthonormal eigenvectors V of ``A^T A``; dropping the
+        directions whose eigenvalues are at most ``mu`` leaves ``E_A = A V_drop V_drop^T A^T``, PSD
+        with ``||E_A|| = max dropped eigenvalue``. For PSD matrices ``||E ⊙ M|| <= ||E|| max_n M_nn``
+        (Schur), so ``||Theta_g - Theta'_g|| <= mu_A max_n |d_n|^2 + mu_D max_n |a'_n|^2``: half the
+        budget goes to each factor. By Weyl, every eigenvalue of the summed kernel then moves by at
+        most the summed bounds. Returns (factor, bound actually incurred).
+        """
+        import torch
+
+        if budget <= 0 or min(self.A.shape[1], self.D.shape[1]) <= 4:
+            return self, 0.0
+
+        def cut(X, mu: float):
+            X64 = X.to(torch.float64)
+            w, V = torch.linalg.eigh(X64.T @ X64)  # ascending
+            drop = int((w <= mu).sum())
+            if drop == 0:
+                return X, 0.0
+            return (X @ V[:, drop:].to(X.dtype)).contiguous(), float(w[drop - 1].clamp_min(0))
+
+        dmax = float((self.D.to(torch.float64) ** 2).sum(1).max())
+        A2, ea = cut(self.A, 0.5 * budget / dmax) if dmax > 0 else (self.A, 0.0)
+        amax = float((A2.to(torch.float64) ** 2).sum(1).max())
+        D2, ed = cut(self.D, 0.5 * budget / amax) if amax > 0 else (self.D, 0.0)
+        return Factor(self.index, self.name, self.kind, A2, D2, self.parameters), ea * dmax + ed * amax
+
     def flops_kernel(self) -> float:
         """Flops of ``kernel()``: ``2 N^2 (p_A + p_D)`` (one GEMM per factor)."""
         n = self.points

@@ -160,3 +160,39 @@ def test_alignment_and_linearised_prediction():
     for p, m in zip(res.predicted_psnr, res.measured_psnr):
         assert abs(p - m) <= 0.5, (res.predicted_psnr, res.measured_psnr)
     assert res.predicted_psnr[0] == pytest.approx(res.measured_psnr[0], abs=1e-9)
+
+
+def test_lowrank_factor_bound_holds():
+    """The compressed kernel is within the reported spectral-norm bound, which is within budget."""
+    from inrdiag.ntk_factors import Factor
+
+    g = torch.Generator().manual_seed(3)
+    n, pa, pd = 300, 24, 20
+    decay_a = torch.logspace(0, -6, pa, dtype=torch.float64)
+    decay_d = torch.logspace(0, -5, pd, dtype=torch.float64)
+    A = torch.randn(n, pa, generator=g, dtype=torch.float64) @ torch.diag(decay_a)
+    D = torch.randn(n, pd, generator=g, dtype=torch.float64) @ torch.diag(decay_d)
+    f = Factor(0, "x", "linear", A, D, 0)
+    K = f.kernel()
+    for budget in (1e-8, 1e-4, 1e-1):
+        small, bound = f.lowrank(budget)
+        err = float(torch.linalg.matrix_norm(K - small.kernel(), ord=2))
+        assert err <= bound * (1 + 1e-9) + 1e-12 and bound <= budget
+        assert small.feature_dim < f.feature_dim
+    assert f.lowrank(0.0) == (f, 0.0)
+
+
+def test_lanczos_with_compressed_products():
+    """float32 Lanczos on compressed factors: same eigenvalues as without, within the stated bound."""
+    model = tiny_model(hidden=(32, 32, 32))
+    kw = dict(grid=16, method="lanczos", top_k=8, device="cpu", dtype="float32")
+    on = ntk_report(model, **kw)
+    off = ntk_report(model, lowrank=False, **kw)
+    bound = on.accuracy["compression_bound"]
+    assert off.accuracy["compression_bound"] == 0.0
+    assert 0.0 <= bound <= 0.5 * 1e-3 * on.eigenvalues[-1]
+    for a, b in zip(on.eigenvalues, off.eigenvalues):
+        assert abs(a - b) <= bound + 2e-3 * b
+    ex = ntk_report(model, grid=16, method="exact", top_k=8, device="cpu")
+    for a, b in zip(on.eigenvalues, ex.eigenvalues[:8]):
+        assert abs(a - b) / b <= on.accuracy["max_relative_error_bound"] + 1e-5
