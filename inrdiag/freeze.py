@@ -119,9 +119,10 @@ def fit_from_encoder(
                 p.requires_grad_(False)
     x = make_grid(shape, dtype=torch.float32, device=device)
     y = values.to(device)
-    model.train()
+    model.eval()  # the frozen prefix is a fixed function (norm layers on their running statistics)
     with torch.no_grad():  # constant: the frozen prefix (no prefix: the raw coordinates)
         feats = x if frozen == 0 else encoder_features(model, frozen, x)
+    model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
     out = []
@@ -173,7 +174,7 @@ def freeze_sweep(
     tune_malloc()
     dev = resolve_device(device)
     K = recipe.shared_layers
-    lr = lr or recipe.lr
+    lr = recipe.lr if lr is None else lr
     evals = eval_schedule(steps)
     labels = [("scratch (no encoder)", None)] + [
         (f"k={k}" + (" (fine-tune all)" if k == 0 else ""), k) for k in range(K + 1)

@@ -16,6 +16,7 @@ other adaptive optimisers follow different dynamics: the prediction is for plain
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,7 +133,7 @@ def target_ntk(rep, model, y, lr: float, steps: int, fit: bool) -> TargetNTK:
         raise InrdiagError(f"--fit-steps must be >= 0, got {steps}")
     U = rep.vectors
     x = rep.coords
-    m = model.to(dtype=x.dtype, device=x.device).eval()
+    m = copy.deepcopy(model).to(dtype=x.dtype, device=x.device).eval()  # the caller's model is left as it was
     y = y.to(dtype=x.dtype, device=x.device)
     with torch.no_grad():
         r0 = m(x) - y

@@ -58,6 +58,11 @@ def test_sweep_trains_cohort_on_split(cli, folder):
     ("single", [], "at least 2"),
     ("ok", ["--shared-layers", "9"], "shared-layers 9"),
     ("ok", ["--holdout", "9"], "--holdout"),
+    ("ok", ["--lr", "-1"], "--lr"),
+    ("ok", ["--lr", "0"], "--lr"),
+    ("ok", ["--lr", "nan"], "--lr"),
+    ("ok", ["--steps", "0"], "--steps"),
+    ("ok", ["-o", "same.png", "--plot", "same.png"], "both write"),
 ])  # fmt: skip
 def test_sweep_bad_input(cli, tmp_path, folder, setup, args, msg):
     d = {"ok": folder, "empty": tmp_path / "empty", "single": tmp_path / "single"}[setup]
@@ -65,5 +70,7 @@ def test_sweep_bad_input(cli, tmp_path, folder, setup, args, msg):
         d.mkdir()
     if setup == "single":
         iio.imwrite(d / "a.png", np.zeros((4, 4), np.uint8))
-    r = cli("freeze-sweep", d, *SMALL, "--steps", "2", "--cohort-steps", "2", *args)
+    args = [str(tmp_path / a) if a == "same.png" else a for a in args]
+    r = cli("freeze-sweep", d, *SMALL, "--cohort-steps", "2", *(args if "--steps" in args else ["--steps", "2", *args]))
     assert r.code == 2 and msg in r.err and len(r.err.strip().splitlines()) == 1, r.err
+    assert "training" not in r.err and not (tmp_path / "same.png").exists()  # refused before any work

@@ -89,3 +89,24 @@ def test_ntk_target_alignment_and_fit(cli, tmp_path):
     assert t["measured_psnr"][0] == pytest.approx(t["predicted_psnr"][0], abs=1e-4)
     r = cli("ntk", tmp_path / "m.safetensors", "--grid", "8", "--target", tmp_path / "nope.png")
     assert r.code == 2 and "no such file" in r.err
+
+
+def test_ntk_target_leaves_model_alone_and_expands_gray(cli, tmp_path):
+    """target_ntk works on a copy (the caller's model keeps its dtype and mode); a gray image fits an RGB model."""
+    import numpy as np
+    from imageio.v3 import imwrite
+
+    from inrdiag.ntk import ntk_report
+    from inrdiag.ntk_target import target_ntk
+
+    model = tiny_model(dtype=torch.float32).train()
+    rep = ntk_report(model, grid=6, dtype="float64", vectors=True)
+    target_ntk(rep, model, torch.rand(36, 1), lr=1.0, steps=3, fit=True)
+    assert model.linears[0].weight.dtype == torch.float32 and model.training
+
+    imwrite(tmp_path / "g.png", np.arange(64, dtype=np.uint8).reshape(8, 8))
+    rgb = tiny_model(dtype=torch.float32, out_features=3)
+    inrdiag.save(rgb, tmp_path / "rgb.safetensors")
+    r = cli("ntk", tmp_path / "rgb.safetensors", "--grid", "8", "--target", tmp_path / "g.png", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["target"]["alignment"][-1]["fraction"] == pytest.approx(1.0)

@@ -113,3 +113,20 @@ def show(json: bool, data, renderer: str, *args) -> None:
 
         module, func = renderer.split(":")
         getattr(importlib.import_module(f"..report.{module}", __package__), func)(*args)
+
+
+def check_outputs(force: bool, **paths: str | None) -> None:
+    """Refuse existing outputs (without --force) and two outputs on one path, before any work."""
+    from pathlib import Path
+
+    from ..errors import InrdiagError
+    from ..io import check_writable
+
+    given = {k: p for k, p in paths.items() if p}
+    seen: dict[str, str] = {}
+    for name, p in given.items():
+        check_writable(p, force)
+        key = str(Path(p).resolve())
+        if key in seen:
+            raise InrdiagError(f"{seen[key]} and {name} both write {p}; give different paths")
+        seen[key] = name

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .app import DeviceOpt, ForceOpt, JsonOpt, PlotOpt, app, show
+from .app import DeviceOpt, ForceOpt, JsonOpt, PlotOpt, app, check_outputs, show
 
 RECIPE = "Cohort recipe"
 BackboneOpt = Annotated[
@@ -178,16 +178,18 @@ def freeze_sweep_cmd(
     force: ForceOpt = False,
 ) -> None:
     """Fit held-out images from the shared encoder with k = 0..K layers frozen; compare with k*."""
+    import math
     import random
     from pathlib import Path
 
     from ..cohort import CohortError, list_images, load_cohort, load_images, save_cohort
     from ..freeze import freeze_sweep
-    from ..io import check_writable
 
-    for p in (plot, save):
-        if p:
-            check_writable(p, force)
+    check_outputs(force, **{"-o": save, "--plot": plot})
+    if steps < 1:
+        raise CohortError(f"--steps must be >= 1, got {steps}")
+    if lr is not None and not (lr > 0 and math.isfinite(lr)):
+        raise CohortError(f"--lr must be a positive number, got {lr}")
     paths, other = list_images(folder)
     ckpt = cohort
     if ckpt is None:

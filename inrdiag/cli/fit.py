@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .app import (ActivationOpt, DeviceOpt, EncodingOpt, ForceOpt, FrequenciesOpt, HeadOpt, JsonOpt, ModelArg,
-                  PlotOpt, W0HiddenOpt, W0Opt, app, load_model, show)  # fmt: skip
+                  PlotOpt, W0HiddenOpt, W0Opt, app, check_outputs, load_model, show)  # fmt: skip
 
 TRAIN = "Training budget"
 
@@ -41,21 +41,6 @@ HoldoutOpt = Annotated[
     typer.Option("--holdout-stride", help="Fit only grid points whose indices are multiples of this on every axis "
                  "and report the metric on the others too (2: every other pixel).", rich_help_panel=TRAIN),
 ]  # fmt: skip
-
-
-def _check_outputs(force: bool, **paths: str | None) -> None:
-    """Refuse existing outputs (without --force) and two outputs on one path, before any work."""
-    from ..errors import InrdiagError
-    from ..io import check_writable
-
-    given = {k: p for k, p in paths.items() if p}
-    seen: dict[str, str] = {}
-    for name, p in given.items():
-        check_writable(p, force)
-        key = str(__import__("pathlib").Path(p).resolve())
-        if key in seen:
-            raise InrdiagError(f"{seen[key]} and {name} both write {p}; give different paths")
-        seen[key] = name
 
 
 @contextmanager
@@ -121,7 +106,7 @@ def fit(
     force: ForceOpt = False,
 ) -> None:
     """Fit an MLP to an image (MSE, PSNR) or occupancy grid (BCE, IoU at 0.5) from a chosen inlet init."""  # fmt: skip
-    _check_outputs(force, **{"-o": output, "--recon": recon, "--plot": plot})
+    check_outputs(force, **{"-o": output, "--recon": recon, "--plot": plot})
     from ..fit import FitConfig, provenance
     from ..fit import fit as run_fit
     from ..inits import get_scheme
@@ -177,7 +162,7 @@ def compare(
     force: ForceOpt = False,
 ) -> None:
     """The same budget under several inits and seeds: metric mean ± std and inlet rank at init, one table."""  # fmt: skip
-    _check_outputs(force, **{"--plot": plot})
+    check_outputs(force, **{"--plot": plot})
     from ..compare import compare as run_compare
     from ..errors import InrdiagError
     from ..fit import FitConfig
@@ -227,7 +212,7 @@ def reinit(
 
     if not output:
         raise InrdiagError("give the output path with -o OUT.safetensors")
-    _check_outputs(force, **{"-o": output})
+    check_outputs(force, **{"-o": output})
     from ..checkpoint import save
     from ..inits import get_scheme, reinit_inlet
     from ..targets import file_sha256

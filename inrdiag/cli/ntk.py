@@ -84,6 +84,8 @@ def ntk(
         tgt = load_target(target, size=n_axis)
         if loaded.spec.out_features == 1 and tgt.channels == 3:  # a scalar model fits the gray level
             tgt.values = tgt.values.mean(dim=1, keepdim=True)
+        elif loaded.spec.out_features == 3 and tgt.channels == 1:  # an RGB model fits a gray image as R=G=B
+            tgt.values = tgt.values.expand(-1, 3).contiguous()
         if tgt.dim != loaded.spec.in_features or tgt.channels != loaded.spec.out_features:
             from ..errors import TargetError
 
@@ -98,6 +100,8 @@ def ntk(
         y = tgt.values if rep.indices is None else tgt.values[rep.indices]
         lr = lr if lr is not None else rep.points * y.shape[1] / rep.eigenvalues[0]
         tres = target_ntk(rep, loaded.model, y, lr=lr, steps=fit_steps, fit=fit_steps > 0)
+        if tgt.kind == "occupancy":
+            tres.notes.append("occupancy target: PSNR here is of the MSE on 0/1 values (fit and compare report IoU)")
     if plot:
         from ..report.ntk import plot_ntk
 
