@@ -183,6 +183,23 @@ def _check_points(n: int, p: Path) -> None:
                           f"exceed the limit of {MAX_POINTS:,}; resample with --size")  # fmt: skip
 
 
+def match_channels(values, channels: int):
+    """Target values (N x C) as ``channels`` channels: gray -> RGB repeats, RGB -> gray is ITU-R 601 luma.
+
+    Returns (values, note or None); raises TargetError for any other mismatch."""
+    import torch
+
+    c = values.shape[1]
+    if c == channels:
+        return values, None
+    if c == 1 and channels == 3:
+        return values.expand(-1, 3).contiguous(), "gray target repeated to RGB"
+    if c == 3 and channels == 1:
+        luma = torch.tensor([0.299, 0.587, 0.114], dtype=values.dtype, device=values.device)
+        return (values @ luma)[:, None].contiguous(), "RGB target converted to gray (ITU-R 601 luma)"
+    raise TargetError(f"a target with {c} channel(s) does not fit a model with {channels} output(s)")
+
+
 def psnr(pred, target) -> float:
     """PSNR in dB on [0, 1]: ``-10 log10(mean((clip(pred, 0, 1) - target)^2))`` (inf when exact)."""
     import torch

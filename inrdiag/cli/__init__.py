@@ -14,6 +14,7 @@ from . import core  # noqa: F401
 from . import ntk  # noqa: F401
 from . import fit  # noqa: F401
 from . import cohort  # noqa: F401
+from . import sae  # noqa: F401
 from .app import app
 
 __all__ = ["app", "main"]

@@ -120,13 +120,16 @@ def cohort_train(
     force: ForceOpt = False,
 ) -> None:
     """Fit one shared encoder (the first K linear layers) and one head per image, jointly."""
+    from pathlib import Path
+
     from ..cohort import save_cohort
     from ..io import check_writable
 
     check_writable(out, force)
     recipe = _recipe(backbone, depth, width, shared_layers, size, steps, lr, seed)
     models, res = _train(folder, recipe, device, json)
-    save_cohort(models, recipe, res.names, out, provenance={"psnr_mean": sum(res.psnr) / len(res.psnr)}, force=force)
+    prov = {"psnr_mean": sum(res.psnr) / len(res.psnr), "folder": str(Path(folder).resolve())}
+    save_cohort(models, recipe, res.names, out, provenance=prov, force=force)
     show(json, {**res.to_dict(), "out": out}, "cohort:render_cohort_train", res, out)
 
 
@@ -228,7 +231,8 @@ def freeze_sweep_cmd(
             f"cohort trained here on {len(train_names)} images: mean PSNR {sum(res.psnr) / len(res.psnr):.2f} dB"
         )
         if save:
-            save_cohort(models, recipe, train_names, save, force=force)
+            save_cohort(models, recipe, train_names, save, provenance={"folder": str(Path(folder).resolve())},
+                        force=force)  # fmt: skip
             notes.append(f"cohort saved to {save}")
     test_data = load_images(test_paths, recipe.size, channels=models[0].spec.out_features)
     notes += [f"skipped: {s}" for s in test_data.skipped] + [f"converted: {s}" for s in test_data.resized]

@@ -82,15 +82,15 @@ def ntk(
 
         n_axis = grid or DEFAULT_GRID.get(loaded.spec.in_features, default_points(loaded.spec.in_features))
         tgt = load_target(target, size=n_axis)
-        if loaded.spec.out_features == 1 and tgt.channels == 3:  # a scalar model fits the gray level
-            tgt.values = tgt.values.mean(dim=1, keepdim=True)
-        elif loaded.spec.out_features == 3 and tgt.channels == 1:  # an RGB model fits a gray image as R=G=B
-            tgt.values = tgt.values.expand(-1, 3).contiguous()
-        if tgt.dim != loaded.spec.in_features or tgt.channels != loaded.spec.out_features:
+        if tgt.dim != loaded.spec.in_features:
             from ..errors import TargetError
 
-            raise TargetError(f"{target}: a {tgt.dim}-D target with {tgt.channels} channel(s) does not fit a model "
-                              f"with {loaded.spec.in_features}-D input and {loaded.spec.out_features} output(s)")  # fmt: skip
+            raise TargetError(
+                f"{target}: a {tgt.dim}-D target does not fit a model with {loaded.spec.in_features}-D input"
+            )
+        from ..targets import match_channels
+
+        tgt.values, _ = match_channels(tgt.values, loaded.spec.out_features)
     rep = ntk_report(loaded.model, grid=grid, points=points, seed=seed, top_k=top_k, method=method, dtype=dtype,
                      device=device, tol=tol, layer_names=loaded.layer_keys, vectors=tgt is not None)  # fmt: skip
     tres = None

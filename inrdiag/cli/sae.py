@@ -1,0 +1,212 @@
+"""``inrdiag sae``: a sparse autoencoder on one layer's activations, its atoms and their ablations."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .app import (ActivationOpt, DeviceOpt, EncodingOpt, ForceOpt, FrequenciesOpt, HeadOpt, JsonOpt, ModelArg,
+                  W0HiddenOpt, W0Opt, app, check_outputs, load_model, show)  # fmt: skip
+
+SAE = "Sparse autoencoder"
+
+
+@app.command("sae")
+def sae_cmd(
+    model: ModelArg,
+    layer: Annotated[
+        int,
+        typer.Option(
+            "--layer", "-l", help="Hidden layer to decompose (index as in `inrdiag rank`).", show_default=False
+        ),
+    ],
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target",
+            help="Image/occupancy grid to score against [default: the one in the checkpoint's "
+            "provenance; cohort checkpoints: head D's image].",
+            show_default=False,
+        ),
+    ] = None,
+    grid: Annotated[
+        int | None,
+        typer.Option(
+            "--grid",
+            help="Points per axis [default: the fitted resolution, else the target's own].",
+            show_default=False,
+        ),
+    ] = None,
+    atoms: Annotated[int, typer.Option("--atoms", help="Dictionary size m.", rich_help_panel=SAE)] = 4096,
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind", help="topk (SAELens 'topk') or relu (ReLU + L1, SAELens 'standard').", rich_help_panel=SAE
+        ),
+    ] = "topk",
+    k: Annotated[int, typer.Option("--k", help="TopK: active atoms per point.", rich_help_panel=SAE)] = 32,
+    l1: Annotated[
+        float,
+        typer.Option("--l1", help="relu: L1 coefficient (on f * ||W_dec row||, variance-scaled).", rich_help_panel=SAE),
+    ] = 3e-3,  # fmt: skip
+    steps: Annotated[int, typer.Option("--steps", help="Adam steps.", rich_help_panel=SAE)] = 1000,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Points per step.", rich_help_panel=SAE)] = 1024,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.", rich_help_panel=SAE)] = 1e-3,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the SAE init and batches.", rich_help_panel=SAE)] = 0,
+    load_sae_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--sae",
+            help="Analyse a saved SAE (a folder written by -o) instead of training one.",
+            rich_help_panel=SAE,
+            show_default=False,
+        ),
+    ] = None,
+    ablate: Annotated[
+        int | None,
+        typer.Option(
+            "--ablate",
+            help="Ablate the N atoms of largest activation mass (0: none) [default: all].",
+            show_default=False,
+        ),
+    ] = None,
+    show_n: Annotated[int, typer.Option("--show", help="Rows in the most-harmful-atoms table.")] = 10,
+    atoms_png: Annotated[
+        str | None,
+        typer.Option("--atoms-png", help="Write the activation maps of the top 16 atoms (PNG).", show_default=False),
+    ] = None,
+    out: Annotated[
+        str | None,
+        typer.Option(
+            "-o",
+            "--out",
+            help="Save the SAE here (folder: sae_weights.safetensors + cfg.json, SAELens).",
+            show_default=False,
+        ),
+    ] = None,
+    device: DeviceOpt = "auto",
+    json: JsonOpt = False,
+    force: ForceOpt = False,
+    activation: ActivationOpt = None,
+    w0: W0Opt = None,
+    w0_hidden: W0HiddenOpt = None,
+    encoding: EncodingOpt = None,
+    frequencies: FrequenciesOpt = None,
+    head: HeadOpt = None,
+) -> None:
+    """Train a sparse autoencoder on layer K's activations over the grid; report FVU, L0, dead atoms, the PSNR
+    with the SAE spliced in, per-atom coverage and spatial spread, and single-atom ablations (batched, exact)."""
+    from pathlib import Path
+
+    from ..sae import SAEConfig, check_layer, check_sae_out
+
+    check_outputs(force, **{"--atoms-png": atoms_png})
+    if out:
+        check_sae_out(out, force)
+        if atoms_png and Path(atoms_png).resolve().parent == Path(out).resolve() and Path(atoms_png).name in (
+                "sae_weights.safetensors", "cfg.json"):  # fmt: skip
+            from ..errors import InrdiagError
+
+            raise InrdiagError(f"--atoms-png {atoms_png} would overwrite the SAE saved by -o; give another path")
+    cfg = SAEConfig(atoms=atoms, kind=kind, k=k, l1=l1, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    cfg.validate()
+    if show_n < 0:
+        from ..sae import SAEError
+
+        raise SAEError(f"--show must be >= 0, got {show_n}")
+    loaded = load_model(model, activation, w0, w0_hidden, encoding, frequencies, head)
+    check_layer(loaded.model, layer)
+    if loaded.nonfinite:
+        from ..sae import SAEError
+
+        raise SAEError(f"{model}: non-finite weights in {', '.join(loaded.nonfinite[:3])}; nothing to decompose")
+    tgt, tnotes = resolve_target(loaded, target, grid)
+    sae = None
+    if load_sae_dir:
+        from ..sae import load_sae
+
+        sae, _ = load_sae(load_sae_dir)
+    rep, sae, codes = _run(loaded, layer, tgt, cfg, device, ablate, json, sae)
+    rep.notes = tnotes + rep.notes
+    if atoms_png:
+        from ..report.sae import plot_atoms
+
+        plot_atoms(rep, codes, tgt.shape, atoms_png, force)
+    if out:
+        from ..sae import save_sae
+
+        meta = {"model_name": str(model), "hook_name": f"layer {layer} ({rep.layer_name}) activations",
+                "target": tgt.path, "grid": list(tgt.shape)}  # fmt: skip
+        rep.notes.append("saved " + ", ".join(save_sae(sae, rep.config, out, meta, force)))
+    show(json, rep.to_dict(), "sae:render_sae", rep, show_n)
+
+
+def resolve_target(loaded, target: str | None, grid: int | None):
+    """The target (values matched to the model's outputs) and notes on where it came from."""
+    from pathlib import Path
+
+    from ..sae import SAEError
+    from ..targets import load_target, match_channels
+
+    prov = loaded.provenance or {}
+    notes: list[str] = []
+    spec = loaded.spec
+    if target is None:
+        candidates: list[Path] = []
+        size = grid
+        here = Path(loaded.path).parent
+        if loaded.heads is not None:
+            names = loaded.head_names or []
+            d = loaded.head or 0
+            if d >= len(names):
+                raise SAEError(f"{loaded.path}: no image name recorded for head {d}; give --target IMAGE")
+            folders = [Path(prov["folder"])] if prov.get("folder") else []
+            candidates = [f / names[d] for f in folders + [here]]
+            size = size or (prov.get("recipe") or {}).get("size")
+            what = f"head {d}'s cohort image {names[d]}"
+        elif prov.get("target"):
+            t = Path(prov["target"])
+            candidates = [t, here / t.name]
+            shape = prov.get("target_shape") or []
+            size = size or (shape[0] if shape else None)
+            what = f"the fitted target {t}"
+        else:
+            raise SAEError(f"{loaded.path} records no target (not fitted by inrdiag); give --target IMAGE")
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise SAEError(f"{what} was not found (looked in {', '.join(str(c.parent) for c in candidates)}); "
+                           "give --target IMAGE")  # fmt: skip
+        tgt = load_target(found, size=size)
+        notes.append(f"target: {what} ({found})")
+        want = prov.get("target_sha256")
+        if want and loaded.heads is None and want != tgt.sha256:
+            notes.append(f"{found} has changed since the fit (sha256 differs from the checkpoint's)")
+    else:
+        tgt = load_target(target, size=grid)
+    if tgt.dim != spec.in_features:
+        raise SAEError(f"{tgt.path}: a {tgt.dim}-D target does not fit a model with {spec.in_features}-D input")
+    tgt.values, note = match_channels(tgt.values, spec.out_features)
+    if note:
+        notes.append(note)
+    return tgt, notes
+
+
+def _run(loaded, layer, tgt, cfg, device, ablate, json, sae):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..report.common import console
+    from ..sae import analyse
+
+    name = loaded.layer_keys[layer] if layer < len(loaded.layer_keys) else f"linears.{layer}"
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                  TimeElapsedColumn(), console=console(stderr=True), transient=True, disable=json) as bar:  # fmt: skip
+        task = bar.add_task(f"SAE on layer {layer}", total=cfg.steps, info="")
+
+        def cb(step, total, loss):
+            if step % 10 == 0 or step == total:
+                bar.update(task, completed=step, info=f"loss {loss:.3g}")
+
+        return analyse(loaded.model, layer, tgt.coords(), tgt.values, tgt.kind, cfg, device=device, ablate=ablate,
+                       progress=cb, grid=tgt.shape, model_name=loaded.path, layer_name=name,
+                       target_info=tgt.to_dict(), sae=sae)  # fmt: skip

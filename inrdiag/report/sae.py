@@ -1,0 +1,94 @@
+"""Table and atom-map figure for ``inrdiag sae``."""
+
+from __future__ import annotations
+
+from .common import console, fmt, pyplot, save_figure
+
+
+def _metric(name: str, v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.2f} dB" if name == "PSNR" else f"{v:.4f}"
+
+
+def render_sae(rep, show_n: int = 10) -> None:
+    from rich.table import Table
+
+    c = console()
+    cfg = rep.config
+    arch = f"TopK k={cfg.k}" if cfg.kind == "topk" else f"ReLU + L1 {cfg.l1:g}"
+    trained = (
+        f"{cfg.steps} steps, batch {cfg.batch_size}, Adam lr {cfg.lr:g}, seed {cfg.seed}" if cfg.steps else "loaded"
+    )
+    c.print(f"SAE on layer {rep.layer} ({rep.layer_name}, {rep.width} units) over {rep.points:,} grid points "
+            f"{'x'.join(map(str, rep.grid))}: {cfg.atoms} atoms, {arch}; {trained}")  # fmt: skip
+    t = Table(title="reconstruction", title_justify="left")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    m = rep.metric_name
+    t.add_row("fraction of variance unexplained (FVU)", fmt(rep.fvu, 4))
+    t.add_row("L0 (active atoms per point)", fmt(rep.l0))
+    t.add_row("dead atoms (never fire on the grid)", f"{rep.dead_fraction:.1%}")
+    t.add_row(f"{m}: network", _metric(m, rep.metric_model))
+    t.add_row(f"{m}: SAE spliced in at layer {rep.layer}", _metric(m, rep.metric_spliced))
+    c.print(t)
+    s = rep.summary()
+    cov, spr = s["coverage"], s["spread"]
+    if s["live_atoms"]:
+        c.print(f"atoms ({s['live_atoms']} live): coverage (fraction of the grid where an atom fires) median "
+                f"{cov['median']:.2%} (p10 {cov['p10']:.2%}, p90 {cov['p90']:.2%}); spatial spread (RMS distance from "
+                f"its centroid / the grid's, 1 = image-wide) median {spr['median']:.2f} "
+                f"(p10 {spr['p10']:.2f}, p90 {spr['p90']:.2f})")  # fmt: skip
+    if rep.ablated and show_n:
+        unit = " (dB)" if m == "PSNR" else ""
+        t = Table(title=f"single-atom ablations ({rep.ablated} atoms, SAE spliced in): most harmful",
+                  title_justify="left")  # fmt: skip
+        for col in ("atom", f"{m} drop{unit}", "coverage", "spread", "activation mass"):
+            t.add_column(col, justify="right")
+        for row in rep.harmful(show_n):
+            t.add_row(str(row["atom"]), fmt(row["drop"]), f"{row['coverage']:.2%}", fmt(row["spread"]),
+                      fmt(row["mass"]))  # fmt: skip
+        c.print(t)
+    secs = ", ".join(f"{k} {v:.1f} s" for k, v in rep.seconds.items())
+    c.print(f"time: {secs}")
+    for note in rep.notes:
+        c.print(f"note: {note}")
+
+
+def plot_atoms(rep, codes, shape, path: str, force: bool = False, count: int = 16) -> None:
+    """Activation maps of the ``count`` most harmful atoms (by activation mass without ablations)."""
+    import math
+
+    import torch
+
+    if rep.ablation:
+        chosen = [r["atom"] for r in rep.harmful(count)]
+    else:
+        order = sorted(range(len(rep.mass)), key=lambda j: -rep.mass[j])
+        chosen = [j for j in order if rep.mass[j] > 0][:count]
+    plt = pyplot()
+    cols = max(1, min(4, len(chosen)))
+    rows = max(1, math.ceil(len(chosen) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.7 * rows), squeeze=False)
+    n = int(torch.tensor(shape).prod())
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, j in zip(axes.flat, chosen):
+        sel = codes.atoms == j
+        img = torch.zeros(n, dtype=torch.float32)
+        img[codes.rows[sel].cpu()] = codes.values[sel].float().cpu()
+        img = img.reshape(shape)
+        if img.dim() == 3:  # volumes: maximum over the last axis
+            img = img.amax(-1)
+        if img.dim() == 1:
+            img = img[None, :]
+        ax.imshow(img.numpy(), cmap="magma", interpolation="nearest")
+        label = f"atom {j}  cov {rep.coverage[j]:.1%}"
+        if j in rep.ablation:
+            label += f"\ndrop {rep.ablation[j]:.2f}" + (" dB" if rep.metric_name == "PSNR" else "")
+        ax.set_title(label, fontsize=8)
+    if not chosen:
+        axes.flat[0].set_title("no live atoms")
+    fig.suptitle(f"layer {rep.layer}: activation maps of the top atoms", fontsize=10)
+    save_figure(fig, path, force)
+    plt.close(fig)
