@@ -299,7 +299,7 @@ class Codes:
 def encode_all(sae, X) -> Codes:
     import torch
 
-    X = X.to(device=sae.W_enc.device, dtype=torch.float32)
+    X = X.to(device=sae.W_enc.device, dtype=sae.W_enc.dtype)
     chunk = encode_chunk_size(sae.d_sae)
     rows, atoms, values, recon = [], [], [], []
     with torch.no_grad():
@@ -511,7 +511,7 @@ def analyse(model, layer: int, coords, y, kind: str, cfg: SAEConfig, device="aut
     t["train"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     codes = encode_all(sae, Z)
-    Zf = Z.to(torch.float32)
+    Zf = Z.to(codes.recon.dtype)
     err = float(((Zf - codes.recon) ** 2).sum())
     var = float(((Zf - Zf.mean(0)) ** 2).sum())
     n = Z.shape[0]

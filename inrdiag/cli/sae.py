@@ -121,12 +121,12 @@ def sae_cmd(
         from ..sae import SAEError
 
         raise SAEError(f"{model}: non-finite weights in {', '.join(loaded.nonfinite[:3])}; nothing to decompose")
-    tgt, tnotes = resolve_target(loaded, target, grid)
     sae = None
     if load_sae_dir:
         from ..sae import load_sae
 
         sae, _ = load_sae(load_sae_dir)
+    tgt, tnotes = resolve_target(loaded, target, grid)
     rep, sae, codes = _run(loaded, layer, tgt, cfg, device, ablate, json, sae)
     rep.notes = tnotes + rep.notes
     if atoms_png:
@@ -175,7 +175,7 @@ def resolve_target(loaded, target: str | None, grid: int | None):
             raise SAEError(f"{loaded.path} records no target (not fitted by inrdiag); give --target IMAGE")
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
-            raise SAEError(f"{what} was not found (looked in {', '.join(str(c.parent) for c in candidates)}); "
+            raise SAEError(f"{what} was not found (looked in {', '.join(dict.fromkeys(str(c.parent) for c in candidates))}); "
                            "give --target IMAGE")  # fmt: skip
         tgt = load_target(found, size=size)
         notes.append(f"target: {what} ({found})")
