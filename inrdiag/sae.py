@@ -42,7 +42,7 @@ class SAEConfig:
     atoms: int = 4096
     kind: str = "topk"
     k: int = 32
-    l1: float = 3e-3
+    l1: float = 0.1
     steps: int = 1000
     batch_size: int = 2048
     lr: float = 1e-3
@@ -208,6 +208,36 @@ def _memory_check(n: int, d: int, cfg: SAEConfig, chunk: int) -> None:
     check_memory(nbytes, f"an SAE with {m} atoms on {d} features", "--atoms or --batch-size")
 
 
+def estimate_bytes(n: int, d: int, d_next: int, dim: int, channels: int, cfg: SAEConfig, itemsize: int = 4) -> float:
+    """Peak memory of ``analyse``: activations and their copies, SAE training, the sparse codes (TopK: N k
+    non-zeros; ReLU: estimated N m / 8) with the ablation's copies, and the chunked ablation passes."""
+    m = cfg.atoms
+    nnz = n * (cfg.k if cfg.kind == "topk" else max(1, m // 8))
+    grid = itemsize * n * (3 * d + 2 * d_next + 3 * channels + dim) + 4 * n * d
+    train = 4 * (4 * (2 * m * d + m + d) + 4 * min(cfg.batch_size, n) * m)
+    codes = 2 * 20 * nnz + 2 * 4 * encode_chunk_size(m) * m
+    ablation = itemsize * 4 * ABLATION_CHUNK * max(d_next, d)
+    return float(grid + train + codes + ablation)
+
+
+def check_analysis_memory(n: int, d: int, d_next: int, dim: int, channels: int, cfg: SAEConfig, device,
+                          itemsize: int = 4) -> None:  # fmt: skip
+    """Refuse (one line, with the estimate) an analysis that would not fit: half the RAM, or 90% of the GPU's."""
+    from .grid import check_memory
+
+    limit = None
+    if getattr(device, "type", str(device)) == "cuda":
+        import torch
+
+        limit = 0.9 * torch.cuda.get_device_properties(device).total_memory
+    nbytes = estimate_bytes(n, d, d_next, dim, channels, cfg, itemsize)
+    check_memory(nbytes, f"an SAE analysis with {cfg.atoms} atoms on {n:,} points x {d} features",
+                 "--atoms, --k, --batch-size or --grid", limit)  # fmt: skip
+
+
+ABLATION_CHUNK = 32768
+
+
 def encode_chunk_size(m: int) -> int:
     return max(256, min(16384, (64 * 2**20) // (4 * max(m, 1))))
 
@@ -234,8 +264,13 @@ def train_sae(X, cfg: SAEConfig, device=None, progress: Progress | None = None):
         w = torch.randn(cfg.atoms, d, generator=gen, dtype=torch.float32).to(dev)
         w /= w.norm(dim=1, keepdim=True)
         sae.W_dec.copy_(w)
-        # Encoder = decoder^T, scaled so a typical centred point gives pre-activations of order 1.
-        sae.W_enc.copy_(w.T / scale)
+        if cfg.kind == "topk":
+            # Encoder = decoder^T, scaled so a typical centred point gives pre-activations of order 1.
+            sae.W_enc.copy_(w.T / scale)
+        else:
+            # ReLU: E[sum_j relu(d_j . x) d_j] = m x / (2 d) for isotropic unit d_j, so W_enc = (2d/m) W_dec^T
+            # reconstructs x at init instead of overshooting m/(2d)-fold.
+            sae.W_enc.copy_(w.T * (2.0 * d / cfg.atoms))
         sae.b_dec.copy_(mean)
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
     last_fired = torch.zeros(cfg.atoms, dtype=torch.long, device=dev)
@@ -335,14 +370,20 @@ def atom_stats(codes: Codes, sae, coords) -> AtomStats:
     m = sae.d_sae
     n = coords.shape[0]
     c = coords.to(device=codes.values.device, dtype=torch.float64)
-    w = codes.values.to(torch.float64) * sae.W_dec.detach().norm(dim=1).to(torch.float64)[codes.atoms]
-    count = torch.zeros(m, dtype=torch.float64, device=c.device).index_add_(0, codes.atoms, torch.ones_like(w))
-    mass = torch.zeros(m, dtype=torch.float64, device=c.device).index_add_(0, codes.atoms, w)
-    pos = c[codes.rows]
-    first = torch.zeros(m, c.shape[1], dtype=torch.float64, device=c.device).index_add_(
-        0, codes.atoms, w[:, None] * pos
-    )
-    second = torch.zeros(m, dtype=torch.float64, device=c.device).index_add_(0, codes.atoms, w * (pos * pos).sum(1))
+    norms = sae.W_dec.detach().norm(dim=1).to(device=c.device, dtype=torch.float64)
+    count = torch.zeros(m, dtype=torch.float64, device=c.device)
+    mass = torch.zeros(m, dtype=torch.float64, device=c.device)
+    first = torch.zeros(m, c.shape[1], dtype=torch.float64, device=c.device)
+    second = torch.zeros(m, dtype=torch.float64, device=c.device)
+    step = 1 << 20  # bounded float64 temporaries on large grids
+    for s in range(0, codes.values.numel(), step):
+        a = codes.atoms[s : s + step].to(c.device)
+        w = codes.values[s : s + step].to(device=c.device, dtype=torch.float64) * norms[a]
+        pos = c[codes.rows[s : s + step].to(c.device)]
+        count.index_add_(0, a, torch.ones_like(w))
+        mass.index_add_(0, a, w)
+        first.index_add_(0, a, w[:, None] * pos)
+        second.index_add_(0, a, w * (pos * pos).sum(1))
     safe = mass.clamp_min(1e-300)
     centroid = first / safe[:, None]
     var = (second / safe - (centroid * centroid).sum(1)).clamp_min(0)
@@ -353,7 +394,7 @@ def atom_stats(codes: Codes, sae, coords) -> AtomStats:
 
 
 # ---------------------------------------------------------------- ablations
-def ablate_atoms(model, layer: int, sae, codes: Codes, scorer: Scorer, atoms=None, chunk: int = 32768):
+def ablate_atoms(model, layer: int, sae, codes: Codes, scorer: Scorer, atoms=None, chunk: int = ABLATION_CHUNK):
     """Metric of the spliced network with each atom in ``atoms`` (default: all) removed, one at a time.
 
     Returns a float64 tensor of summed per-point statistics per atom (len(atoms) x S), from which
@@ -444,7 +485,7 @@ class SAEReport:
         }
 
     def harmful(self, n: int = 10) -> list[dict[str, Any]]:
-        order = sorted(self.ablation.items(), key=lambda kv: -kv[1])[:n]
+        order = sorted(self.ablation.items(), key=lambda kv: (-kv[1], -self.mass[kv[0]], kv[0]))[:n]
         return [{"atom": j, "drop": d, "coverage": self.coverage[j], "spread": self.spread[j], "mass": self.mass[j]}
                 for j, d in order]  # fmt: skip
 
@@ -488,8 +529,11 @@ def analyse(model, layer: int, coords, y, kind: str, cfg: SAEConfig, device="aut
     if ablate is not None and ablate < 0:
         raise SAEError(f"--ablate must be >= 0, got {ablate}")
     dev = resolve_device(device)
-    model = model.to(dev).eval()
     wdt = model.linears[0].weight.dtype
+    check_analysis_memory(coords.shape[0], model.linears[layer].out_features, model.linears[layer + 1].out_features,
+                          coords.shape[1], model.linears[-1].out_features, cfg, dev,
+                          torch.finfo(wdt).bits // 8)  # fmt: skip
+    model = model.to(dev).eval()
     x = coords.to(device=dev, dtype=wdt)
     y = y.to(dev)
     t: dict[str, float] = {}
@@ -507,7 +551,6 @@ def analyse(model, layer: int, coords, y, kind: str, cfg: SAEConfig, device="aut
         if sae.d_in != Z.shape[1]:
             raise SAEError(f"the SAE reads {sae.d_in} features but layer {layer} has {Z.shape[1]} units")
         sae, losses = sae.to(dev).eval(), []
-        cfg = SAEConfig(atoms=sae.d_sae, kind=sae.kind, k=sae.k if sae.kind == "topk" else cfg.k, steps=0)
     t["train"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     codes = encode_all(sae, Z)
@@ -533,9 +576,11 @@ def analyse(model, layer: int, coords, y, kind: str, cfg: SAEConfig, device="aut
         totals, base_total = ablate_atoms(model, layer, sae, codes, scorer, chosen)
         base = scorer.metric(base_total)
         vals = scorer.metric(totals)
-        drops = {j: base - v for j, v in zip(chosen, vals)}
+        drops = {j: (0.0 if v == base else base - v) for j, v in zip(chosen, vals)}  # inf - inf: no change
     t["ablation"] = time.perf_counter() - t0
     notes = []
+    if sae.kind == "topk" and sae.k >= Z.shape[1]:
+        notes.append(f"k = {sae.k} >= the layer's {Z.shape[1]} units: the codes are no sparser than the activations")
     if kind == "occupancy":
         notes.append("occupancy target: the metric is IoU of logit > 0; drops are in IoU")
     rep = SAEReport(
@@ -595,29 +640,83 @@ def save_sae(sae, cfg: SAEConfig, folder, meta: dict | None = None, force: bool 
     return [str(p) for p in paths]
 
 
+def loaded_config(sae, cfg: dict) -> SAEConfig:
+    """The SAEConfig describing a loaded SAE (its training settings when inrdiag wrote it; steps 0 otherwise)."""
+    from dataclasses import fields
+
+    meta = ((cfg.get("metadata") or {}) if isinstance(cfg.get("metadata"), dict) else {}).get("inrdiag") or {}
+    known = {f.name for f in fields(SAEConfig)}
+    base = {k: v for k, v in meta.items() if k in known} if isinstance(meta, dict) else {}
+    if not base:
+        base = {"steps": 0}
+    base.update(atoms=sae.d_sae, kind=sae.kind)
+    if sae.kind == "topk":
+        base["k"] = sae.k
+    try:
+        return SAEConfig(**base)
+    except TypeError:  # pragma: no cover - filtered above
+        return SAEConfig(atoms=sae.d_sae, kind=sae.kind, k=sae.k or 1, steps=0)
+
+
 def load_sae(folder):
-    """Read an SAE saved by ``save_sae`` (or by SAELens, for the ``standard``/``topk`` architectures)."""
+    """Read an SAE saved by ``save_sae`` or by SAELens (architectures ``topk`` and ``standard``; SAELens
+    before 6.0 wrote TopK SAEs as ``standard`` with ``activation_fn_str: "topk"``). Returns (sae, cfg dict)."""
     import torch
     from safetensors.torch import load_file
 
     d = Path(folder)
+    if not d.is_dir():
+        raise SAEError(f"--sae {d}: not a folder (expected {WEIGHTS_FILE} + {CFG_FILE})")
     try:
         cfg = json.loads((d / CFG_FILE).read_text())
         state = load_file(str(d / WEIGHTS_FILE))
     except FileNotFoundError as exc:
         raise SAEError(f"{d}: no {Path(exc.filename).name}") from None
-    except (ValueError, OSError) as exc:
-        raise SAEError(f"{d}: unreadable SAE ({str(exc).splitlines()[0]})") from None
-    arch = cfg.get("architecture")
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise SAEError(
+            f"{d}: unreadable SAE ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        ) from None
+    if not isinstance(cfg, dict):
+        raise SAEError(f"{d / CFG_FILE}: expected a JSON object")
+    arch = cfg.get("architecture", "standard")
+    act = cfg.get("activation_fn_str") or cfg.get("activation_fn")
+    kwargs = cfg.get("activation_fn_kwargs") or {}
+    if arch == "standard" and act == "topk":  # SAELens < 6.0
+        arch, cfg = "topk", {**cfg, "k": kwargs.get("k", cfg.get("k"))}
     kind = {v: k for k, v in SAELENS_ARCH.items()}.get(arch)
     if kind is None:
         raise SAEError(f"{d}: SAE architecture {arch!r} is not supported (topk, standard)")
+    if arch == "standard" and act not in (None, "relu"):
+        raise SAEError(f"{d}: activation {act!r} is not supported (relu, topk)")
+    for key, ok in (("normalize_activations", (None, "none")), ("reshape_activations", (None, "none")),
+                    ("rescale_acts_by_decoder_norm", (None, False))):  # fmt: skip
+        if cfg.get(key) not in ok:
+            raise SAEError(f"{d}: {key} = {cfg.get(key)!r} is not supported")
     missing = {"W_enc", "W_dec", "b_enc", "b_dec"} - set(state)
     if missing:
         raise SAEError(f"{d}: missing tensors {sorted(missing)}")
-    d_in, d_sae = state["W_enc"].shape
-    sae = make_sae(d_in, d_sae, kind, int(cfg.get("k", 0) or 0), dtype=state["W_enc"].dtype)
-    sae.load_state_dict({k: state[k] for k in ("W_enc", "b_enc", "W_dec", "b_dec")})
+    W_enc, W_dec, b_enc, b_dec = (state[k] for k in ("W_enc", "W_dec", "b_enc", "b_dec"))
+    if W_enc.dim() != 2 or not W_enc.is_floating_point():
+        raise SAEError(f"{d}: W_enc must be a 2-D float matrix (d_in x d_sae), got shape {list(W_enc.shape)}")
+    d_in, d_sae = W_enc.shape
+    want = {"W_dec": (d_sae, d_in), "b_enc": (d_sae,), "b_dec": (d_in,)}
+    for key, shp in want.items():
+        if tuple(state[key].shape) != shp:
+            raise SAEError(f"{d}: {key} has shape {list(state[key].shape)}, expected {list(shp)} (W_enc is "
+                           f"{d_in} x {d_sae})")  # fmt: skip
+    k = 0
+    if kind == "topk":
+        try:
+            k = int(cfg.get("k"))
+        except (TypeError, ValueError):
+            raise SAEError(f"{d}: a topk SAE needs an integer k in {CFG_FILE}") from None
+        if not 1 <= k <= d_sae:
+            raise SAEError(f"{d}: k = {k} is outside 1..d_sae ({d_sae})")
+    if not all(bool(torch.isfinite(t).all()) for t in (W_enc, W_dec, b_enc, b_dec)):
+        raise SAEError(f"{d}: the SAE's weights hold NaN or Inf")
+    sae = make_sae(d_in, d_sae, kind, k, dtype=W_enc.dtype)
+    sae.load_state_dict({"W_enc": W_enc, "b_enc": b_enc.to(W_enc.dtype), "W_dec": W_dec.to(W_enc.dtype),
+                         "b_dec": b_dec.to(W_enc.dtype)})  # fmt: skip
     if not cfg.get("apply_b_dec_to_input", True):
         with torch.no_grad():  # SAELens without the subtraction: fold -b_dec W_enc into b_enc
             sae.b_enc += sae.b_dec @ sae.W_enc

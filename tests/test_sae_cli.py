@@ -21,7 +21,8 @@ def fitted(cli, tmp_path):
     img = tmp_path / "t.png"
     iio.imwrite(img, (np.random.default_rng(0).random((12, 12)) * 255).astype(np.uint8))
     out = tmp_path / "m.safetensors"
-    r = cli("fit", img, "--init", "siren", "--depth", "2", "--width", "8", "--steps", "5", "--size", "10", "-o", out)
+    r = cli("fit", img, "--init", "default", "--depth", "2", "--width", "8", "--steps", "40", "--lr", "1e-2",
+            "--size", "10", "-o", out)  # fmt: skip
     assert r.code == 0, r.err
     return out
 
@@ -41,6 +42,24 @@ def test_sae_on_fitted_model(cli, fitted, tmp_path):
     assert m["metric"] == "PSNR" and m["l0"] <= 2 and m["fvu"] >= 0
     assert d["ablation"]["ablated"] == sum(1 for a in d["atoms"] if a["coverage"] > 0)
     assert png.stat().st_size > 0
+    # the numbers are real: outputs inside [0, 1], a drop that is not 0, and it matches a plain recomputation
+    assert 5 < m["model"] < 60 and m["spliced"] != m["model"]
+    worst = d["ablation"]["most_harmful"][0]
+    assert worst["drop"] > 0
+    from inrdiag.sae import load_sae, splice_forward
+    from inrdiag.targets import load_target, psnr
+
+    model = inrdiag.load(fitted).model
+    sae, _ = load_sae(out)
+    t = load_target(tmp_path / "t.png", size=10)
+    x = t.coords(dtype=torch.float32)
+    with torch.no_grad():
+        from inrdiag.sae import layer_activations
+
+        f = sae.encode(layer_activations(model, x, 1))
+        f[:, worst["atom"]] = 0
+        want = m["spliced"] - psnr(splice_forward(model, 1, sae.decode(f)), t.values)
+    assert worst["drop"] == pytest.approx(want, rel=1e-4, abs=1e-4)
     cfg = json.loads((out / "cfg.json").read_text())
     assert cfg["architecture"] == "topk" and cfg["d_in"] == 8 and cfg["d_sae"] == 16 and cfg["k"] == 2
     # the saved SAE analysed again gives the same numbers
@@ -110,3 +129,62 @@ def test_sae_bad_input(cli, fitted, tmp_path):
     (tmp_path / "file").write_text("x")
     _one_line_error(cli("sae", fitted, "--layer", "0", *SAE, "-o", tmp_path / "file"), "not a folder")
     _one_line_error(cli("sae", fitted, "--layer", "0", "--sae", tmp_path), "no cfg.json")
+
+
+def test_sae_default_target_shape_and_identity(cli, tmp_path, monkeypatch):
+    """A non-square fit is scored on its own grid; a same-named but different file in the working folder
+    is not taken for the fitted target."""
+    rng = np.random.default_rng(2)
+    d = tmp_path / "fit"
+    d.mkdir()
+    iio.imwrite(d / "rect.png", (rng.random((6, 10)) * 255).astype(np.uint8))
+    monkeypatch.chdir(d)
+    r = cli(
+        "fit", "rect.png", "--init", "default", "--depth", "2", "--width", "8", "--steps", "5", "-o", "r.safetensors"
+    )
+    assert r.code == 0, r.err
+    r = cli("sae", "r.safetensors", "--layer", "0", *SAE, "--json")
+    assert r.code == 0, r.err
+    assert r.json()["grid"]["shape"] == [6, 10]
+    other = tmp_path / "other"
+    other.mkdir()
+    iio.imwrite(other / "rect.png", np.zeros((6, 10), np.uint8))  # same name, other pixels
+    monkeypatch.chdir(other)
+    r = cli("sae", d / "r.safetensors", "--layer", "0", *SAE, "--json")
+    assert r.code == 0, r.err
+    assert r.json()["target"]["path"] == str(d / "rect.png")
+    (d / "rect.png").write_bytes((other / "rect.png").read_bytes())  # now no file matches the fit
+    _one_line_error(cli("sae", d / "r.safetensors", "--layer", "0", *SAE), "differ from the fitted file")
+    _one_line_error(cli("sae", d / "r.safetensors", "--layer", "0", *SAE, "--grid", "1"), "--grid")
+
+
+def test_sae_output_clash_and_foreign_files(cli, fitted, tmp_path):
+    same = tmp_path / "same.png"
+    _one_line_error(cli("sae", fitted, "--layer", "1", *SAE, "-o", same, "--atoms-png", same), "same path")
+    assert not same.exists()
+    out = tmp_path / "s"
+    assert cli("sae", fitted, "--layer", "1", *SAE, "-o", out).code == 0
+    base = cli("sae", fitted, "--layer", "1", "--sae", out, "--json").json()
+    assert any("training flags ignored" in n for n in base["notes"])
+    assert any(
+        "not on layer 0" in n for n in cli("sae", fitted, "--layer", "0", "--sae", out, "--json").json()["notes"]
+    )
+    # a SAELens < 6.0 TopK config (architecture "standard", activation_fn_str "topk") still loads as TopK
+    cfg_path = out / "cfg.json"
+    cfg = json.loads(cfg_path.read_text())
+    old = {**cfg, "architecture": "standard", "activation_fn_str": "topk", "activation_fn_kwargs": {"k": 2}}
+    del old["k"]
+    cfg_path.write_text(json.dumps(old))
+    r = cli("sae", fitted, "--layer", "1", "--sae", out, "--json")
+    assert r.code == 0, r.err
+    assert r.json()["metrics"] == base["metrics"] and r.json()["sae"]["kind"] == "topk"
+    for bad, msg in [({**cfg, "k": 99}, "outside"), ({**cfg, "k": None}, "integer k"), ([1, 2], "JSON object"),
+                     ({**cfg, "normalize_activations": "layer_norm"}, "not supported")]:  # fmt: skip
+        cfg_path.write_text(json.dumps(bad))
+        _one_line_error(cli("sae", fitted, "--layer", "1", "--sae", out), msg)
+    cfg_path.write_text(json.dumps(cfg))
+    from safetensors.torch import load_file, save_file
+
+    w = load_file(out / "sae_weights.safetensors")
+    save_file({**w, "W_dec": w["W_dec"][:, :3].contiguous()}, out / "sae_weights.safetensors")
+    _one_line_error(cli("sae", fitted, "--layer", "1", "--sae", out), "W_dec has shape")

@@ -54,8 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the promise is: no traceback, ever
         if debug:
             raise
-        _fail(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-              "(please report it; INRDIAG_DEBUG=1 shows the traceback)")  # fmt: skip
+        if isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower():  # e.g. torch.cuda.OutOfMemoryError
+            _fail("out of memory on the device; try a smaller --grid/--points (or --atoms for sae), or --device cpu")
+        else:
+            _fail(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                  "(please report it; INRDIAG_DEBUG=1 shows the traceback)")  # fmt: skip
         code = 2
     if argv is None:
         sys.exit(code)

@@ -104,11 +104,11 @@ def sae_cmd(
     check_outputs(force, **{"--atoms-png": atoms_png})
     if out:
         check_sae_out(out, force)
-        if atoms_png and Path(atoms_png).resolve().parent == Path(out).resolve() and Path(atoms_png).name in (
-                "sae_weights.safetensors", "cfg.json"):  # fmt: skip
+        png = Path(atoms_png).resolve() if atoms_png else None
+        if png is not None and (png == Path(out).resolve() or png in {p.resolve() for p in check_sae_out(out, True)}):
             from ..errors import InrdiagError
 
-            raise InrdiagError(f"--atoms-png {atoms_png} would overwrite the SAE saved by -o; give another path")
+            raise InrdiagError(f"--atoms-png {atoms_png} and -o {out} would write the same path; give another path")
     cfg = SAEConfig(atoms=atoms, kind=kind, k=k, l1=l1, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
     cfg.validate()
     if show_n < 0:
@@ -121,14 +121,21 @@ def sae_cmd(
         from ..sae import SAEError
 
         raise SAEError(f"{model}: non-finite weights in {', '.join(loaded.nonfinite[:3])}; nothing to decompose")
-    sae = None
+    sae, snotes = None, []
     if load_sae_dir:
-        from ..sae import load_sae
+        from ..sae import load_sae, loaded_config
 
-        sae, _ = load_sae(load_sae_dir)
+        sae, scfg = load_sae(load_sae_dir)
+        cfg = loaded_config(sae, scfg)
+        meta = scfg.get("metadata") if isinstance(scfg.get("metadata"), dict) else {}
+        snotes.append(f"SAE loaded from {load_sae_dir} (training flags ignored); its metadata: model "
+                      f"{meta.get('model_name', '?')}, {meta.get('hook_name', '?')}")  # fmt: skip
+        hook = str(meta.get("hook_name", ""))
+        if hook.startswith("layer ") and not hook.startswith(f"layer {layer} "):
+            snotes.append(f"the SAE was trained on {hook.split(' (')[0]}, not on layer {layer}")
     tgt, tnotes = resolve_target(loaded, target, grid)
     rep, sae, codes = _run(loaded, layer, tgt, cfg, device, ablate, json, sae)
-    rep.notes = tnotes + rep.notes
+    rep.notes = snotes + tnotes + rep.notes
     if atoms_png:
         from ..report.sae import plot_atoms
 
@@ -152,10 +159,16 @@ def resolve_target(loaded, target: str | None, grid: int | None):
     prov = loaded.provenance or {}
     notes: list[str] = []
     spec = loaded.spec
+    if grid is not None and grid < 2:
+        raise SAEError(f"--grid must be at least 2 points per axis, got {grid}")
+    shape = [int(v) for v in (prov.get("target_shape") or [])]
+    if loaded.heads is not None and (prov.get("recipe") or {}).get("size"):
+        shape = [int(prov["recipe"]["size"])] * 2
+    # load_target resamples to n points on every axis; a non-square fit kept its target's own shape
+    size = grid if grid is not None else (shape[0] if shape and len(set(shape)) == 1 else None)
     if target is None:
-        candidates: list[Path] = []
-        size = grid
         here = Path(loaded.path).parent
+        want = None
         if loaded.heads is not None:
             names = loaded.head_names or []
             d = loaded.head or 0
@@ -163,27 +176,33 @@ def resolve_target(loaded, target: str | None, grid: int | None):
                 raise SAEError(f"{loaded.path}: no image name recorded for head {d}; give --target IMAGE")
             folders = [Path(prov["folder"])] if prov.get("folder") else []
             candidates = [f / names[d] for f in folders + [here]]
-            size = size or (prov.get("recipe") or {}).get("size")
             what = f"head {d}'s cohort image {names[d]}"
         elif prov.get("target"):
             t = Path(prov["target"])
             candidates = [t, here / t.name]
-            shape = prov.get("target_shape") or []
-            size = size or (shape[0] if shape else None)
+            want = prov.get("target_sha256")
             what = f"the fitted target {t}"
         else:
             raise SAEError(f"{loaded.path} records no target (not fitted by inrdiag); give --target IMAGE")
-        found = next((c for c in candidates if c.is_file()), None)
-        if found is None:
-            raise SAEError(f"{what} was not found (looked in {', '.join(dict.fromkeys(str(c.parent) for c in candidates))}); "
-                           "give --target IMAGE")  # fmt: skip
+        where = ", ".join(dict.fromkeys(str(c.parent) for c in candidates))
+        files = [c for c in dict.fromkeys(candidates) if c.is_file()]
+        if not files:
+            raise SAEError(f"{what} was not found (looked in {where}); give --target IMAGE")
+        if want:  # the file the model was fitted to, not just one with its name
+            from ..targets import file_sha256
+
+            same = [c for c in files if file_sha256(c) == want]
+            if not same:
+                raise SAEError(f"{what}: {', '.join(map(str, files))} differ from the fitted file (sha256); "
+                               "give --target IMAGE to use it anyway")  # fmt: skip
+            files = same
+        found = files[0]
         tgt = load_target(found, size=size)
         notes.append(f"target: {what} ({found})")
-        want = prov.get("target_sha256")
-        if want and loaded.heads is None and want != tgt.sha256:
-            notes.append(f"{found} has changed since the fit (sha256 differs from the checkpoint's)")
     else:
-        tgt = load_target(target, size=grid)
+        tgt = load_target(target, size=size)
+    if shape and list(tgt.shape) != shape and grid is None:
+        notes.append(f"grid {list(tgt.shape)} differs from the fitted resolution {shape}")
     if tgt.dim != spec.in_features:
         raise SAEError(f"{tgt.path}: a {tgt.dim}-D target does not fit a model with {spec.in_features}-D input")
     tgt.values, note = match_channels(tgt.values, spec.out_features)
