@@ -246,9 +246,13 @@ def ntk_report(
     vecs = None
     t0 = time.perf_counter()
     if meth == "exact":
+        from .fit import tune_malloc
+
+        tune_malloc()  # freed N x N buffers are reused instead of returned to the OS and page-faulted back
         theta = None
+        scratch = torch.empty(n, n, dtype=x.dtype, device=x.device) if n > 1 else None
         for f, tr in zip(factors, traces):
-            K = f.kernel()
+            K = f.compressed().kernel(scratch=scratch)  # exactly-zero (dead-unit) columns dropped: exact
             eigs = _eigvalsh_desc(f.khatri_rao_gram()) if f.feature_dim < n else _eigvalsh_desc(K)
             groups.append(_group_from_eigs(f, eigs, n, tr, total, tol))
             theta = K if theta is None else theta.add_(K)

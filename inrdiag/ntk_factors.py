@@ -47,8 +47,10 @@ class Factor:
         """``diag(Theta_g)_n = |a_n|^2 |d_n|^2``, so ``tr Theta_g`` costs O(N (d_in + d_out))."""
         return (self.A * self.A).sum(1) * (self.D * self.D).sum(1)
 
-    def kernel(self, out=None):
-        """The N x N matrix ``(A A^T) ⊙ (D D^T)``; added into ``out`` when given (then returned)."""
+    def kernel(self, out=None, scratch=None):
+        """The N x N matrix ``(A A^T) ⊙ (D D^T)``; added into ``out`` when given (then returned).
+
+        ``scratch``: an N x N buffer for ``D D^T`` (saves allocating, and page-faulting, one per call)."""
         import torch
 
         A, D = self.A, self.D
@@ -62,7 +64,10 @@ class Factor:
             K = Da @ Da.T
         else:
             K = A @ A.T
-            K.mul_(D @ D.T)
+            if scratch is not None and scratch.shape == K.shape and scratch.dtype == K.dtype:
+                K.mul_(torch.mm(D, D.T, out=scratch))
+            else:
+                K.mul_(D @ D.T)
         if out is None:
             return K
         return out.add_(K)
