@@ -28,15 +28,8 @@ sys.path.insert(0, str(ROOT))
 from inrdiag.grid import make_grid  # noqa: E402
 from inrdiag.inits import build_model  # noqa: E402
 from inrdiag.loader import load  # noqa: E402
-from inrdiag.sae import (  # noqa: E402
-    SAEConfig,
-    Scorer,
-    ablate_atoms,
-    encode_all,
-    layer_activations,
-    splice_forward,
-    train_sae,  # fmt: skip
-)
+from inrdiag.sae import SAEConfig, encode_all, train_sae  # noqa: E402
+from inrdiag.sae_analysis import Scorer, ablate_atoms, layer_activations, splice_forward  # noqa: E402
 from inrdiag.targets import load_target  # noqa: E402
 
 

@@ -42,6 +42,10 @@ _EXPORTS = {
     "build_model": "inits",
     "reinit_inlet": "inits",
     "SCHEMES": "inits",
+    "SAEConfig": "sae",
+    "train_sae": "sae",
+    "save_sae": "sae_io",
+    "load_sae": "sae_io",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

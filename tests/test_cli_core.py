@@ -30,6 +30,15 @@ def test_help_does_not_import_torch():
     assert "rank" in out and "check" in out
 
 
+def test_help_lists_every_command_and_exports_resolve():
+    code = "from inrdiag.cli import main\ntry:\n main(['--help'])\nexcept SystemExit: pass"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    for cmd in ("info", "rank", "check", "ntk", "fit", "compare", "reinit", "cohort-train", "freeze-sweep", "sae"):
+        assert cmd in out, cmd
+    for name in inrdiag.__all__:  # the lazy library exports all import
+        assert getattr(inrdiag, name) is not None
+
+
 def test_rank_json_contract(cli, model_file):
     r = cli("rank", model_file, "--grid", "12", "--json")
     assert r.code == 0, r.err

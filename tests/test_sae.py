@@ -10,21 +10,9 @@ import torch
 from conftest import tiny_model
 
 from inrdiag.grid import make_grid
-from inrdiag.sae import (
-    SAEConfig,
-    SAEError,
-    Scorer,
-    ablate_atoms,
-    analyse,
-    atom_stats,
-    encode_all,
-    layer_activations,  # fmt: skip
-    load_sae,
-    make_sae,
-    save_sae,
-    splice_forward,
-    train_sae,
-)
+from inrdiag.sae import SAEConfig, SAEError, encode_all, make_sae, train_sae
+from inrdiag.sae_analysis import Scorer, ablate_atoms, analyse, atom_stats, layer_activations, splice_forward
+from inrdiag.sae_io import load_sae, save_sae
 
 ARCHS = [
     dict(activation="relu"),
@@ -134,7 +122,6 @@ def test_ablating_a_silent_atom_changes_nothing():
 def test_atom_stats_coverage_and_spread():
     sae = make_sae(2, 2, "topk", 1)
     coords = make_grid((10, 10))
-    from inrdiag.sae import Codes
 
     # atom 0 fires on one corner point, atom 1 uniformly everywhere
     rows = torch.cat([torch.tensor([0]), torch.arange(100)])
@@ -147,7 +134,6 @@ def test_atom_stats_coverage_and_spread():
     assert st.coverage.tolist() == [0.01, 1.0]
     assert st.spread[0] == 0.0 and st.spread[1] == pytest.approx(1.0)
     torch.testing.assert_close(st.centroid[0], coords[0].double())
-    assert Codes  # imported for the dataclass
 
 
 def test_save_load_round_trip(tmp_path):

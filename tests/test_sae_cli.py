@@ -46,7 +46,8 @@ def test_sae_on_fitted_model(cli, fitted, tmp_path):
     assert 5 < m["model"] < 60 and m["spliced"] != m["model"]
     worst = d["ablation"]["most_harmful"][0]
     assert worst["drop"] > 0
-    from inrdiag.sae import load_sae, splice_forward
+    from inrdiag.sae_analysis import layer_activations, splice_forward
+    from inrdiag.sae_io import load_sae
     from inrdiag.targets import load_target, psnr
 
     model = inrdiag.load(fitted).model
@@ -54,8 +55,6 @@ def test_sae_on_fitted_model(cli, fitted, tmp_path):
     t = load_target(tmp_path / "t.png", size=10)
     x = t.coords(dtype=torch.float32)
     with torch.no_grad():
-        from inrdiag.sae import layer_activations
-
         f = sae.encode(layer_activations(model, x, 1))
         f[:, worst["atom"]] = 0
         want = m["spliced"] - psnr(splice_forward(model, 1, sae.decode(f)), t.values)

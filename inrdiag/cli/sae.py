@@ -99,7 +99,9 @@ def sae_cmd(
     with the SAE spliced in, per-atom coverage and spatial spread, and single-atom ablations (batched, exact)."""
     from pathlib import Path
 
-    from ..sae import SAEConfig, check_layer, check_sae_out
+    from ..sae import SAEConfig
+    from ..sae_analysis import check_layer
+    from ..sae_io import check_sae_out
 
     check_outputs(force, **{"--atoms-png": atoms_png})
     if out:
@@ -123,7 +125,7 @@ def sae_cmd(
         raise SAEError(f"{model}: non-finite weights in {', '.join(loaded.nonfinite[:3])}; nothing to decompose")
     sae, snotes = None, []
     if load_sae_dir:
-        from ..sae import load_sae, loaded_config
+        from ..sae_io import load_sae, loaded_config
 
         sae, scfg = load_sae(load_sae_dir)
         cfg = loaded_config(sae, scfg)
@@ -141,7 +143,7 @@ def sae_cmd(
 
         plot_atoms(rep, codes, tgt.shape, atoms_png, force)
     if out:
-        from ..sae import save_sae
+        from ..sae_io import save_sae
 
         meta = {"model_name": str(model), "hook_name": f"layer {layer} ({rep.layer_name}) activations",
                 "target": tgt.path, "grid": list(tgt.shape)}  # fmt: skip
@@ -215,7 +217,7 @@ def _run(loaded, layer, tgt, cfg, device, ablate, json, sae):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..report.common import console
-    from ..sae import analyse
+    from ..sae_analysis import analyse
 
     name = loaded.layer_keys[layer] if layer < len(loaded.layer_keys) else f"linears.{layer}"
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
