@@ -30,7 +30,7 @@ from inrdiag.inits import build_model  # noqa: E402
 from inrdiag.loader import load  # noqa: E402
 from inrdiag.sae import SAEConfig, encode_all, train_sae  # noqa: E402
 from inrdiag.sae_analysis import Scorer, ablate_atoms, layer_activations, splice_forward  # noqa: E402
-from inrdiag.targets import load_target  # noqa: E402
+from inrdiag.targets import load_target, match_channels  # noqa: E402
 
 
 def main() -> None:
@@ -52,7 +52,9 @@ def main() -> None:
         model, name = build_model(args.init, 2, 1, 4, 256, seed=0).eval(), f"fresh 4x256 {args.init} (seed 0)"
     shape = (args.grid, args.grid)
     x = make_grid(shape, dtype=torch.float32)
-    y = load_target(ROOT / "examples/images/camera.png", size=args.grid).values.mean(1, keepdim=True)
+    y, _ = match_channels(
+        load_target(ROOT / "examples/images/camera.png", size=args.grid).values, 1
+    )  # luma, as the CLI
     n = x.shape[0]
     with torch.no_grad():
         z = layer_activations(model, x, args.layer)

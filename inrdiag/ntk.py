@@ -246,9 +246,6 @@ def ntk_report(
     vecs = None
     t0 = time.perf_counter()
     if meth == "exact":
-        from .fit import tune_malloc
-
-        tune_malloc()  # freed N x N buffers are reused instead of returned to the OS and page-faulted back
         theta = None
         scratch = torch.empty(n, n, dtype=x.dtype, device=x.device) if n > 1 else None
         for f, tr in zip(factors, traces):
@@ -257,6 +254,7 @@ def ntk_report(
             groups.append(_group_from_eigs(f, eigs, n, tr, total, tol))
             theta = K if theta is None else theta.add_(K)
             del K
+        del scratch
         seconds["kernels"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         T64 = theta.to(torch.float64)

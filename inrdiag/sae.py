@@ -39,7 +39,7 @@ class SAEConfig:
     k: int = 32
     l1: float = 0.1
     steps: int = 1000
-    batch_size: int = 2048
+    batch_size: int = 1024
     lr: float = 1e-3
     seed: int = 0
     #: TopK: weight of the auxiliary loss that makes dead atoms predict the residual (0 disables).

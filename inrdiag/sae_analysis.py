@@ -261,7 +261,8 @@ def analyse(model, layer: int, coords, y, kind: str, cfg: SAEConfig, device="aut
     from .device import resolve_device
 
     check_layer(model, layer)
-    cfg.validate()
+    if sae is None:  # a loaded SAE keeps the settings it was trained with (steps 0 when unknown)
+        cfg.validate()
     if ablate is not None and ablate < 0:
         raise SAEError(f"--ablate must be >= 0, got {ablate}")
     dev = resolve_device(device)

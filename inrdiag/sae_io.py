@@ -12,7 +12,8 @@ from .sae import CFG_FILE, SAELENS_ARCH, WEIGHTS_FILE, SAEConfig, SAEError, make
 
 def saelens_cfg(sae, cfg: SAEConfig, meta: dict | None = None) -> dict[str, Any]:
     out = {
-        "architecture": SAELENS_ARCH[sae.kind], "d_in": sae.d_in, "d_sae": sae.d_sae, "dtype": "float32",
+        "architecture": SAELENS_ARCH[sae.kind], "d_in": sae.d_in, "d_sae": sae.d_sae,
+        "dtype": str(sae.W_enc.dtype).replace("torch.", ""),
         "device": "cpu", "apply_b_dec_to_input": True, "normalize_activations": "none",
         "reshape_activations": "none", "metadata": dict(meta or {}),
     }  # fmt: skip
@@ -67,8 +68,10 @@ def loaded_config(sae, cfg: dict) -> SAEConfig:
     if sae.kind == "topk":
         base["k"] = sae.k
     try:
-        return SAEConfig(**base)
-    except TypeError:  # pragma: no cover - filtered above
+        out = SAEConfig(**base)
+        out.validate()
+        return out
+    except (TypeError, ValueError, SAEError):  # foreign or odd metadata: describe the SAE only
         return SAEConfig(atoms=sae.d_sae, kind=sae.kind, k=sae.k or 1, steps=0)
 
 
@@ -95,6 +98,10 @@ def load_sae(folder):
     arch = cfg.get("architecture", "standard")
     act = cfg.get("activation_fn_str") or cfg.get("activation_fn")
     kwargs = cfg.get("activation_fn_kwargs") or {}
+    if not isinstance(arch, str) or not (act is None or isinstance(act, str)) or not isinstance(kwargs, dict):
+        raise SAEError(
+            f"{d / CFG_FILE}: architecture / activation_fn_str must be strings, activation_fn_kwargs an object"
+        )
     if arch == "standard" and act == "topk":  # SAELens < 6.0
         arch, cfg = "topk", {**cfg, "k": kwargs.get("k", cfg.get("k"))}
     kind = {v: k for k, v in SAELENS_ARCH.items()}.get(arch)
@@ -120,10 +127,10 @@ def load_sae(folder):
                            f"{d_in} x {d_sae})")  # fmt: skip
     k = 0
     if kind == "topk":
-        try:
-            k = int(cfg.get("k"))
-        except (TypeError, ValueError):
-            raise SAEError(f"{d}: a topk SAE needs an integer k in {CFG_FILE}") from None
+        raw = cfg.get("k")
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or int(raw) != raw:
+            raise SAEError(f"{d}: a topk SAE needs an integer k in {CFG_FILE}, got {raw!r}")
+        k = int(raw)
         if not 1 <= k <= d_sae:
             raise SAEError(f"{d}: k = {k} is outside 1..d_sae ({d_sae})")
     if not all(bool(torch.isfinite(t).all()) for t in (W_enc, W_dec, b_enc, b_dec)):

@@ -109,6 +109,29 @@ def test_batched_ablation_matches_one_by_one(arch, layer, kind):
             assert got[j] == pytest.approx(want, rel=1e-9, abs=1e-12), j
 
 
+@pytest.mark.parametrize("kind", ["image", "occupancy"])
+def test_batched_ablation_relu_sae(kind):
+    """The ReLU + L1 SAE (many more codes per point) through the same batched path."""
+    torch.manual_seed(0)
+    model = tiny_model(activation="sine", w0=30.0).eval()
+    x = make_grid((6, 6))
+    with torch.no_grad():
+        z = layer_activations(model, x, 1)
+    sae = train_sae(z, SAEConfig(atoms=12, kind="relu", l1=0.05, steps=20, batch_size=16))[0].double()
+    codes = encode_all(sae, z)
+    y = torch.rand(36, 1) if kind == "image" else (torch.rand(36, 1) > 0.5).double()
+    scorer = Scorer(kind, y)
+    got = scorer.metric(ablate_atoms(model, 1, sae, codes, scorer, chunk=5)[0])
+    with torch.no_grad():
+        f = sae.encode(z)
+        assert (f > 0).sum(1).float().mean() > 1  # several atoms per point
+        for j in range(12):
+            g = f.clone()
+            g[:, j] = 0
+            want = scorer.metric(scorer.point_stats(splice_forward(model, 1, sae.decode(g))).sum(0))
+            assert got[j] == pytest.approx(want, rel=1e-9, abs=1e-12), j
+
+
 def test_ablating_a_silent_atom_changes_nothing():
     model, x, z, sae, codes, scorer = _setup(ARCHS[0], 1)
     with torch.no_grad():  # make atom 0 never fire: a very negative encoder bias

@@ -187,3 +187,35 @@ def test_sae_output_clash_and_foreign_files(cli, fitted, tmp_path):
     w = load_file(out / "sae_weights.safetensors")
     save_file({**w, "W_dec": w["W_dec"][:, :3].contiguous()}, out / "sae_weights.safetensors")
     _one_line_error(cli("sae", fitted, "--layer", "1", "--sae", out), "W_dec has shape")
+
+
+def test_cli_defaults_are_the_library_defaults():
+    import inspect
+
+    from inrdiag.cli.sae import sae_cmd
+    from inrdiag.sae import SAEConfig
+
+    params = inspect.signature(sae_cmd).parameters
+    lib = SAEConfig()
+    for name in ("atoms", "kind", "k", "l1", "steps", "batch_size", "lr", "seed"):
+        assert params[name].default == getattr(lib, name), name
+
+
+def test_sae_reads_a_foreign_saelens_file(cli, fitted, tmp_path):
+    """A SAELens file that inrdiag did not write (no metadata.inrdiag) is analysed as it is."""
+    out = tmp_path / "s"
+    assert cli("sae", fitted, "--layer", "1", *SAE, "-o", out).code == 0
+    cfg_path = out / "cfg.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["metadata"] = {"model_name": "elsewhere", "hook_name": "blocks.0.hook_resid_post"}
+    cfg["dtype"] = "float32"
+    cfg_path.write_text(json.dumps(cfg))
+    r = cli("sae", fitted, "--layer", "1", "--sae", out, "--json")
+    assert r.code == 0, r.err
+    d = r.json()
+    assert d["sae"]["steps"] == 0 and d["sae"]["atoms"] == 16 and d["sae"]["k"] == 2
+    r = cli("sae", fitted, "--layer", "1", "--sae", out)
+    assert r.code == 0 and "loaded" in r.out
+    for bad, msg in [({**cfg, "architecture": ["topk"]}, "must be strings"), ({**cfg, "k": 2.5}, "integer k")]:
+        cfg_path.write_text(json.dumps(bad))
+        _one_line_error(cli("sae", fitted, "--layer", "1", "--sae", out), msg)

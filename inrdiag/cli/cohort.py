@@ -13,7 +13,7 @@ BackboneOpt = Annotated[
     str | None,
     typer.Option(
         "--backbone",
-        help="siren (sine, w0=30) or ff (Fourier features + ReLU). [default: siren]",
+        help="siren (sine, w0=30) or ff (Fourier features + ReLU). (default: siren)",
         rich_help_panel=RECIPE,
         show_default=False,
     ),
@@ -22,21 +22,21 @@ DepthOpt = Annotated[
     int | None,
     typer.Option(
         "--depth",
-        help="Hidden layers (the network has depth+1 linear layers). [default: 4]",
+        help="Hidden layers (the network has depth+1 linear layers). (default: 4)",
         rich_help_panel=RECIPE,
         show_default=False,
     ),
 ]
 WidthOpt = Annotated[
     int | None,
-    typer.Option("--width", help="Units per hidden layer. [default: 128]", rich_help_panel=RECIPE, show_default=False),
+    typer.Option("--width", help="Units per hidden layer. (default: 128)", rich_help_panel=RECIPE, show_default=False),
 ]
 SharedOpt = Annotated[
     int | None,
     typer.Option(
         "--shared-layers",
         "-K",
-        help="K: linear layers in the shared encoder (1..depth). [default: depth]",
+        help="K: linear layers in the shared encoder (1..depth). (default: depth)",
         rich_help_panel=RECIPE,
         show_default=False,
     ),
@@ -44,7 +44,7 @@ SharedOpt = Annotated[
 SizeOpt = Annotated[
     int | None,
     typer.Option(
-        "--size", help="Images are resized to size x size. [default: 64]", rich_help_panel=RECIPE, show_default=False
+        "--size", help="Images are resized to size x size. (default: 64)", rich_help_panel=RECIPE, show_default=False
     ),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of initialisation and of the held-out split.")]
@@ -112,7 +112,7 @@ def cohort_train(
     steps: Annotated[int, typer.Option("--steps", help="Joint training steps (full batch).")] = 1000,
     lr: Annotated[
         float | None,
-        typer.Option("--lr", help="Adam learning rate. [default: 1e-4 siren, 1e-3 ff]", show_default=False),
+        typer.Option("--lr", help="Adam learning rate. (default: 1e-4 siren, 1e-3 ff)", show_default=False),
     ] = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -156,13 +156,13 @@ def freeze_sweep_cmd(
     steps: Annotated[int, typer.Option("--steps", help="Fitting steps per held-out image and freeze depth.")] = 300,
     lr: Annotated[
         float | None,
-        typer.Option("--lr", help="Adam learning rate of the sweep fits. [default: the recipe's]", show_default=False),
+        typer.Option("--lr", help="Adam learning rate of the sweep fits. (default: the recipe's)", show_default=False),
     ] = None,
     cohort_steps: Annotated[
         int | None,
         typer.Option(
             "--cohort-steps",
-            help="Joint training steps when a cohort is trained first. [default: 1000]",
+            help="Joint training steps when a cohort is trained first. (default: 1000)",
             show_default=False,
         ),
     ] = None,

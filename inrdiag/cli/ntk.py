@@ -68,8 +68,11 @@ def ntk(
 ) -> None:
     """Empirical NTK Theta = sum_c J_c J_c^T (SUM over output channels, not a mean) on a grid: spectrum,
     decay, effective rank, and the exact layer-wise split Theta = sum_g Theta_g (batch norm in eval mode)."""
+    from ..fit import tune_malloc
     from ..io import check_writable
     from ..ntk import ntk_report
+
+    tune_malloc()  # the command's N x N buffers are reused instead of returned to the OS and page-faulted back
 
     if plot:
         check_writable(plot, force)
@@ -90,7 +93,7 @@ def ntk(
             )
         from ..targets import match_channels
 
-        tgt.values, _ = match_channels(tgt.values, loaded.spec.out_features)
+        tgt.values, channel_note = match_channels(tgt.values, loaded.spec.out_features)
     rep = ntk_report(loaded.model, grid=grid, points=points, seed=seed, top_k=top_k, method=method, dtype=dtype,
                      device=device, tol=tol, layer_names=loaded.layer_keys, vectors=tgt is not None)  # fmt: skip
     tres = None
@@ -100,6 +103,8 @@ def ntk(
         y = tgt.values if rep.indices is None else tgt.values[rep.indices]
         lr = lr if lr is not None else rep.points * y.shape[1] / rep.eigenvalues[0]
         tres = target_ntk(rep, loaded.model, y, lr=lr, steps=fit_steps, fit=fit_steps > 0)
+        if channel_note:
+            tres.notes.append(channel_note)
         if tgt.kind == "occupancy":
             tres.notes.append("occupancy target: PSNR here is of the MSE on 0/1 values (fit and compare report IoU)")
     if plot:

@@ -25,8 +25,8 @@ def sae_cmd(
         str | None,
         typer.Option(
             "--target",
-            help="Image/occupancy grid to score against [default: the one in the checkpoint's "
-            "provenance; cohort checkpoints: head D's image].",
+            help="Image/occupancy grid to score against (default: the one in the checkpoint's "
+            "provenance; cohort checkpoints: head D's image).",
             show_default=False,
         ),
     ] = None,
@@ -34,7 +34,7 @@ def sae_cmd(
         int | None,
         typer.Option(
             "--grid",
-            help="Points per axis [default: the fitted resolution, else the target's own].",
+            help="Points per axis (default: the fitted resolution, else the target's own).",
             show_default=False,
         ),
     ] = None,
@@ -49,7 +49,7 @@ def sae_cmd(
     l1: Annotated[
         float,
         typer.Option("--l1", help="relu: L1 coefficient (on f * ||W_dec row||, variance-scaled).", rich_help_panel=SAE),
-    ] = 3e-3,  # fmt: skip
+    ] = 0.1,  # fmt: skip
     steps: Annotated[int, typer.Option("--steps", help="Adam steps.", rich_help_panel=SAE)] = 1000,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Points per step.", rich_help_panel=SAE)] = 1024,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.", rich_help_panel=SAE)] = 1e-3,
@@ -67,7 +67,7 @@ def sae_cmd(
         int | None,
         typer.Option(
             "--ablate",
-            help="Ablate the N atoms of largest activation mass (0: none) [default: all].",
+            help="Ablate the N atoms of largest activation mass (0: none) (default: all).",
             show_default=False,
         ),
     ] = None,
