@@ -30,6 +30,15 @@ def test_help_does_not_import_torch():
     assert "rank" in out and "check" in out
 
 
+def test_cli_pins_mkl_threading_for_reproducibility():
+    code = (
+        "import os; os.environ.pop('MKL_DYNAMIC', None); from inrdiag.cli import main\n"
+        "try:\n main(['--help'])\nexcept SystemExit: pass\nprint('MKL_DYNAMIC=' + os.environ.get('MKL_DYNAMIC', ''))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("MKL_DYNAMIC=FALSE")
+
+
 def test_help_lists_every_command_and_exports_resolve():
     code = "from inrdiag.cli import main\ntry:\n main(['--help'])\nexcept SystemExit: pass"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -21,6 +21,11 @@ __all__ = ["app", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Same numbers for the same --seed even on a busy machine: with MKL's default dynamic threading,
+    # MKL may use fewer threads under load and so sum in another order (measured: two concurrent
+    # 1,000-step SAE trainings diverged; with MKL_DYNAMIC=FALSE they matched each other and an idle run).
+    # Set before torch loads MKL; an explicit setting by the user wins.
+    os.environ.setdefault("MKL_DYNAMIC", "FALSE")
     import typer
 
     from ..errors import InrdiagError
