@@ -89,6 +89,7 @@ def plot_atoms(rep, codes, shape, path: str, force: bool = False, count: int = 1
         ax.set_title(label, fontsize=8)
     if not chosen:
         axes.flat[0].set_title("no live atoms")
-    fig.suptitle(f"layer {rep.layer}: activation maps of the top atoms", fontsize=10)
+    where = " (maximum over the last axis)" if len(shape) == 3 else ""
+    fig.suptitle(f"layer {rep.layer}: activation maps of the top atoms{where}", fontsize=10)
     save_figure(fig, path, force)
     plt.close(fig)
