@@ -47,7 +47,7 @@ class SAEConfig:
     #: Steps without firing after which an atom counts as dead for the auxiliary loss.
     dead_after: int = 100
 
-    def validate(self, d_in: int | None = None) -> None:
+    def validate(self) -> None:
         if self.kind not in KINDS:
             raise SAEError(f"unknown --kind {self.kind!r}; allowed: {', '.join(KINDS)}")
         if self.atoms < 1:
@@ -130,13 +130,17 @@ def make_sae(d_in: int, d_sae: int, kind: str = "topk", k: int = 32, dtype=None)
 Progress = Callable[[int, int, float], None]
 
 
-def _memory_check(n: int, d: int, cfg: SAEConfig, chunk: int) -> None:
+def _train_bytes(n: int, d: int, cfg: SAEConfig) -> int:
+    """SAE parameters with their gradients and Adam moments, and a batch's dense pre-activations."""
+    m = cfg.atoms
+    return 4 * (4 * (2 * m * d + m + d) + 4 * min(cfg.batch_size, n) * m)
+
+
+def _memory_check(n: int, d: int, cfg: SAEConfig) -> None:
     from .grid import check_memory
 
-    m = cfg.atoms
-    params = 2 * m * d + m + d
-    nbytes = 4 * (4 * params + 4 * min(cfg.batch_size, n) * m + 2 * n * d + 2 * chunk * m)
-    check_memory(nbytes, f"an SAE with {m} atoms on {d} features", "--atoms or --batch-size")
+    nbytes = _train_bytes(n, d, cfg) + 4 * (2 * n * d + 2 * encode_chunk_size(cfg.atoms) * cfg.atoms)
+    check_memory(nbytes, f"an SAE with {cfg.atoms} atoms on {d} features", "--atoms or --batch-size")
 
 
 def estimate_bytes(n: int, d: int, d_next: int, dim: int, channels: int, cfg: SAEConfig, itemsize: int = 4) -> float:
@@ -145,7 +149,7 @@ def estimate_bytes(n: int, d: int, d_next: int, dim: int, channels: int, cfg: SA
     m = cfg.atoms
     nnz = n * (cfg.k if cfg.kind == "topk" else max(1, m // 8))
     grid = itemsize * n * (3 * d + 2 * d_next + 3 * channels + dim) + 4 * n * d
-    train = 4 * (4 * (2 * m * d + m + d) + 4 * min(cfg.batch_size, n) * m)
+    train = _train_bytes(n, d, cfg)
     codes = 2 * 20 * nnz + 2 * 4 * encode_chunk_size(m) * m
     ablation = itemsize * 4 * ABLATION_CHUNK * max(d_next, d)
     return float(grid + train + codes + ablation)
@@ -179,7 +183,7 @@ def train_sae(X, cfg: SAEConfig, device=None, progress: Progress | None = None):
 
     cfg.validate()
     n, d = X.shape
-    _memory_check(n, d, cfg, encode_chunk_size(cfg.atoms))
+    _memory_check(n, d, cfg)
     dev = X.device if device is None else device
     X = X.detach().to(device=dev, dtype=torch.float32)
     if not bool(torch.isfinite(X).all()):
@@ -215,16 +219,14 @@ def train_sae(X, cfg: SAEConfig, device=None, progress: Progress | None = None):
             vals, ind = torch.topk(h, cfg.k, dim=-1)
             vals = torch.relu(vals)
             recon = _bag(ind, vals, sae.W_dec) + sae.b_dec
-            fired = ind[vals > 0]
+            last_fired[ind[vals > 0]] = step  # for the auxiliary loss's dead-atom test
         else:
             f = torch.relu(h)
             recon = f @ sae.W_dec + sae.b_dec
-            fired = (f > 0).any(0).nonzero().squeeze(1)
         err = xb - recon
         loss = (err * err).sum(1).mean() / var
         if cfg.kind == "relu" and cfg.l1 > 0:
             loss = loss + cfg.l1 * (f * sae.W_dec.norm(dim=1)).sum(1).mean() / scale
-        last_fired[fired] = step
         if cfg.kind == "topk" and cfg.aux_coef > 0 and step > cfg.dead_after:
             dead = (step - last_fired) > cfg.dead_after
             nd = int(dead.sum())

@@ -236,15 +236,11 @@ class SAEReport:
             "atoms_summary": self.summary(),
             "ablation": {"ablated": self.ablated, "metric": self.metric_name,
                          "most_harmful": self.harmful(20)},
-            "atoms": [{"atom": j, "coverage": self.coverage[j], "spread": _nan_none(self.spread[j]),
+            "atoms": [{"atom": j, "coverage": self.coverage[j], "spread": self.spread[j],
                        "mass": self.mass[j], "drop": self.ablation.get(j)} for j in range(len(self.coverage))],
             "final_loss": self.losses[-1] if self.losses else None,
             "seconds": self.seconds, "notes": self.notes,
         }  # fmt: skip
-
-
-def _nan_none(v: float):
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
 
 def analyse(model, layer: int, coords, y, kind: str, cfg: SAEConfig, device="auto", ablate: int | None = None,

@@ -200,6 +200,15 @@ def match_channels(values, channels: int):
     raise TargetError(f"a target with {c} channel(s) does not fit a model with {channels} output(s)")
 
 
+def fit_to_model(tgt: Target, in_features: int, out_features: int) -> str | None:
+    """Check ``tgt``'s dimension against the model's input and match its channels to the outputs in place
+    (``match_channels``); returns the conversion note or None."""
+    if tgt.dim != in_features:
+        raise TargetError(f"{tgt.path}: a {tgt.dim}-D target does not fit a model with {in_features}-D input")
+    tgt.values, note = match_channels(tgt.values, out_features)
+    return note
+
+
 def psnr(pred, target) -> float:
     """PSNR in dB on [0, 1]: ``-10 log10(mean((clip(pred, 0, 1) - target)^2))`` (inf when exact)."""
     import torch

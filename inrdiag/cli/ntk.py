@@ -81,19 +81,11 @@ def ntk(
     if target:
         from ..grid import default_points
         from ..ntk import DEFAULT_GRID
-        from ..targets import load_target
+        from ..targets import fit_to_model, load_target
 
         n_axis = grid or DEFAULT_GRID.get(loaded.spec.in_features, default_points(loaded.spec.in_features))
         tgt = load_target(target, size=n_axis)
-        if tgt.dim != loaded.spec.in_features:
-            from ..errors import TargetError
-
-            raise TargetError(
-                f"{target}: a {tgt.dim}-D target does not fit a model with {loaded.spec.in_features}-D input"
-            )
-        from ..targets import match_channels
-
-        tgt.values, channel_note = match_channels(tgt.values, loaded.spec.out_features)
+        channel_note = fit_to_model(tgt, loaded.spec.in_features, loaded.spec.out_features)
     rep = ntk_report(loaded.model, grid=grid, points=points, seed=seed, top_k=top_k, method=method, dtype=dtype,
                      device=device, tol=tol, layer_names=loaded.layer_keys, vectors=tgt is not None)  # fmt: skip
     tres = None

@@ -99,29 +99,22 @@ def sae_cmd(
     with the SAE spliced in, per-atom coverage and spatial spread, and single-atom ablations (batched, exact)."""
     from pathlib import Path
 
-    from ..sae import SAEConfig
+    from ..sae import SAEConfig, SAEError
     from ..sae_analysis import check_layer
     from ..sae_io import check_sae_out
 
     check_outputs(force, **{"--atoms-png": atoms_png})
     if out:
-        check_sae_out(out, force)
-        png = Path(atoms_png).resolve() if atoms_png else None
-        if png is not None and (png == Path(out).resolve() or png in {p.resolve() for p in check_sae_out(out, True)}):
-            from ..errors import InrdiagError
-
-            raise InrdiagError(f"--atoms-png {atoms_png} and -o {out} would write the same path; give another path")
+        clash = {Path(out).resolve()} | {p.resolve() for p in check_sae_out(out, force)}
+        if atoms_png and Path(atoms_png).resolve() in clash:
+            raise SAEError(f"--atoms-png {atoms_png} and -o {out} would write the same path; give another path")
     cfg = SAEConfig(atoms=atoms, kind=kind, k=k, l1=l1, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
     cfg.validate()
     if show_n < 0:
-        from ..sae import SAEError
-
         raise SAEError(f"--show must be >= 0, got {show_n}")
     loaded = load_model(model, activation, w0, w0_hidden, encoding, frequencies, head)
     check_layer(loaded.model, layer)
     if loaded.nonfinite:
-        from ..sae import SAEError
-
         raise SAEError(f"{model}: non-finite weights in {', '.join(loaded.nonfinite[:3])}; nothing to decompose")
     sae, snotes = None, []
     if load_sae_dir:
@@ -156,7 +149,7 @@ def resolve_target(loaded, target: str | None, grid: int | None):
     from pathlib import Path
 
     from ..sae import SAEError
-    from ..targets import load_target, match_channels
+    from ..targets import fit_to_model, load_target
 
     prov = loaded.provenance or {}
     notes: list[str] = []
@@ -205,9 +198,7 @@ def resolve_target(loaded, target: str | None, grid: int | None):
         tgt = load_target(target, size=size)
     if shape and list(tgt.shape) != shape and grid is None:
         notes.append(f"grid {list(tgt.shape)} differs from the fitted resolution {shape}")
-    if tgt.dim != spec.in_features:
-        raise SAEError(f"{tgt.path}: a {tgt.dim}-D target does not fit a model with {spec.in_features}-D input")
-    tgt.values, note = match_channels(tgt.values, spec.out_features)
+    note = fit_to_model(tgt, spec.in_features, spec.out_features)
     if note:
         notes.append(note)
     return tgt, notes
