@@ -5,7 +5,11 @@ Nothing here imports torch: heavy imports live inside command bodies so ``inrdia
 
 from __future__ import annotations
 
-from typing import Annotated
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, get_type_hints
 
 import typer
 
@@ -89,14 +93,61 @@ GridOpt = Annotated[
 TolOpt = Annotated[float, typer.Option("--tol", help="Numerical rank counts singular values above tol * s_max.")]
 
 
-def load_model(model: str, activation=None, w0=None, w0_hidden=None, encoding=None, frequencies=None, head=None):
-    """Load a checkpoint with the shared loading flags (see ``inrdiag.layouts.LoadOptions``)."""
-    from ..layouts import LoadOptions
-    from ..loader import load
+#: The loading options every MODEL-taking command accepts, in --help order: (parameter name, annotated type).
+#: Adding an option here (and a field of the same name to ``inrdiag.layouts.LoadOptions``) adds it to
+#: every command; commands never list these parameters themselves.
+LOADING_OPTIONS: list[tuple[str, Any]] = [
+    ("activation", ActivationOpt),
+    ("w0", W0Opt),
+    ("w0_hidden", W0HiddenOpt),
+    ("encoding", EncodingOpt),
+    ("frequencies", FrequenciesOpt),
+    ("head", HeadOpt),
+]
 
-    opts = LoadOptions(activation=activation, w0=w0, w0_hidden=w0_hidden, encoding=encoding,
-                       frequencies=frequencies, head=head)  # fmt: skip
-    return load(model, opts)
+
+@dataclass(frozen=True)
+class Loading:
+    """The loading flags of one command invocation, collected by ``with_loading`` (built once)."""
+
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def load(self, model: str):
+        """Load ``model`` with these flags (see ``inrdiag.layouts.LoadOptions``)."""
+        from ..layouts import LoadOptions
+        from ..loader import load
+
+        return load(model, LoadOptions(**{k: v for k, v in self.options.items() if v is not None}))
+
+
+def with_loading(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command the shared loading options: it declares ``loading: Loading`` and receives them as one object.
+
+    The command's signature, as Typer sees it, is its own parameters (``loading`` removed) followed by
+    every entry of ``LOADING_OPTIONS`` as a keyword option defaulting to None.
+    """
+    hints = get_type_hints(func, include_extras=True)
+    sig = inspect.signature(func)
+    own = [
+        p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values() if p.name != "loading"
+    ]
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ann)
+             for name, ann in LOADING_OPTIONS]  # fmt: skip
+    names = [name for name, _ in LOADING_OPTIONS]
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        opts = {name: kwargs.pop(name, None) for name in names}
+        return func(*args, loading=Loading(opts), **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=[*own, *extra], return_annotation=sig.return_annotation)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *extra]}
+    return wrapper
+
+
+def load_model(model: str, loading: Loading | None = None):
+    """Load a checkpoint with a command's loading flags (none: the file alone decides)."""
+    return (loading or Loading()).load(model)
 
 
 def show(json: bool, data, renderer: str, *args) -> None:

@@ -6,27 +6,25 @@ from typing import Annotated
 
 import typer
 
-from .app import (ActivationOpt, DeviceOpt, EncodingOpt, ForceOpt, FrequenciesOpt, GridOpt, HeadOpt, JsonOpt,
-                  ModelArg, PlotOpt, TolOpt, W0HiddenOpt, W0Opt, app, load_model, show)  # fmt: skip
+from .app import (DeviceOpt, ForceOpt, GridOpt, JsonOpt,
+                  ModelArg, PlotOpt, TolOpt, app, load_model, show)  # fmt: skip
+from .app import Loading, with_loading
 
 
 @app.command()
+@with_loading
 def info(
     model: ModelArg,
-    activation: ActivationOpt = None,
-    w0: W0Opt = None,
-    w0_hidden: W0HiddenOpt = None,
-    encoding: EncodingOpt = None,
-    frequencies: FrequenciesOpt = None,
-    head: HeadOpt = None,
+    loading: Loading | None = None,
     json: JsonOpt = False,
 ) -> None:
     """What was loaded and how: format, layout, layers, activation, encoding, unused tensors."""
-    loaded = load_model(model, activation, w0, w0_hidden, encoding, frequencies, head)
+    loaded = load_model(model, loading)
     show(json, loaded.to_dict(), "core:render_info", loaded)
 
 
 @app.command()
+@with_loading
 def rank(
     model: ModelArg,
     grid: GridOpt = None,
@@ -35,12 +33,7 @@ def rank(
     json: JsonOpt = False,
     plot: PlotOpt = None,
     force: ForceOpt = False,
-    activation: ActivationOpt = None,
-    w0: W0Opt = None,
-    w0_hidden: W0HiddenOpt = None,
-    encoding: EncodingOpt = None,
-    frequencies: FrequenciesOpt = None,
-    head: HeadOpt = None,
+    loading: Loading | None = None,
 ) -> None:
     """Weight stable ranks, representation spectra of every hidden layer, recommended freeze depth."""
     from ..io import check_writable
@@ -48,7 +41,7 @@ def rank(
 
     if plot:
         check_writable(plot, force)
-    loaded = load_model(model, activation, w0, w0_hidden, encoding, frequencies, head)
+    loaded = load_model(model, loading)
     rep = rank_report(loaded.model, grid=grid, tol=tol, device=device,
                       shared_layers=loaded.shared_layers, layer_names=loaded.layer_keys)  # fmt: skip
     if plot:
@@ -59,6 +52,7 @@ def rank(
 
 
 @app.command()
+@with_loading
 def check(
     model: ModelArg,
     policy: Annotated[
@@ -115,12 +109,7 @@ def check(
     ] = None,
     device: DeviceOpt = "auto",
     json: JsonOpt = False,
-    activation: ActivationOpt = None,
-    w0: W0Opt = None,
-    w0_hidden: W0HiddenOpt = None,
-    encoding: EncodingOpt = None,
-    frequencies: FrequenciesOpt = None,
-    head: HeadOpt = None,
+    loading: Loading | None = None,
 ) -> None:
     """CI gate: exit 0 when every threshold passes, 1 when any fails, 2 on bad input."""
     from ..checks import CheckPolicy, read_policy, run_checks
@@ -132,7 +121,7 @@ def check(
         min_weight_stable_rank=min_weight_stable_rank, max_dead_fraction=max_dead_fraction,
         allow_nonfinite=allow_nonfinite, grid=grid, tol=tol,
     )  # fmt: skip
-    loaded = load_model(model, activation, w0, w0_hidden, encoding, frequencies, head)
+    loaded = load_model(model, loading)
     rep = run_checks(loaded, pol, device=device)
     show(json, rep.to_dict(), "core:render_check", rep)
     raise typer.Exit(rep.exit_code)

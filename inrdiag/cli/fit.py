@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from .app import (ActivationOpt, DeviceOpt, EncodingOpt, ForceOpt, FrequenciesOpt, HeadOpt, JsonOpt, ModelArg,
-                  PlotOpt, W0HiddenOpt, W0Opt, app, check_outputs, load_model, show)  # fmt: skip
+from .app import (DeviceOpt, ForceOpt, JsonOpt, ModelArg,
+                  PlotOpt, app, check_outputs, load_model, show)  # fmt: skip
+from .app import Loading, with_loading
 
 TRAIN = "Training budget"
 
@@ -189,6 +190,7 @@ def compare(
 
 
 @app.command()
+@with_loading
 def reinit(
     model: ModelArg,
     scheme: Annotated[
@@ -200,12 +202,7 @@ def reinit(
     seed: SeedOpt = 0,
     json: JsonOpt = False,
     force: ForceOpt = False,
-    activation: ActivationOpt = None,
-    w0: W0Opt = None,
-    w0_hidden: W0HiddenOpt = None,
-    encoding: EncodingOpt = None,
-    frequencies: FrequenciesOpt = None,
-    head: HeadOpt = None,
+    loading: Loading | None = None,
 ) -> None:
     """Re-initialise only the inlet (first linear layer) of a checkpoint; every other tensor is kept."""
     from ..errors import InrdiagError
@@ -218,7 +215,7 @@ def reinit(
     from ..targets import file_sha256
 
     get_scheme(scheme)
-    loaded = load_model(model, activation, w0, w0_hidden, encoding, frequencies, head)
+    loaded = load_model(model, loading)
     if loaded.heads is not None:
         raise InrdiagError(f"{model} is a cohort checkpoint; reinit writes single models only")
     reinit_inlet(loaded.model, scheme, seed)

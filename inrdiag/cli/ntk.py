@@ -6,11 +6,13 @@ from typing import Annotated
 
 import typer
 
-from .app import (ActivationOpt, DeviceOpt, EncodingOpt, ForceOpt, FrequenciesOpt, HeadOpt, JsonOpt, ModelArg,
-                  PlotOpt, W0HiddenOpt, W0Opt, app, load_model)  # fmt: skip
+from .app import (DeviceOpt, ForceOpt, JsonOpt, ModelArg,
+                  PlotOpt, app, load_model)  # fmt: skip
+from .app import Loading, with_loading
 
 
 @app.command()
+@with_loading
 def ntk(
     model: ModelArg,
     grid: Annotated[
@@ -59,12 +61,7 @@ def ntk(
     json: JsonOpt = False,
     plot: PlotOpt = None,
     force: ForceOpt = False,
-    activation: ActivationOpt = None,
-    w0: W0Opt = None,
-    w0_hidden: W0HiddenOpt = None,
-    encoding: EncodingOpt = None,
-    frequencies: FrequenciesOpt = None,
-    head: HeadOpt = None,
+    loading: Loading | None = None,
 ) -> None:
     """Empirical NTK Theta = sum_c J_c J_c^T (SUM over output channels, not a mean) on a grid: spectrum,
     decay, effective rank, and the exact layer-wise split Theta = sum_g Theta_g (batch norm in eval mode)."""
@@ -76,7 +73,7 @@ def ntk(
 
     if plot:
         check_writable(plot, force)
-    loaded = load_model(model, activation, w0, w0_hidden, encoding, frequencies, head)
+    loaded = load_model(model, loading)
     tgt = None
     if target:
         from ..grid import default_points

@@ -6,13 +6,15 @@ from typing import Annotated
 
 import typer
 
-from .app import (ActivationOpt, DeviceOpt, EncodingOpt, ForceOpt, FrequenciesOpt, HeadOpt, JsonOpt, ModelArg,
-                  W0HiddenOpt, W0Opt, app, check_outputs, load_model, show)  # fmt: skip
+from .app import (DeviceOpt, ForceOpt, JsonOpt, ModelArg,
+                  app, check_outputs, load_model, show)  # fmt: skip
+from .app import Loading, with_loading
 
 SAE = "Sparse autoencoder"
 
 
 @app.command("sae")
+@with_loading
 def sae_cmd(
     model: ModelArg,
     layer: Annotated[
@@ -88,12 +90,7 @@ def sae_cmd(
     device: DeviceOpt = "auto",
     json: JsonOpt = False,
     force: ForceOpt = False,
-    activation: ActivationOpt = None,
-    w0: W0Opt = None,
-    w0_hidden: W0HiddenOpt = None,
-    encoding: EncodingOpt = None,
-    frequencies: FrequenciesOpt = None,
-    head: HeadOpt = None,
+    loading: Loading | None = None,
 ) -> None:
     """Train a sparse autoencoder on layer K's activations over the grid; report FVU, L0, dead atoms, the PSNR
     with the SAE spliced in, per-atom coverage and spatial spread, and single-atom ablations (batched, exact)."""
@@ -112,7 +109,7 @@ def sae_cmd(
     cfg.validate()
     if show_n < 0:
         raise SAEError(f"--show must be >= 0, got {show_n}")
-    loaded = load_model(model, activation, w0, w0_hidden, encoding, frequencies, head)
+    loaded = load_model(model, loading)
     check_layer(loaded.model, layer)
     if loaded.nonfinite:
         raise SAEError(f"{model}: non-finite weights in {', '.join(loaded.nonfinite[:3])}; nothing to decompose")
