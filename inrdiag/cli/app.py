@@ -80,6 +80,38 @@ HeadOpt = Annotated[
         show_default=False,
     ),
 ]
+CODE = "Your own model code (runs your Python file)"
+ModelCodeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model-code",
+        help="Build the model with your own code, FILE.py:Class or package.module:factory, and load the "
+        "checkpoint into it strictly. This imports and runs that Python code; nothing is imported without "
+        "this flag.",
+        rich_help_panel=CODE,
+        show_default=False,
+    ),
+]
+ModelArgsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model-args",
+        help="Arguments for --model-code as JSON: an object of keyword arguments ('{\"hidden_features\": 256}') "
+        "or a list of positional ones.",
+        rich_help_panel=CODE,
+        show_default=False,
+    ),
+]
+InFeaturesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--in-features",
+        help="With --model-code: the coordinate dimension d the module takes (default: the first linear "
+        "layer's input width, right when there is no encoding before it).",
+        rich_help_panel=CODE,
+        show_default=False,
+    ),
+]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present) | cpu | cuda.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print only JSON on stdout.")]
 PlotOpt = Annotated[str | None, typer.Option("--plot", help="Write a PNG plot to this path.", show_default=False)]
@@ -103,7 +135,12 @@ LOADING_OPTIONS: list[tuple[str, Any]] = [
     ("encoding", EncodingOpt),
     ("frequencies", FrequenciesOpt),
     ("head", HeadOpt),
+    ("model_code", ModelCodeOpt),
+    ("model_args", ModelArgsOpt),
+    ("in_features", InFeaturesOpt),
 ]
+#: Options that belong to --model-code, not to ``LoadOptions``.
+CODE_OPTIONS = ("model_code", "model_args", "in_features")
 
 
 @dataclass(frozen=True)
@@ -113,11 +150,30 @@ class Loading:
     options: dict[str, Any] = field(default_factory=dict)
 
     def load(self, model: str):
-        """Load ``model`` with these flags (see ``inrdiag.layouts.LoadOptions``)."""
-        from ..layouts import LoadOptions
-        from ..loader import load
+        """Load ``model`` with these flags: through the user's code with --model-code, else
+        ``inrdiag.load`` (see ``inrdiag.layouts.LoadOptions``)."""
+        from ..errors import InrdiagError
 
-        return load(model, LoadOptions(**{k: v for k, v in self.options.items() if v is not None}))
+        given = {k: v for k, v in self.options.items() if v is not None}
+        code = given.pop("model_code", None)
+        args = given.pop("model_args", None)
+        in_features = given.pop("in_features", None)
+        if code is None:
+            for name, value in (("--model-args", args), ("--in-features", in_features)):
+                if value is not None:
+                    raise InrdiagError(f"{name} applies only with --model-code FILE.py:Class")
+            from ..layouts import LoadOptions
+            from ..loader import load
+
+            return load(model, LoadOptions(**given))
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise InrdiagError(f"{flags}: with --model-code the architecture is your code's; drop {flags}")
+        if in_features is not None and in_features < 1:
+            raise InrdiagError(f"--in-features must be >= 1, got {in_features}")
+        from ..usercode import ModelCode, load_user_model
+
+        return load_user_model(model, ModelCode.parse(code, args), in_features=in_features)
 
 
 def with_loading(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -20,7 +20,8 @@ def info(
 ) -> None:
     """What was loaded and how: format, layout, layers, activation, encoding, unused tensors."""
     loaded = load_model(model, loading)
-    show(json, loaded.to_dict(), "core:render_info", loaded)
+    renderer = "usercode:render_user_info" if hasattr(loaded, "code") else "core:render_info"
+    show(json, loaded.to_dict(), renderer, loaded)
 
 
 @app.command()

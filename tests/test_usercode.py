@@ -1,0 +1,168 @@
+"""--model-code: the user's own nn.Module class, built from their file, the checkpoint loaded strictly."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import torch
+
+from inrdiag.errors import CheckpointError
+from inrdiag.usercode import ModelCode, ModelCodeError, load_user_model, match_prefix
+
+MODELS = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    class SineLayer(nn.Module):
+        def __init__(self, i, o, w0=30.0):
+            super().__init__()
+            self.w0 = w0
+            self.linear = nn.Linear(i, o)
+
+        def forward(self, x):
+            return torch.sin(self.w0 * self.linear(x))
+
+    class Siren(nn.Module):
+        def __init__(self, in_features=2, hidden_features=16, hidden_layers=2, out_features=1):
+            super().__init__()
+            layers = [SineLayer(in_features, hidden_features)]
+            layers += [SineLayer(hidden_features, hidden_features) for _ in range(hidden_layers)]
+            layers.append(nn.Linear(hidden_features, out_features))
+            self.net = nn.Sequential(*layers)
+
+        def forward(self, x):
+            return self.net(x)
+
+    def make_siren(width):
+        return Siren(hidden_features=width)
+
+    def not_a_module():
+        return 3
+
+    def broken():
+        raise ValueError("boom")
+    """
+)
+
+
+@pytest.fixture
+def code_dir(tmp_path):
+    (tmp_path / "models.py").write_text(MODELS)
+    return tmp_path
+
+
+def _siren(code_dir, **kw):
+    return load_user_model.__globals__["build_module"](ModelCode(f"{code_dir}/models.py:Siren", (), kw))
+
+
+def _save(code_dir, model, name="ck.pth", wrap=lambda sd: sd):
+    path = code_dir / name
+    torch.save(wrap(dict(model.state_dict())), path)
+    return path
+
+
+def test_loads_strictly_through_wrappers_and_prefixes(code_dir):
+    torch.manual_seed(1)
+    ref = _siren(code_dir, hidden_features=8)
+    wrapped = {"state_dict": {"module." + k: v for k, v in ref.state_dict().items()}, "epoch": 3,
+               "optimizer": {"state": {"0": {"exp_avg": torch.zeros(3)}}}}  # fmt: skip
+    path = code_dir / "ck.pth"
+    torch.save(wrapped, path)
+    got = load_user_model(path, ModelCode.parse(f"{code_dir}/models.py:Siren", '{"hidden_features": 8}'))
+    assert got.prefix == "state_dict.module."
+    x = torch.rand(33, 2) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(got.model(x), ref.eval()(x))
+    assert not got.model.training
+    assert {t.key for t in got.tensors if not t.used} == {"epoch", "optimizer.state.0.exp_avg"}
+    # A factory and positional --model-args work the same way.
+    fac = load_user_model(path, ModelCode.parse(f"{code_dir}/models.py:make_siren", "[8]"))
+    with torch.no_grad():
+        assert torch.equal(fac.model(x), ref(x))
+
+
+def test_strict_errors_list_missing_unexpected_and_shapes(code_dir):
+    ref = _siren(code_dir, hidden_features=8, hidden_layers=3)
+    path = _save(code_dir, ref)
+    code = f"{code_dir}/models.py:Siren"
+    with pytest.raises(
+        CheckpointError, match=r"missing 2 .*net\.3\.weight.*file has 4 it does not \(net\.3\.linear"
+    ):  # file deeper
+        load_user_model(path, ModelCode.parse(code, '{"hidden_features": 8, "hidden_layers": 2}'))
+    with pytest.raises(CheckpointError, match=r"missing .*net\.4"):  # module deeper than file
+        load_user_model(path, ModelCode.parse(code, '{"hidden_features": 8, "hidden_layers": 4}'))
+    with pytest.raises(CheckpointError, match=r"another shape.*\[8, 2\] \(module: \[16, 2\]\)"):
+        load_user_model(path, ModelCode.parse(code, '{"hidden_layers": 3}'))
+
+
+def test_match_prefix_prefers_the_full_match_then_the_shortest():
+    expected = ["net.0.weight", "net.0.bias"]
+    assert match_prefix(["a.net.0.weight", "a.net.0.bias", "net.0.weight"], expected) == ("a.", [])
+    assert match_prefix(["net.0.weight", "net.0.bias", "ema.net.0.weight", "ema.net.0.bias"], expected) == ("", [])
+    assert match_prefix(["x.y"], expected) == ("", expected)
+
+
+@pytest.mark.parametrize(
+    "target,args,message",
+    [
+        ("models.py", None, "expected FILE.py:Name"),
+        ("{dir}/missing.py:Siren", None, "no such file"),
+        ("{dir}/models.py:Nope", None, "has no 'Nope'; it defines: SineLayer, Siren"),
+        ("{dir}/models.py:Siren", "{bad", "not valid JSON"),
+        ("{dir}/models.py:Siren", "3", "must be a JSON object"),
+        ("{dir}/models.py:Siren", '{"depth": 3}', "unexpected keyword argument 'depth'"),
+        ("{dir}/models.py:not_a_module", None, "returned a int, not a torch.nn.Module"),
+        ("{dir}/models.py:broken", None, "raised ValueError: boom"),
+        ("no_such_package_xyz.models:Siren", None, "cannot import module"),
+    ],
+)
+def test_bad_model_code_is_one_line_exit_2(code_dir, cli, target, args, message):
+    ref = _siren(code_dir)
+    path = _save(code_dir, ref)
+    argv = ["info", path, "--model-code", target.format(dir=code_dir)]
+    if args is not None:
+        argv += ["--model-args", args]
+    r = cli(*argv)
+    assert r.code == 2, r.err
+    assert len(r.err.strip().splitlines()) == 1 and r.err.startswith("error: ")
+    assert message in r.err
+    with pytest.raises((ModelCodeError, CheckpointError)):
+        load_user_model(path, ModelCode.parse(target.format(dir=code_dir), args))
+
+
+def test_syntax_error_in_user_file(tmp_path, cli):
+    (tmp_path / "bad.py").write_text("def f(:\n")
+    torch.save({"w": torch.zeros(2, 2)}, tmp_path / "ck.pth")
+    r = cli("info", tmp_path / "ck.pth", "--model-code", f"{tmp_path}/bad.py:f")
+    assert r.code == 2 and "importing" in r.err and "SyntaxError" in r.err
+
+
+def test_flags_that_belong_to_inference_are_refused_with_code(code_dir, cli):
+    path = _save(code_dir, _siren(code_dir))
+    r = cli("info", path, "--model-code", f"{code_dir}/models.py:Siren", "--activation", "sine")
+    assert r.code == 2 and "--activation" in r.err
+    r = cli("info", path, "--model-args", "{}")
+    assert r.code == 2 and "only with --model-code" in r.err
+
+
+def test_info_json_names_the_code_and_every_tensor(code_dir, cli):
+    path = _save(code_dir, _siren(code_dir), wrap=lambda sd: {"model_state": sd, "psnr": torch.tensor(30.0)})
+    r = cli("info", path, "--model-code", f"{code_dir}/models.py:Siren", "--json")
+    assert r.code == 0, r.err
+    d = r.json()
+    assert d["model_code"]["target"].endswith("models.py:Siren")
+    assert d["class"] == "Siren"
+    assert [row["name"] for row in d["layers"]] == ["net.0.linear", "net.1.linear", "net.2.linear", "net.3"]
+    assert d["unused_tensors"] == ["psnr"]  # outside the 'model_state' entry: listed, not used
+    r = cli("info", path, "--model-code", f"{code_dir}/models.py:Siren")
+    assert r.code == 0 and "your code" in r.out
+
+
+def test_nothing_is_imported_without_the_flag(code_dir, cli):
+    # A file whose import would leave a mark: without --model-code it is never run.
+    (code_dir / "marker.py").write_text(f"open({str(code_dir / 'ran')!r}, 'w').close()\n")
+    path = _save(code_dir, _siren(code_dir))
+    cli("info", path)
+    assert not (code_dir / "ran").exists()
