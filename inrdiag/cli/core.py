@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from .app import (DeviceOpt, ForceOpt, GridOpt, JsonOpt,
-                  ModelArg, PlotOpt, TolOpt, app, load_model, show)  # fmt: skip
+                  ModelArg, PlotOpt, TolOpt, app, check_outputs, load_model, show)  # fmt: skip
 from .app import Loading, with_loading
 
 
@@ -27,29 +27,54 @@ def info(
 @app.command()
 @with_loading
 def rank(
-    model: ModelArg,
+    models: Annotated[
+        list[str],
+        typer.Argument(
+            help="Checkpoint(s): .safetensors/.pt/.pth/.ckpt files, or folders of them (natural order: "
+            "step_900 before step_1000). Several give one table with a row per checkpoint.",
+            show_default=False,
+        ),
+    ],
     grid: GridOpt = None,
     tol: TolOpt = 1e-3,
     device: DeviceOpt = "auto",
     json: JsonOpt = False,
     plot: PlotOpt = None,
+    csv: Annotated[
+        str | None,
+        typer.Option(
+            "--csv", help="Write one row per (checkpoint, linear layer) to this CSV file.", show_default=False
+        ),
+    ] = None,
     force: ForceOpt = False,
     loading: Loading | None = None,
 ) -> None:
     """Weight stable ranks, representation spectra of every hidden layer, recommended freeze depth."""
-    from ..io import check_writable
+    from ..errors import InrdiagError
     from ..spectra import rank_report
+    from ..tables import expand_checkpoints, rank_rows, write_csv
 
-    if plot:
-        check_writable(plot, force)
-    loaded = load_model(model, loading)
-    rep = rank_report(loaded.model, grid=grid, tol=tol, device=device,
-                      shared_layers=loaded.shared_layers, layer_names=loaded.layer_keys)  # fmt: skip
+    paths = expand_checkpoints(models)
+    if plot and len(paths) > 1:
+        raise InrdiagError(f"--plot draws one checkpoint; {len(paths)} were given (use --csv to compare them)")
+    check_outputs(force, **{"--plot": plot, "--csv": csv})
+    reports = []
+    for path in paths:
+        loaded = load_model(path, loading)
+        reports.append(rank_report(loaded.model, grid=grid, tol=tol, device=device,
+                                   shared_layers=loaded.shared_layers, layer_names=loaded.layer_keys))  # fmt: skip
+    rows = [row for path, rep in zip(paths, reports) for row in rank_rows(rep, path)]
+    if csv:
+        write_csv(rows, csv, force)
     if plot:
         from ..report.core import plot_rank
 
-        plot_rank(rep, plot, force)
-    show(json, rep.to_dict(), "core:render_rank", rep)
+        plot_rank(reports[0], plot, force)
+    if len(paths) == 1:
+        show(json, reports[0].to_dict(), "core:render_rank", reports[0])
+    else:
+        data = {"checkpoints": [{"checkpoint": p, **r.to_dict()} for p, r in zip(paths, reports)]}
+        show(json, data, "tables:render_rank_table", paths, reports)
 
 
 @app.command()
