@@ -267,7 +267,8 @@ class ModuleAdapter:
                                inp.dtype if ok else torch.float32,
                                ok and inp.grad_fn is not None and "Cat" in type(inp.grad_fn).__name__))  # fmt: skip
 
-        hint = "" if not inferred else " (in_features was read from the first nn.Linear: pass in_features=d)"
+        hint = (" (in_features was read from the first nn.Linear: pass in_features=d)" if inferred
+                else f" (in_features={self.in_features}: is that the number of coordinates?)")  # fmt: skip
         with _eval_mode(self.module), torch.enable_grad():
             try:
                 with hooks([(m, "post", hook) for m in mods.values()]):
@@ -328,25 +329,31 @@ class ModuleAdapter:
                               "(e.g. .real) so the diagnostics have a real function")  # fmt: skip
 
     def _check_independent(self, x: torch.Tensor, out: torch.Tensor) -> None:
-        """``f(x)[:m] == f(x[:m])`` for m = 1 and ``CHECK_POINTS``, up to rounding (skipped when the output
-        is not finite: the diagnostics then stop at their own finiteness checks)."""
+        """Points are independent: with the last rows of the batch replaced by other points, the first
+        ``CHECK_POINTS`` outputs stay the same (same batch shape, so the same kernels: expected bit
+        for bit; rounding-level changes are tolerated). Also runs one point alone (the generic NTK
+        path evaluates points one at a time). Skipped when the output is not finite: the diagnostics
+        then stop at their own finiteness checks."""
+        m = CHECK_POINTS
+        try:
+            one = self.module(x[:1])
+        except Exception as exc:
+            raise ModuleError(f"{self.kind} failed on 1 point ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}); inrdiag evaluates any number "
+                              "of points, one at a time in the generic NTK path") from None  # fmt: skip
+        if not isinstance(one, torch.Tensor) or tuple(one.shape) != (1, out.shape[1]):
+            raise ModuleError(f"{self.kind} maps 1 point to {type(one).__name__} of shape "
+                              f"{list(getattr(one, 'shape', []))}, not [1, {out.shape[1]}]")  # fmt: skip
         if not bool(torch.isfinite(out).all()):
             return
-        scale = float(out.abs().max()) + 1e-30
-        eps = torch.finfo(out.dtype).eps
-        for m in (1, CHECK_POINTS):
-            try:
-                part = self.module(x[:m])
-            except Exception as exc:
-                raise ModuleError(f"{self.kind} failed on {m} point(s) ({type(exc).__name__}: "
-                                  f"{str(exc).splitlines()[0] if str(exc) else ''}); inrdiag evaluates any "
-                                  "number of points, one at a time in the generic NTK path") from None  # fmt: skip
-            diff = float((part - out[:m]).abs().max()) if part.shape == out[:m].shape else float("inf")
-            if not diff <= 1e3 * eps * scale:
-                raise ModuleError(f"{self.kind}'s output at a point depends on the other points of the batch "
-                                  f"(changed by {diff:.3g} with {m} instead of {out.shape[0]} points): batch "
-                                  "statistics or attention across points; inrdiag needs f(x_n) to depend on "
-                                  "x_n only (eval mode)")  # fmt: skip
+        other = x.clone()
+        other[m:] = -x[m:].flip(0)
+        part = self.module(other)[:m]
+        diff = float((part - out[:m]).abs().max())
+        if not diff <= 1e3 * torch.finfo(out.dtype).eps * (float(out.abs().max()) + 1e-30):
+            raise ModuleError(f"{self.kind}'s output at a point depends on the other points of the batch "
+                              f"(changed by {diff:.3g} when the other points changed): batch statistics or "
+                              "attention across points; inrdiag needs f(x_n) to depend on x_n only (eval mode)")  # fmt: skip
 
     def _tied_linears(self, mods: dict[int, nn.Linear], paths: dict[int, str]) -> dict[int, str]:
         """Linear modules owning a parameter registered under more than one name -> the other names."""
@@ -494,7 +501,10 @@ class ModuleAdapter:
         self._check_output(out, x.shape[0], "")
         return Record(inputs, outputs, out)
 
-    def _capture_regs(self, ks: list[int], got: dict[int, torch.Tensor], stop_after: int | None) -> list[Hook]:
+    def _capture_regs(self, ks: list[int], got: dict[int, torch.Tensor], stop_after: int) -> list[Hook]:
+        """Pre-hooks storing layer k's representation in ``got[k]`` for k in ``ks``; the forward stops
+        (``_Stop``) once ``stop_after`` are in. Captures are copies unless the stop follows at once,
+        so an in-place op later in the forward cannot change them."""
         want: dict[int, list[tuple[int, int]]] = {}
         for k in ks:
             r = self.representation(k)
@@ -508,8 +518,9 @@ class ModuleAdapter:
                 counter[0] += 1
                 for call, k in pairs:
                     if call == c:
-                        got[k] = _first_input(args, kwargs)
-                if stop_after is not None and len(got) == stop_after:
+                        inp = _first_input(args, kwargs)
+                        got[k] = inp if len(got) + 1 == stop_after else inp.clone()
+                if len(got) == stop_after:
                     raise _Stop
 
             regs.append((self.linear(reader), "pre", hook))
@@ -588,7 +599,7 @@ class ModuleAdapter:
         def hook(mod, args, kwargs, out):
             if out.shape != P.shape:
                 raise ModuleError(f"splice_pre: P has shape {list(P.shape)}, layer {k}'s output {list(out.shape)}")
-            return P
+            return P.clone()  # an in-place activation after the layer must not change the caller's P
 
         with hooks([(layer.module, "post", hook)]):
             return self.module(x)
@@ -679,7 +690,7 @@ class _SequentialChain:
         return self._run(z, self.pos[k + 1])
 
     def splice_pre(self, k: int, P: torch.Tensor) -> torch.Tensor:
-        return self._run(P, self.pos[k] + 1)
+        return self._run(P.clone(), self.pos[k] + 1)  # children may act in place (ReLU(inplace=True))
 
 
 def as_adapter(
