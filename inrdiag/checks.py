@@ -125,13 +125,22 @@ class CheckReport:
         }
 
 
-def run_checks(loaded, policy: CheckPolicy, device: str = "auto") -> CheckReport:
-    """Evaluate ``policy`` on a loaded model (``inrdiag.load``'s result)."""
+def run_checks(loaded, policy: CheckPolicy, device: str = "auto", in_features: int | None = None) -> CheckReport:
+    """Evaluate ``policy`` on a loaded model (``inrdiag.load``'s result), any ``nn.Module`` mapping (N, d)
+    coordinates to (N, C) (``in_features`` = d when it cannot tell) or a ``ModuleAdapter``.
+
+    The inlet is the first layer with a representation; hidden-to-hidden weights are all linear layers
+    but the first and the last called."""
+    from .adapter import as_adapter
     from .spectra import DEFAULT_TOL, rank_report
 
     rows: list[CheckRow] = []
     notes: list[str] = []
-    bad = loaded.nonfinite
+    ad = as_adapter(loaded, in_features=in_features)
+    bad = getattr(loaded, "nonfinite", None)
+    if bad is None:
+        bad = [k for k, v in ad.module.state_dict().items()
+               if (v.is_floating_point() or v.is_complex()) and not bool(v.isfinite().all())]  # fmt: skip
     rows.append(CheckRow("non-finite weights", float(len(bad)), "==", 0.0,
                          True if not bad or policy.allow_nonfinite else False,
                          ", ".join(bad[:4]) + (" ..." if len(bad) > 4 else "")))  # fmt: skip
@@ -144,9 +153,8 @@ def run_checks(loaded, policy: CheckPolicy, device: str = "auto") -> CheckReport
         for name in _spectral_names(policy):
             rows.append(CheckRow(name, None, "", None, None, "not evaluated: weights are not finite"))
         return CheckReport(policy, rows, None, notes)
-    rep = rank_report(loaded.model, grid=policy.grid, tol=policy.tol or DEFAULT_TOL, device=device,
-                      shared_layers=loaded.shared_layers, layer_names=loaded.layer_keys)  # fmt: skip
-    inlet = rep.layers[0].representation
+    rep = rank_report(ad, grid=policy.grid, tol=policy.tol or DEFAULT_TOL, device=device)
+    inlet = next(layer.representation for layer in rep.layers if layer.representation is not None)
     if policy.min_inlet_effective_rank_fraction is not None:
         v = inlet.effective_rank_fraction
         rows.append(CheckRow("inlet effective-rank fraction", v, ">=", policy.min_inlet_effective_rank_fraction,
@@ -173,11 +181,11 @@ def run_checks(loaded, policy: CheckPolicy, device: str = "auto") -> CheckReport
             rows.append(CheckRow("max dead-unit fraction", None, "<=", policy.max_dead_fraction, None,
                                  f"'{rep.activation}' units cannot be dead (not ReLU-like)"))  # fmt: skip
         else:
-            layer, r = max(reps, key=lambda lr: lr[1].dead_units / lr[0].out_features)
-            v = r.dead_units / layer.out_features
+            layer, r = max(reps, key=lambda lr: lr[1].dead_units / lr[1].width)
+            v = r.dead_units / r.width
             rows.append(CheckRow("max dead-unit fraction", v, "<=", policy.max_dead_fraction,
                                  v <= policy.max_dead_fraction,
-                                 f"{r.dead_units} of {layer.out_features} in layer {layer.index}"))  # fmt: skip
+                                 f"{r.dead_units} of {r.width} in layer {layer.index}"))  # fmt: skip
     for r in rows:
         if r.value is not None and isinstance(r.value, float) and math.isnan(r.value):
             r.passed = False

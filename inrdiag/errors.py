@@ -23,6 +23,10 @@ class SpecError(InrdiagError):
     """An architecture description (ArchSpec) with a value outside what is allowed."""
 
 
+class ModuleError(InrdiagError):
+    """A torch module that cannot be diagnosed as given (its forward, output shape or ``in_features``)."""
+
+
 class ResourceError(InrdiagError):
     """The request would need more memory than allowed; the message gives the estimate."""
 

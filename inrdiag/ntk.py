@@ -137,21 +137,29 @@ def ntk_points(dim: int, grid: int | None, points: int | None, seed: int = 0, dt
     return shape, x[idx.to(x.device)], idx
 
 
-def _factor_bytes(spec, n: int, itemsize: int) -> float:
-    widths = [spec.encoded_features, *spec.hidden, spec.out_features]
-    cols = sum(widths[k] + 1 + spec.out_features * widths[k + 1] for k in range(len(widths) - 1))
-    cols += spec.out_features * 2 * sum(spec.hidden[k] for k in spec.batchnorm)
-    return float(n) * cols * itemsize * 2  # factors + the forward/backward graph of one chunk (bound)
+def _factor_bytes(ad, n: int, itemsize: int) -> float:
+    """Bytes of the factors on n points: per exact-factor layer (d_in + 1) + C d_out columns, per generic
+    group C p columns (p real parameters), times 2 for the forward/backward graph of one chunk (a bound)."""
+    from .ntk_factors import generic_groups
+
+    C = ad.out_features
+    cols = sum(ad.layers[k].in_features + 1 + C * ad.layers[k].out_features for k in ad.exact_layers)
+    params = dict(ad.module.named_parameters())
+    for grp in generic_groups(ad):
+        cols += C * sum(params[p].numel() * (2 if params[p].is_complex() else 1) for p in grp.params)
+    return float(n) * cols * itemsize * 2
 
 
-def choose_method(method: str, n: int, spec, itemsize: int) -> str:
+def choose_method(method: str, n: int, ad, itemsize: int) -> str:
+    """``method``, or for ``auto``: exact when N <= EXACT_MAX_POINTS and the N x N matrices fit in a
+    quarter of the memory; ``ad`` is the model's ``ModuleAdapter``."""
     if method not in METHODS:
         raise InrdiagError(f"unknown --method {method!r}; allowed: {', '.join(METHODS)}")
     if method != "auto":
         return method
     from .grid import available_memory
 
-    exact_bytes = _factor_bytes(spec, n, itemsize) + 4.0 * n * n * 8
+    exact_bytes = _factor_bytes(ad, n, itemsize) + 4.0 * n * n * 8
     return "exact" if n <= EXACT_MAX_POINTS and exact_bytes <= available_memory() / 4 else "lanczos"
 
 
@@ -159,7 +167,7 @@ def _group_from_eigs(f, eigs, n: int, trace: float, total: float, tol: float) ->
     st = spectrum_stats(eigs, min(n, f.feature_dim), tol)
     return GroupNTK(f.index, f.name, f.kind, f.parameters, trace, trace / total if total > 0 else 0.0,
                     st.singular_values[0] if st.singular_values else 0.0, st.numerical_rank, st.effective_rank,
-                    min(n, f.feature_dim), st.singular_values)  # fmt: skip
+                    min(n, f.feature_dim), st.singular_values, f.note)  # fmt: skip
 
 
 def _clean(w) -> list[float]:
@@ -190,8 +198,13 @@ def ntk_report(
     block: int = 4,
     eig_tol: float | None = None,
     lowrank: bool = True,
+    in_features: int | None = None,
 ) -> NTKReport:
     """The empirical NTK of ``model`` on a coordinate grid (or a seeded random subset of it).
+
+    ``model``: a CoordMLP, any ``nn.Module`` mapping (N, d) coordinates to (N, C), an ``inrdiag.Loaded``
+    or a ``ModuleAdapter``; ``in_features`` is d when the module cannot tell (see ``inrdiag.adapter``).
+    Every ``nn.Parameter`` counts (``requires_grad`` is ignored: register constants as buffers).
 
     ``top_k`` eigenpairs are computed (all eigenvalues in exact mode); ``vectors=True`` keeps the
     top-k eigenvectors (N x k) on the report for target alignment. ``eig_tol`` is the Lanczos
@@ -200,45 +213,48 @@ def ntk_report(
     with a proven spectral-norm bound kept below ``eig_tol`` times the smallest returned eigenvalue
     (``Factor.lowrank``); the bound is reported in ``accuracy``.
     """
-    import copy
-
     import torch
 
+    from .adapter import as_adapter
     from .device import resolve_device
     from .ntk_eig import topk_eigh
-    from .ntk_factors import all_factors
+    from .ntk_factors import all_factors, generic_groups
 
     if dtype not in DTYPES:
         raise InrdiagError(f"unknown --dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
     if not 0 < tol < 1:
         raise InrdiagError(f"--tol must be in (0, 1), got {tol}")
-    spec = model.spec
+    ad = as_adapter(model, in_features=in_features, names=layer_names)
+    spec = ad.spec
     tdtype = getattr(torch, dtype)
     itemsize = 8 if dtype == "float64" else 4
     dev = resolve_device(device)
-    shape, x, idx = ntk_points(spec.in_features, grid, points, seed, tdtype, dev)
+    shape, x, idx = ntk_points(ad.in_features, grid, points, seed, tdtype, dev)
     n = x.shape[0]
     if top_k < 1 or top_k > n:
         raise InrdiagError(f"--top-k must be in 1..{n} (the number of points), got {top_k}; "
                            "lower --top-k or use more --points/--grid")  # fmt: skip
-    meth = choose_method(method, n, spec, itemsize)
-    need = _factor_bytes(spec, n, itemsize)
+    meth = choose_method(method, n, ad, itemsize)
+    need = _factor_bytes(ad, n, itemsize)
     if meth == "exact":
         need += 4.0 * n * n * 8
     else:
         need += 2.0 * n * max(3 * top_k, top_k + 6 * block) * 8 + 8.0 * (1 << 22) * itemsize
     check_memory(need, f"the {meth} NTK on {n:,} points", "--points/--grid (or --method lanczos)")
-    m = copy.deepcopy(model).to(device=dev, dtype=tdtype).eval()
-    for p in m.parameters():
+    m = ad.copy(dev, tdtype)
+    for p in m.module.parameters():
         p.requires_grad_(True)
     notes = ["Theta = sum over output channels c of J_c J_c^T (a sum, not a mean)"]
-    if spec.batchnorm:
-        notes.append("batch norm evaluated in eval mode (running statistics), so samples are independent")
-    if spec.encoding == "fourier":
-        notes.append("the Fourier matrix B is a fixed buffer, not a trained parameter: it has no NTK term")
+    if spec is not None:
+        if spec.batchnorm:
+            notes.append("batch norm evaluated in eval mode (running statistics), so samples are independent")
+        if spec.encoding == "fourier":
+            notes.append("the Fourier matrix B is a fixed buffer, not a trained parameter: it has no NTK term")
+    else:
+        notes += _module_notes(m, generic_groups(m))
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    factors = all_factors(m, x, names=layer_names)
+    factors = all_factors(m, x)
     seconds["factors"] = time.perf_counter() - t0
     traces = [float(f.diag().sum()) for f in factors]
     total = sum(traces)
@@ -319,6 +335,25 @@ def ntk_report(
         numerical_rank=nrank, condition_number_top_k=cond, groups=groups, accuracy=accuracy, seconds=seconds,
         notes=notes, vectors=vecs, coords=x, indices=idx,
     )  # fmt: skip
+
+
+def _module_notes(ad, groups) -> list[str]:
+    """What the NTK of a module inrdiag did not build rests on: the exact and generic groups, and why."""
+    import torch
+
+    notes = [f"{ad.kind} is not an inrdiag CoordMLP: linear layers found by forward hooks; exact factor form "
+             f"for {len(ad.exact_layers)} of {len(ad.layers)} linear layers"]  # fmt: skip
+    if groups:
+        notes.append("generic torch.func path (per-sample Jacobians): "
+                     + "; ".join(f"{g.name} ({g.reason})" for g in groups))  # fmt: skip
+    bn = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
+    if any(isinstance(mod, bn) for mod in ad.module.modules()):
+        notes.append("batch norm evaluated in eval mode (running statistics), so samples are independent")
+    bufs = [k for k, b in ad.module.named_buffers() if b.is_floating_point() or b.is_complex()]
+    if bufs:
+        shown = ", ".join(bufs[:6]) + (" ..." if len(bufs) > 6 else "")
+        notes.append(f"buffers are constants with no NTK term: {shown}")
+    return notes + [n for n in ad.structure_notes() if "no representation" not in n]
 
 
 def lanczos_topk(comp, n, top_k, etol, trace, dev, tdtype, block=4, seed=0, lowrank=True):

@@ -5,18 +5,25 @@ Every parameter group g is held as two matrices, ``Theta_g = (A A^T) ⊙ (D D^T)
 - a linear layer ``h_k = W_k a + b_k``: ``A`` = its inputs with a column of ones for the bias
   (N x (d_in + 1)), ``D`` = the sensitivities ``d f_c / d h_k`` of every output channel side by side
   (N x (C d_out)); ``(A A^T + 1) ⊙ sum_c D_c D_c^T`` is exactly ``sum_c J_c J_c^T`` restricted to W_k, b_k;
-- any other group (batch-norm scale/shift): ``A`` = the per-sample Jacobian rows of all channels
-  side by side (N x (C p)), ``D`` = a column of ones, so ``Theta_g = A A^T``.
+- any other group (batch-norm scale/shift, modulators, a learnable w0, a linear layer called twice,
+  complex weights): ``A`` = the per-sample Jacobian rows of all channels side by side (N x (C p)),
+  ``D`` = a column of ones, so ``Theta_g = A A^T``. Complex parameters count as their real and
+  imaginary parts (two real parameters each), the NTK of gradient descent on ``(Re w, Im w)``.
 
-D comes from batched backward passes: in eval mode samples do not interact, so the gradient of
-``sum_n f_c(x_n)`` with respect to the pre-activations ``h_k`` (all n at once) has row n equal to
-``d f_c(x_n) / d h_k(x_n)``. One backward per output channel gives every layer's D.
+The model is anything ``inrdiag.adapter.as_adapter`` takes: a linear layer is "exact-factor" when it is
+called once per point with real, untied weights; its A and D come from the tensors the adapter's
+forward hooks record. D comes from batched backward passes: in eval mode samples do not interact (the
+adapter checks it), so the gradient of ``sum_n f_c(x_n)`` with respect to the outputs ``h_k`` (all n
+at once) has row n equal to ``d f_c(x_n) / d h_k(x_n)``. One backward per output channel gives every
+layer's D.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from .errors import InrdiagError
 
 #: Rows per chunk of the forward/backward passes and of the matrix-free products.
 CHUNK = 8192
@@ -33,6 +40,8 @@ class Factor:
     A: Any
     D: Any
     parameters: int
+    #: Why a group is generic ("" for a linear layer): e.g. "BatchNorm1d (not an nn.Linear)".
+    note: str = ""
 
     @property
     def points(self) -> int:
@@ -124,7 +133,7 @@ class Factor:
             alive = (X != 0).any(dim=0)
             return X if bool(alive.all()) or not bool(alive.any()) else X[:, alive].contiguous()
 
-        return Factor(self.index, self.name, self.kind, reduce(self.A), reduce(self.D), self.parameters)
+        return Factor(self.index, self.name, self.kind, reduce(self.A), reduce(self.D), self.parameters, self.note)
 
     def lowrank(self, budget: float) -> tuple[Factor, float]:
         """A cheaper factor whose kernel is within ``bound <= budget`` of this one in spectral norm.
@@ -153,7 +162,7 @@ class Factor:
         A2, ea = cut(self.A, 0.5 * budget / dmax) if dmax > 0 else (self.A, 0.0)
         amax = float((A2.to(torch.float64) ** 2).sum(1).max())
         D2, ed = cut(self.D, 0.5 * budget / amax) if amax > 0 else (self.D, 0.0)
-        return Factor(self.index, self.name, self.kind, A2, D2, self.parameters), ea * dmax + ed * amax
+        return Factor(self.index, self.name, self.kind, A2, D2, self.parameters, self.note), ea * dmax + ed * amax
 
     def flops_kernel(self) -> float:
         """Flops of ``kernel()``: ``2 N^2 (p_A + p_D)`` (one GEMM per factor)."""
@@ -174,67 +183,115 @@ def _bias_column(a, has_bias: bool):
 
 
 def linear_factors(model, x, chunk: int = CHUNK, names: list[str] | None = None) -> list[Factor]:
-    """A and D of every linear layer of ``model`` (eval mode) on the points ``x`` (N x d).
+    """A and D of every exact-factor linear layer of ``model`` (eval mode) on the points ``x`` (N x d).
 
-    One forward pass and C backward passes per chunk of ``chunk`` points; chunking changes nothing
-    but memory (the tests check chunked == unchunked).
+    ``A`` = the layer's recorded input with a ones column for the bias (N x (d_in + 1)), ``D`` =
+    ``[d f_1 / d h_k | ... | d f_C / d h_k]`` (N x C d_out). One hooked forward pass and C backward
+    passes per chunk of ``chunk`` points; chunking changes nothing but memory (the tests check
+    chunked == unchunked).
     """
     import torch
 
-    L = len(model.linears)
-    As: list[list] = [[] for _ in range(L)]
-    Ds: list[list] = [[] for _ in range(L)]
-    C = model.spec.out_features
+    from .adapter import as_adapter
+
+    ad = as_adapter(model, names=names)
+    ks = ad.exact_layers
+    As: dict[int, list] = {k: [] for k in ks}
+    Ds: dict[int, list] = {k: [] for k in ks}
+    C = ad.out_features
     for s in range(0, x.shape[0], chunk):
         xc = x[s : s + chunk]
         with torch.enable_grad():
-            tr = model.trace(xc)
-            if not bool(torch.isfinite(tr.out).all()):
-                from .errors import InrdiagError
-
+            rec = ad.record(xc)
+            if not bool(torch.isfinite(rec.out).all()):
                 raise InrdiagError("the model's output is not finite (NaN/Inf) on the grid; check the weights")
+            if ks and not rec.out.requires_grad:
+                raise InrdiagError("the model's output does not depend on any parameter that requires grad")
+            hs = [rec.outputs[k] for k in ks]
             per_c = []
             for c in range(C):
-                per_c.append(torch.autograd.grad(tr.out[:, c].sum(), tr.pre, retain_graph=c < C - 1))
-        for k in range(L):
-            As[k].append(tr.inputs[k].detach())
-            Ds[k].append(torch.cat([g[k] for g in per_c], dim=1) if C > 1 else per_c[0][k])
+                g = (
+                    torch.autograd.grad(rec.out[:, c].sum(), hs, retain_graph=c < C - 1, allow_unused=True)
+                    if hs
+                    else ()
+                )
+                per_c.append([torch.zeros_like(h) if gi is None else gi for gi, h in zip(g, hs)])
+        for i, k in enumerate(ks):
+            As[k].append(rec.inputs[k])
+            Ds[k].append(torch.cat([g[i] for g in per_c], dim=1) if C > 1 else per_c[0][i])
     factors = []
-    for k, lin in enumerate(model.linears):
-        A = _bias_column(torch.cat(As[k]), lin.bias is not None)
+    for k in ks:
+        layer = ad.layers[k]
+        A = _bias_column(torch.cat(As[k]), layer.has_bias)
         D = torch.cat(Ds[k])
-        nparam = sum(p.numel() for p in lin.parameters())
-        name = names[k] if names else f"linears.{k}"
-        factors.append(Factor(k, name, "linear", A, D, nparam))
+        nparam = sum(p.numel() for p in layer.module.parameters())
+        factors.append(Factor(len(factors), layer.name, "linear", A, D, nparam))
     return factors
 
 
-def generic_groups(model) -> list[tuple[str, list[str]]]:
-    """Trainable parameter groups outside the linear layers: (module name, [parameter names])."""
-    groups: dict[str, list[str]] = {}
-    for name, _ in model.named_parameters():
-        if name.startswith("linears."):
+@dataclass
+class GenericGroup:
+    """Parameters that go the generic torch.func way: a display name, parameter names, and why."""
+
+    name: str
+    params: list[str]
+    reason: str
+
+
+def generic_groups(model) -> list[GenericGroup]:
+    """Every parameter not in an exact-factor linear layer, grouped by owning module (in parameter order).
+
+    Parameters of linear layers never called by the forward are left out: their NTK term is exactly 0.
+    """
+    import torch
+
+    from .adapter import as_adapter
+
+    ad = as_adapter(model)
+    paths = {layer.path: layer for layer in ad.layers}
+    exact = {ad.layers[k].path for k in ad.exact_layers}
+    called = set(paths)
+    uncalled = {p for p, m in ad.module.named_modules() if isinstance(m, torch.nn.Linear) and p not in called}
+    modules = dict(ad.module.named_modules())
+    groups: dict[str, GenericGroup] = {}
+    for name, _ in ad.module.named_parameters():
+        owner = name.rsplit(".", 1)[0] if "." in name else ""
+        if owner in exact or owner in uncalled:
             continue
-        groups.setdefault(name.rsplit(".", 1)[0], []).append(name)
-    return list(groups.items())
+        if owner in paths:
+            layer = paths[owner]
+            key, why = layer.name, layer.reason
+        else:
+            key = owner or name
+            mod = modules.get(owner)
+            why = f"{type(mod).__name__} (not an nn.Linear)" if owner else "a parameter of the root module"
+        groups.setdefault(key, GenericGroup(key, [], why)).params.append(name)
+    return list(groups.values())
 
 
 def per_sample_jacobian(model, x, names: list[str], chunk: int = 1024):
     """Per-sample Jacobian of all output channels w.r.t. the named parameters: N x (C p).
 
     The generic path: ``torch.func.vmap(jacrev(f))`` over samples, ``chunk`` samples at a time
-    (memory O(chunk C p)); runs on whatever device the model is on.
+    (memory O(chunk C p)); runs on whatever device the model is on. A complex parameter w is
+    differentiated as the real pair ``(Re w, Im w)`` (``view_as_real``; torch.func refuses complex
+    inputs), so it counts 2 real parameters per entry.
     """
     import torch
     from torch.func import functional_call, jacrev, vmap
 
-    params = dict(model.named_parameters())
+    from .adapter import as_adapter
+
+    module = as_adapter(model).module if not isinstance(model, torch.nn.Module) else model
+    params = dict(module.named_parameters())
     fixed = {k: v.detach() for k, v in params.items() if k not in names}
-    fixed.update(dict(model.named_buffers()))
-    wrt = {k: params[k].detach() for k in names}
+    fixed.update(dict(module.named_buffers()))
+    cplx = {k for k in names if params[k].is_complex()}
+    wrt = {k: (torch.view_as_real(params[k].detach()) if k in cplx else params[k].detach()) for k in names}
 
     def f(p, x1):
-        return functional_call(model, {**fixed, **p}, (x1[None],))[0]
+        p = {k: (torch.view_as_complex(v) if k in cplx else v) for k, v in p.items()}
+        return functional_call(module, {**fixed, **p}, (x1[None],))[0]
 
     jf = vmap(jacrev(f), in_dims=(None, 0))
     rows = []
@@ -247,15 +304,20 @@ def per_sample_jacobian(model, x, names: list[str], chunk: int = 1024):
 
 
 def layer_factors(model, x, chunk: int = CHUNK, names: list[str] | None = None) -> list[Factor]:
-    """Every trainable parameter group's factor: linear layers first, then the generic groups."""
+    """Every parameter group's factor: exact-factor linear layers first (call order), then the generic
+    groups (see ``generic_groups``); ``Theta = sum`` of their kernels, exactly."""
     import torch
 
-    factors = linear_factors(model, x, chunk, names)
-    for group, pnames in generic_groups(model):
-        G = per_sample_jacobian(model, x, pnames, chunk=max(1, min(chunk, 1024)))
+    from .adapter import as_adapter
+
+    ad = as_adapter(model, names=names)
+    factors = linear_factors(ad, x, chunk)
+    params = dict(ad.module.named_parameters())
+    for grp in generic_groups(ad):
+        G = per_sample_jacobian(ad.module, x, grp.params, chunk=max(1, min(chunk, 1024)))
         ones = torch.ones(G.shape[0], 1, dtype=G.dtype, device=G.device)
-        nparam = sum(dict(model.named_parameters())[p].numel() for p in pnames)
-        factors.append(Factor(len(factors), group, "generic", G, ones, nparam))
+        nparam = sum(params[p].numel() * (2 if params[p].is_complex() else 1) for p in grp.params)
+        factors.append(Factor(len(factors), grp.name, "generic", G, ones, nparam, grp.reason))
     return factors
 
 

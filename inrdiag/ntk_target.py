@@ -125,6 +125,7 @@ def target_ntk(rep, model, y, lr: float, steps: int, fit: bool) -> TargetNTK:
     on the report's points; ``rep`` must hold eigenvectors (``ntk_report(..., vectors=True)``)."""
     import torch
 
+    from .adapter import as_adapter, cast_module
     from .errors import InrdiagError
 
     if lr <= 0 or not math.isfinite(lr):
@@ -133,7 +134,9 @@ def target_ntk(rep, model, y, lr: float, steps: int, fit: bool) -> TargetNTK:
         raise InrdiagError(f"--fit-steps must be >= 0, got {steps}")
     U = rep.vectors
     x = rep.coords
-    m = copy.deepcopy(model).to(dtype=x.dtype, device=x.device).eval()  # the caller's model is left as it was
+    module = as_adapter(model).module if not isinstance(model, torch.nn.Module) else model  # a Loaded, an adapter
+    # a copy, so the caller's model is left as it was; complex weights stay complex (Module.to would drop Im)
+    m = cast_module(copy.deepcopy(module), x.device, x.dtype).eval()
     y = y.to(dtype=x.dtype, device=x.device)
     with torch.no_grad():
         r0 = m(x) - y

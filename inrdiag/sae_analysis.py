@@ -28,27 +28,42 @@ from .sae import (
 
 
 # ---------------------------------------------------------------- model side: activations and splicing
+def _adapter(model):
+    from .adapter import as_adapter
+
+    return as_adapter(model)
+
+
 def check_layer(model, layer: int) -> None:
-    hidden = len(model.linears) - 1
-    if hidden < 1:
+    """Refuse (SAEError) a layer without a representation; ``model``: anything ``as_adapter`` takes."""
+    ad = _adapter(model)
+    hidden = ad.hidden
+    if not hidden:
         raise SAEError("this model has no hidden layer (one linear layer): nothing to decompose")
-    if not 0 <= layer < hidden:
-        raise SAEError(f"--layer {layer} is out of range: this model's hidden layers are 0..{hidden - 1} "
-                       f"(as numbered by `inrdiag rank`; the output head {hidden} has no activations)")  # fmt: skip
+    plain = hidden == list(range(len(hidden))) and ad.head == len(hidden)
+    if plain and not 0 <= layer < len(hidden):
+        raise SAEError(f"--layer {layer} is out of range: this model's hidden layers are 0..{len(hidden) - 1} "
+                       f"(as numbered by `inrdiag rank`; the output head {len(hidden)} has no activations)")  # fmt: skip
+    if not 0 <= layer < len(ad.layers):
+        raise SAEError(f"--layer {layer} is out of range: this model's layers with a representation are "
+                       f"{', '.join(map(str, hidden))} (as numbered by `inrdiag rank`)")  # fmt: skip
+    if ad.representations[layer] is None:
+        raise SAEError(f"--layer {layer} ({ad.layers[layer].name}) has no representation: {ad.reasons[layer]}; "
+                       f"layers with one: {', '.join(map(str, hidden))}")  # fmt: skip
 
 
 def layer_activations(model, x, layer: int):
-    """Z_layer: hidden layer ``layer``'s post-activation output on the points ``x`` (N x width)."""
-    from .cohort import encoder_features
+    """Z_layer (N x width): the input of the linear layer after ``layer`` on the points ``x`` (for a
+    CoordMLP: hidden layer ``layer``'s post-activation output)."""
+    return _adapter(model).features(x, layer)
 
-    return encoder_features(model, layer + 1, x)
 
-
-def splice_forward(model, layer: int, z):
-    """The network's output with layer ``layer``'s activations replaced by ``z`` (layers after it only)."""
-    from .cohort import head_forward
-
-    return head_forward(model, layer + 1, z.to(model.linears[layer + 1].weight.dtype))
+def splice_forward(model, layer: int, z, x=None):
+    """The network's output with layer ``layer``'s representation replaced by ``z``; a chain (CoordMLP,
+    nn.Sequential) runs the layers after it only, any other module a full forward on the points ``x``."""
+    ad = _adapter(model)
+    rep = ad.representation(layer)
+    return ad.splice(x, layer, z.to(ad.linear(rep.reader).weight.dtype))
 
 
 # ---------------------------------------------------------------- metrics on the target
@@ -130,23 +145,42 @@ def atom_stats(codes: Codes, sae, coords) -> AtomStats:
 
 
 # ---------------------------------------------------------------- ablations
-def ablate_atoms(model, layer: int, sae, codes: Codes, scorer: Scorer, atoms=None, chunk: int = ABLATION_CHUNK):
+def ablate_atoms(model, layer: int, sae, codes: Codes, scorer: Scorer, atoms=None, chunk: int = ABLATION_CHUNK,
+                 x=None):  # fmt: skip
     """Metric of the spliced network with each atom in ``atoms`` (default: all) removed, one at a time.
 
     Returns a float64 tensor of summed per-point statistics per atom (len(atoms) x S), from which
     ``scorer.metric`` gives the metric. Exact: the points where an atom does not fire are unchanged.
+    ``x``: the points (N x d), needed unless the model is a chain (CoordMLP, nn.Sequential). When the
+    reading linear layer is called once per point the points re-run from its output
+    ``P - F[n, j] (W_dec[j] W^T)``; otherwise from its input ``Z - F[n, j] W_dec[j]``.
     """
     import torch
 
-    lin = model.linears[layer + 1]
+    ad = _adapter(model)
+    rep = ad.representation(layer)
+    reader = ad.layers[rep.reader]
+    lin = reader.module
     wdt = lin.weight.dtype
     dev = lin.weight.device
     m = sae.d_sae
-    last = len(model.linears) - 1
+    by_output = reader.calls == 1 and reader.per_point
+    if x is not None:
+        x = x.to(dev)
+
+    def rows_of(r):
+        return None if x is None else x[r]
+
     with torch.no_grad():
-        P = lin(codes.recon.to(device=dev, dtype=wdt))  # next layer's pre-activation, spliced
-        U = sae.W_dec.detach().to(device=dev, dtype=wdt) @ lin.weight.T  # m x d_next
-        out = _from_pre(model, layer + 1, P, last)
+        Z = codes.recon.to(device=dev, dtype=wdt)
+        Wd = sae.W_dec.detach().to(device=dev, dtype=wdt)  # m x width
+        if by_output:
+            P = lin(Z)  # the reader's output, spliced
+            U = Wd @ lin.weight.T  # m x d_next
+            out = ad.splice_pre(x, rep.reader, P)
+        else:
+            P, U = Z, Wd
+            out = ad.splice(x, layer, Z)
         base = scorer.point_stats(out)
         total = base.sum(0)
         sel = torch.ones(m, dtype=torch.bool, device=codes.atoms.device)
@@ -159,19 +193,10 @@ def ablate_atoms(model, layer: int, sae, codes: Codes, scorer: Scorer, atoms=Non
         for s in range(0, rows.shape[0], chunk):
             r, a, v = rows[s : s + chunk].to(dev), at[s : s + chunk].to(dev), vals[s : s + chunk].to(dev, wdt)
             pre = P[r] - v[:, None] * U[a]
-            o = _from_pre(model, layer + 1, pre, last)
+            o = ad.splice_pre(rows_of(r), rep.reader, pre) if by_output else ad.splice(rows_of(r), layer, pre)
             delta.index_add_(0, a, scorer.point_stats(o, r) - base[r])
     idx = torch.arange(m) if atoms is None else torch.as_tensor(atoms)
     return total[None, :] + delta[idx.to(dev)], total
-
-
-def _from_pre(model, k: int, pre, last: int):
-    """Finish the forward pass from linear layer k's output ``pre``."""
-    from .cohort import head_forward
-
-    if k == last:
-        return pre
-    return head_forward(model, k + 1, model.hidden_step(k, pre))
 
 
 # ---------------------------------------------------------------- the whole analysis
@@ -249,30 +274,33 @@ def analyse(model, layer: int, coords, y, kind: str, cfg: SAEConfig, device="aut
     """Collect activations, train the SAE, score it spliced in, compute atom statistics and ablations.
 
     ``ablate``: None = every live atom, 0 = none, n = the n atoms of largest activation mass.
-    ``sae``: a trained SAE (``load_sae``) to analyse instead of training one.
+    ``sae``: a trained SAE (``load_sae``) to analyse instead of training one. ``model``: anything
+    ``inrdiag.adapter.as_adapter`` takes (a CoordMLP, any nn.Module, a Loaded, an adapter).
     Returns (report, sae, codes).
     """
     import torch
 
     from .device import resolve_device
 
-    check_layer(model, layer)
+    ad = _adapter(model)
+    check_layer(ad, layer)
+    rep = ad.representation(layer)
     if sae is None:  # a loaded SAE keeps the settings it was trained with (steps 0 when unknown)
         cfg.validate()
     if ablate is not None and ablate < 0:
         raise SAEError(f"--ablate must be >= 0, got {ablate}")
     dev = resolve_device(device)
-    wdt = model.linears[0].weight.dtype
-    check_analysis_memory(coords.shape[0], model.linears[layer].out_features, model.linears[layer + 1].out_features,
-                          coords.shape[1], model.linears[-1].out_features, cfg, dev,
-                          torch.finfo(wdt).bits // 8)  # fmt: skip
-    model = model.to(dev).eval()
+    wdt = ad.dtype
+    check_analysis_memory(coords.shape[0], rep.width, ad.layers[rep.reader].out_features, coords.shape[1],
+                          ad.out_features, cfg, dev, torch.finfo(wdt).bits // 8)  # fmt: skip
+    ad.module.to(dev).eval()
+    model = ad.module
     x = coords.to(device=dev, dtype=wdt)
     y = y.to(dev)
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     with torch.no_grad():
-        Z = layer_activations(model, x, layer)
+        Z = ad.features(x, layer)
         out_model = model(x)
     scorer = Scorer(kind, y)
     metric_model = scorer.metric(scorer.point_stats(out_model).sum(0))
@@ -292,7 +320,7 @@ def analyse(model, layer: int, coords, y, kind: str, cfg: SAEConfig, device="aut
     var = float(((Zf - Zf.mean(0)) ** 2).sum())
     n = Z.shape[0]
     with torch.no_grad():
-        out_sp = splice_forward(model, layer, codes.recon)
+        out_sp = splice_forward(ad, layer, codes.recon, x)
     metric_spliced = scorer.metric(scorer.point_stats(out_sp).sum(0))
     st = atom_stats(codes, sae, x)
     t["metrics"] = time.perf_counter() - t0
@@ -306,7 +334,7 @@ def analyse(model, layer: int, coords, y, kind: str, cfg: SAEConfig, device="aut
         chosen = torch.argsort(st.mass, descending=True)[:ablate].tolist()
     drops: dict[int, float] = {}
     if chosen:
-        totals, base_total = ablate_atoms(model, layer, sae, codes, scorer, chosen)
+        totals, base_total = ablate_atoms(ad, layer, sae, codes, scorer, chosen, x=x)
         base = scorer.metric(base_total)
         vals = scorer.metric(totals)
         drops = {j: (0.0 if v == base else base - v) for j, v in zip(chosen, vals)}  # inf - inf: no change
@@ -316,6 +344,9 @@ def analyse(model, layer: int, coords, y, kind: str, cfg: SAEConfig, device="aut
         notes.append(f"k = {sae.k} >= the layer's {Z.shape[1]} units: the codes are no sparser than the activations")
     if kind == "occupancy":
         notes.append("occupancy target: the metric is IoU of logit > 0; drops are in IoU")
+    if not ad.is_coord_mlp:
+        notes.append(f"layer {layer} of {ad.kind}: the SAE reads the input of {ad.layers[rep.reader].name} "
+                     f"({rep.width} features){'; ' + rep.note if rep.note else ''}")  # fmt: skip
     rep = SAEReport(
         model=model_name, layer=layer, layer_name=layer_name, width=Z.shape[1], target=target_info or {},
         config=cfg, device=str(dev), points=n, grid=list(grid or []), fvu=err / var if var > 0 else math.nan,

@@ -33,6 +33,8 @@ class SpectrumStats:
     max_rank: int
     singular_values: list[float]
     dead_units: int | None = None
+    #: d: columns of the matrix (a representation's width; None when not given).
+    width: int | None = None
 
     @property
     def numerical_rank_fraction(self) -> float:
@@ -57,16 +59,19 @@ class SpectrumStats:
             "max_rank": self.max_rank,
             "singular_values": self.singular_values,
             "dead_units": self.dead_units,
+            "width": self.width,
         }
 
 
-def spectrum_stats(s, max_rank: int, tol: float = DEFAULT_TOL, dead_units: int | None = None) -> SpectrumStats:
+def spectrum_stats(
+    s, max_rank: int, tol: float = DEFAULT_TOL, dead_units: int | None = None, width: int | None = None
+) -> SpectrumStats:
     """Numerical rank ``#{s_i > tol s_1}``, effective rank ``exp(H(s / sum s))`` (Roy & Vetterli 2007,
     singular values not squared), stable rank ``sum s_i^2 / s_1^2``, from singular values ``s``."""
     vals = sorted((max(float(v), 0.0) for v in s), reverse=True)
     s1 = vals[0] if vals else 0.0
     if s1 <= 0.0:
-        return SpectrumStats(0, 0.0, 0.0, max_rank, vals, dead_units)
+        return SpectrumStats(0, 0.0, 0.0, max_rank, vals, dead_units, width)
     total = sum(vals)
     entropy = -sum((v / total) * math.log(v / total) for v in vals if v > 0)
     return SpectrumStats(
@@ -76,14 +81,15 @@ def spectrum_stats(s, max_rank: int, tol: float = DEFAULT_TOL, dead_units: int |
         max_rank=max_rank,
         singular_values=vals,
         dead_units=dead_units,
+        width=width,
     )
 
 
 def weight_stable_rank(W) -> float:
-    """``||W||_F^2 / s_max(W)^2`` in float64 (1 for rank one, up to min(out, in))."""
+    """``||W||_F^2 / s_max(W)^2`` in float64 (complex128 for complex W; 1 for rank one, up to min(out, in))."""
     import torch
 
-    W = W.detach().to(torch.float64)
+    W = W.detach().to(torch.complex128 if W.is_complex() else torch.float64)
     s = torch.linalg.svdvals(W)
     if s.numel() == 0 or float(s[0]) == 0.0:
         return 0.0
@@ -145,27 +151,36 @@ def recommend_freeze_depth(stable_ranks: list[float], candidates: list[int]) -> 
     return best + 1
 
 
-def gram_spectra(model, shape: tuple[int, ...], device=None, chunk: int = CHUNK):
-    """Float64 Gram matrices ``Z_k^T Z_k`` of every hidden layer over the grid, and alive-unit masks.
+def gram_spectra(model, shape: tuple[int, ...], device=None, chunk: int = CHUNK, in_features: int | None = None):
+    """Float64 Gram matrices ``Z_k^H Z_k`` of every layer with a representation, over the grid, and
+    alive-unit masks.
 
-    Returns (grams, alive) where ``alive[k]`` is a bool vector: unit ever nonzero on the grid. It
-    is read off the Gram diagonal, ``sum_n z_nj^2 = 0`` exactly when unit j is zero everywhere.
+    ``model``: anything ``as_adapter`` takes, already in float64 on ``device``. Returns (grams, alive),
+    lists in the order of ``as_adapter(model).hidden`` (a CoordMLP's hidden layers 0..L-1);
+    ``alive[k]`` is a bool vector: unit ever nonzero on the grid, read off the Gram diagonal
+    (``sum_n |z_nj|^2 = 0`` exactly when unit j is zero everywhere). Complex representations give
+    complex Hermitian Grams with the same singular values.
     """
     import torch
 
+    from .adapter import as_adapter
+
+    ad = as_adapter(model, in_features=in_features)
     grid = make_grid(shape, dtype=torch.float64, device=device)
-    widths = model.spec.hidden
-    grams = [torch.zeros(w, w, dtype=torch.float64, device=device) for w in widths]
+    ks = ad.hidden
+    reps = [ad.representations[k] for k in ks]
+    grams = [torch.zeros(r.width, r.width, dtype=torch.complex128 if r.dtype.is_complex else torch.float64,
+                         device=device) for r in reps]  # fmt: skip
     with torch.no_grad():
         for start in range(0, grid.shape[0], chunk):
-            a = model.encoding(grid[start : start + chunk])
-            for k in range(len(widths)):
-                a = model.hidden_step(k, model.linears[k](a))
-                grams[k].addmm_(a.T, a)
-    for k, g in enumerate(grams):  # NaN/Inf anywhere in Z_k reaches its Gram matrix
+            zs = ad.all_features(grid[start : start + chunk])
+            for g, k in zip(grams, ks):
+                a = zs[k]
+                g.addmm_(a.mH if a.is_complex() else a.T, a)
+    for k, g in zip(ks, grams):  # NaN/Inf anywhere in Z_k reaches its Gram matrix
         if not bool(torch.isfinite(g).all()):
             raise InrdiagError(f"hidden layer {k} is not finite on the grid (NaN/Inf); check the weights")
-    alive = [torch.diagonal(g) > 0 for g in grams]
+    alive = [torch.diagonal(g).real > 0 for g in grams]
     return grams, alive
 
 
@@ -176,52 +191,71 @@ def rank_report(
     device: str = "auto",
     shared_layers: int | None = None,
     layer_names: list[str] | None = None,
+    in_features: int | None = None,
 ) -> RankReport:
     """Per-layer weight stable ranks and representation spectra of ``model`` on a coordinate grid.
 
+    ``model``: a CoordMLP, any ``nn.Module`` mapping (N, d) coordinates to (N, C), an ``inrdiag.Loaded``
+    or a ``ModuleAdapter`` (see ``inrdiag.adapter``); ``in_features`` is d when the module cannot tell.
     ``grid`` is the number of points per axis (default 256 in 2-D, 48 in 3-D). ``shared_layers``
-    limits the freeze-depth candidates to a cohort's shared encoder.
+    limits the freeze-depth candidates to a cohort's shared encoder (a Loaded cohort gives its own).
+    Every linear layer gets its weight stable rank; every layer with a representation (the input of
+    the next linear layer) its spectrum. Dead units: for a CoordMLP, units of a ReLU-like activation
+    that are zero on the whole grid (None for other activations, as they cannot be exactly zero on a
+    half-line); for any other module, columns of the representation exactly zero on every grid point.
     """
-    import copy
-
     import torch
 
+    from .adapter import as_adapter
     from .device import resolve_device
     from .spec import RELU_LIKE
 
     if not (0 < tol < 1):
         raise InrdiagError(f"--tol must be in (0, 1), got {tol}")
-    spec = model.spec
-    shape = grid_shape(spec.in_features, grid)
+    ad = as_adapter(model, in_features=in_features, names=layer_names)
+    if shared_layers is None:
+        shared_layers = ad.shared_layers
+    d = ad.in_features
+    shape = grid_shape(d, grid)
     n = math.prod(shape)
-    widths = spec.hidden
+    hidden_idx = ad.hidden
+    if not hidden_idx:
+        raise InrdiagError(f"{ad.kind} has no layer with a representation (one linear layer?): nothing to rank")
+    widths = [ad.representations[k].width for k in hidden_idx]
     chunk = min(CHUNK, n)
-    need = 8.0 * (n * spec.in_features + 3 * chunk * (sum(widths) + spec.encoded_features) + sum(w * w for w in widths))
+    need = 8.0 * (n * d + 3 * chunk * (sum(widths) + ad.input_width) + sum(w * w for w in widths))
     check_memory(need, f"a {'x'.join(map(str, shape))} grid", "--grid", available_memory() / 2)
     dev = resolve_device(device)
-    m64 = copy.deepcopy(model).to(device=dev, dtype=torch.float64).eval()
-    for name, p in m64.state_dict().items():
-        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+    a64 = ad.copy(dev, torch.float64)
+    for name, p in a64.module.state_dict().items():
+        if (p.is_floating_point() or p.is_complex()) and not bool(torch.isfinite(p).all()):
             raise InrdiagError(f"weights are not finite ({name} holds NaN/Inf); `inrdiag info` lists them")
-    grams, alive = gram_spectra(m64, shape, dev, chunk)
-    names = layer_names or [f"linears.{k}" for k in range(spec.num_linear)]
+    grams, alive = gram_spectra(a64, shape, dev, chunk)
+    by_layer = {k: (g, al) for k, g, al in zip(hidden_idx, grams, alive)}
+    coord = ad.is_coord_mlp
     layers = []
-    for k, lin in enumerate(m64.linears):
+    for k, layer in enumerate(a64.layers):
         rep = None
-        if k < len(widths):
-            eig = torch.linalg.eigvalsh(grams[k]).clamp_min(0).sqrt().flip(0)
-            dead = int((~alive[k]).sum()) if spec.activation in RELU_LIKE else None
-            rep = spectrum_stats(eig.tolist(), min(n, widths[k]), tol, dead)
-        out_f, in_f = lin.weight.shape
-        layers.append(LayerRank(k, names[k], int(in_f), int(out_f), weight_stable_rank(lin.weight), rep))
-    hidden_idx = list(range(len(widths)))
-    candidates = hidden_idx if shared_layers is None else hidden_idx[: max(1, min(shared_layers, len(widths)))]
+        if k in by_layer:
+            g, al = by_layer[k]
+            eig = torch.linalg.eigvalsh(g).clamp_min(0).sqrt().flip(0)
+            relu_like = coord and ad.spec.activation in RELU_LIKE
+            dead = int((~al).sum()) if relu_like or not coord else None
+            rep = spectrum_stats(eig.tolist(), min(n, g.shape[0]), tol, dead, int(g.shape[0]))
+        W = layer.module.weight
+        layers.append(LayerRank(k, layer.name, int(W.shape[1]), int(W.shape[0]), weight_stable_rank(W), rep))
+    candidates = hidden_idx if shared_layers is None else hidden_idx[: max(1, min(shared_layers, len(hidden_idx)))]
     srs = [layer.weight_stable_rank for layer in layers]
     notes = []
     if shared_layers is not None:
         notes.append(f"freeze depth chosen within the shared encoder (layers 0..{candidates[-1]})")
+    if not coord:
+        notes.append(f"{ad.kind} is not an inrdiag CoordMLP: linear layers found by forward hooks in call order; "
+                     "a layer's representation is the input of the next linear layer called")  # fmt: skip
+        notes.append("dead units: columns of a representation that are exactly zero on every grid point")
+        notes += a64.structure_notes()
     return RankReport(
-        grid_shape=list(shape), points=n, tol=tol, activation=spec.activation, layers=layers,
-        freeze_candidates=candidates, recommended_freeze_depth=recommend_freeze_depth(srs, candidates),
+        grid_shape=list(shape), points=n, tol=tol, activation=ad.spec.activation if coord else "unknown",
+        layers=layers, freeze_candidates=candidates, recommended_freeze_depth=recommend_freeze_depth(srs, candidates),
         device=str(dev), notes=notes,
     )  # fmt: skip
