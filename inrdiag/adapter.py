@@ -700,7 +700,8 @@ def as_adapter(
     shared_layers: int | None = None,
 ) -> ModuleAdapter:
     """A ``ModuleAdapter`` for a CoordMLP, any ``nn.Module``, an ``inrdiag.Loaded`` (its model, with its
-    checkpoint key names and cohort encoder depth) or an adapter (returned as is).
+    checkpoint key names and cohort encoder depth), a model built by ``--model-code``
+    (``inrdiag.usercode.UserLoaded``) or an adapter (returned as is).
 
     ``in_features`` (d): given, else a CoordMLP's spec, else the first ``nn.Linear``'s ``in_features``
     (a note says so; a module that encodes coordinates before its first linear layer must be given d).
@@ -713,6 +714,12 @@ def as_adapter(
         if names is not None and list(names) != [layer.name for layer in obj.layers]:
             return ModuleAdapter(obj.module, obj.in_features, names, obj.shared_layers, obj.notes)
         return obj
+    from .usercode import UserLoaded
+
+    if isinstance(obj, UserLoaded):  # the user's own module (--model-code): its names, its d when given
+        d = in_features if in_features is not None else obj.in_features
+        shared = obj.shared_layers if shared_layers is None else shared_layers
+        return ModuleAdapter(obj.model, d, names, shared, list(obj.notes))
     if isinstance(obj, Loaded):
         shared = obj.shared_layers if shared_layers is None else shared_layers
         if names is not None:

@@ -95,9 +95,15 @@ BAD_INPUTS = {
     "empty": lambda tmp, good: write(tmp / "e.safetensors", b""),
     "truncated": lambda tmp, good: write(tmp / "t.safetensors", good.read_bytes()[:300]),
     "garbage": lambda tmp, good: write(tmp / "g.pt", b"hello world, not a checkpoint"),
-    "folder": lambda tmp, good: tmp,
+    # An empty folder: `rank` takes folders of checkpoints (tests/test_tables.py), but not an empty one.
+    "folder": lambda tmp, good: _mkdir(tmp / "empty"),
     "truncated-pt": lambda tmp, good: _truncated_pt(tmp),
 }
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir()
+    return p
 
 
 def _truncated_pt(tmp):

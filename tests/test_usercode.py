@@ -166,3 +166,65 @@ def test_nothing_is_imported_without_the_flag(code_dir, cli):
     path = _save(code_dir, _siren(code_dir))
     cli("info", path)
     assert not (code_dir / "ran").exists()
+
+
+SKIP = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    class NerfMLP(nn.Module):
+        '''A NeRF-style MLP: the coordinates are concatenated back in before layer 2.'''
+
+        def __init__(self, width=16):
+            super().__init__()
+            self.layers = nn.ModuleList([nn.Linear(2, width), nn.Linear(width, width),
+                                         nn.Linear(width + 2, width), nn.Linear(width, 1)])
+
+        def forward(self, x):
+            h = torch.relu(self.layers[0](x))
+            h = torch.relu(self.layers[1](h))
+            h = torch.relu(self.layers[2](torch.cat([h, x], dim=-1)))
+            return self.layers[3](h)
+    """
+)
+
+
+def test_every_diagnostic_runs_on_the_users_module(tmp_path, cli):
+    """A skip-connection MLP no key layout describes: through --model-code, rank/ntk/check give the same
+    numbers as the Python API on the module itself."""
+    import json
+    import sys
+
+    import inrdiag
+
+    (tmp_path / "nerf.py").write_text(SKIP)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import nerf
+    finally:
+        sys.path.remove(str(tmp_path))
+    torch.manual_seed(3)
+    module = nerf.NerfMLP().eval()
+    path = tmp_path / "nerf.pth"
+    torch.save(module.state_dict(), path)
+    code = ["--model-code", f"{tmp_path}/nerf.py:NerfMLP", "--in-features", "2"]
+    r = cli("rank", path, "--grid", "12", "--json", *code)
+    assert r.code == 0, r.err
+    want = json.loads(json.dumps(inrdiag.rank_report(module, grid=12, in_features=2).to_dict()))
+    got = r.json()
+    assert [layer["name"] for layer in got["layers"]] == ["layers.0", "layers.1", "layers.2", "layers.3"]
+    for g, w in zip(got["layers"], want["layers"]):
+        assert g["weight_stable_rank"] == pytest.approx(w["weight_stable_rank"], rel=1e-12)
+        if w["representation"] is not None:
+            assert g["representation"]["singular_values"] == pytest.approx(w["representation"]["singular_values"],
+                                                                          rel=1e-9, abs=1e-12)  # fmt: skip
+    r = cli("ntk", path, "--points", "40", "--json", *code)
+    assert r.code == 0, r.err
+    ref = inrdiag.ntk_report(module, points=40, in_features=2)
+    assert r.json()["eigenvalues"][0] == pytest.approx(ref.eigenvalues[0], rel=1e-9)
+    r = cli("check", path, "--grid", "12", "--min-inlet-effective-rank-fraction", "0.01", "--json", *code)
+    assert r.code == 0, r.err
+    # Without the code, the chain of linear layers does not describe this function: refused.
+    r = cli("info", path, "--activation", "relu")
+    assert r.code == 2

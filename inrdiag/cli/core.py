@@ -61,8 +61,7 @@ def rank(
     reports = []
     for path in paths:
         loaded = load_model(path, loading)
-        reports.append(rank_report(loaded.model, grid=grid, tol=tol, device=device,
-                                   shared_layers=loaded.shared_layers, layer_names=loaded.layer_keys))  # fmt: skip
+        reports.append(rank_report(loaded, grid=grid, tol=tol, device=device))
     rows = [row for path, rep in zip(paths, reports) for row in rank_rows(rep, path)]
     if csv:
         write_csv(rows, csv, force)

@@ -73,25 +73,28 @@ def ntk(
 
     if plot:
         check_writable(plot, force)
+    from ..adapter import as_adapter
+
     loaded = load_model(model, loading)
+    ad = as_adapter(loaded)
     tgt = None
     if target:
         from ..grid import default_points
         from ..ntk import DEFAULT_GRID
         from ..targets import fit_to_model, load_target
 
-        n_axis = grid or DEFAULT_GRID.get(loaded.spec.in_features, default_points(loaded.spec.in_features))
+        n_axis = grid or DEFAULT_GRID.get(ad.in_features, default_points(ad.in_features))
         tgt = load_target(target, size=n_axis)
-        channel_note = fit_to_model(tgt, loaded.spec.in_features, loaded.spec.out_features)
-    rep = ntk_report(loaded.model, grid=grid, points=points, seed=seed, top_k=top_k, method=method, dtype=dtype,
-                     device=device, tol=tol, layer_names=loaded.layer_keys, vectors=tgt is not None)  # fmt: skip
+        channel_note = fit_to_model(tgt, ad.in_features, ad.out_features)
+    rep = ntk_report(ad, grid=grid, points=points, seed=seed, top_k=top_k, method=method, dtype=dtype,
+                     device=device, tol=tol, vectors=tgt is not None)  # fmt: skip
     tres = None
     if tgt is not None:
         from ..ntk_target import target_ntk
 
         y = tgt.values if rep.indices is None else tgt.values[rep.indices]
         lr = lr if lr is not None else rep.points * y.shape[1] / rep.eigenvalues[0]
-        tres = target_ntk(rep, loaded.model, y, lr=lr, steps=fit_steps, fit=fit_steps > 0)
+        tres = target_ntk(rep, ad, y, lr=lr, steps=fit_steps, fit=fit_steps > 0)
         if channel_note:
             tres.notes.append(channel_note)
         if tgt.kind == "occupancy":

@@ -109,8 +109,11 @@ def sae_cmd(
     cfg.validate()
     if show_n < 0:
         raise SAEError(f"--show must be >= 0, got {show_n}")
+    from ..adapter import as_adapter
+
     loaded = load_model(model, loading)
-    check_layer(loaded.model, layer)
+    ad = as_adapter(loaded)
+    check_layer(ad, layer)
     if loaded.nonfinite:
         raise SAEError(f"{model}: non-finite weights in {', '.join(loaded.nonfinite[:3])}; nothing to decompose")
     sae, snotes = None, []
@@ -125,8 +128,8 @@ def sae_cmd(
         hook = str(meta.get("hook_name", ""))
         if hook.startswith("layer ") and not hook.startswith(f"layer {layer} "):
             snotes.append(f"the SAE was trained on {hook.split(' (')[0]}, not on layer {layer}")
-    tgt, tnotes = resolve_target(loaded, target, grid)
-    rep, sae, codes = _run(loaded, layer, tgt, cfg, device, ablate, json, sae)
+    tgt, tnotes = resolve_target(loaded, ad, target, grid)
+    rep, sae, codes = _run(loaded, ad, layer, tgt, cfg, device, ablate, json, sae)
     rep.notes = snotes + tnotes + rep.notes
     if atoms_png:
         from ..report.sae import plot_atoms
@@ -141,7 +144,7 @@ def sae_cmd(
     show(json, rep.to_dict(), "sae:render_sae", rep, show_n)
 
 
-def resolve_target(loaded, target: str | None, grid: int | None):
+def resolve_target(loaded, ad, target: str | None, grid: int | None):
     """The target (values matched to the model's outputs) and notes on where it came from."""
     from pathlib import Path
 
@@ -150,7 +153,6 @@ def resolve_target(loaded, target: str | None, grid: int | None):
 
     prov = loaded.provenance or {}
     notes: list[str] = []
-    spec = loaded.spec
     if grid is not None and grid < 2:
         raise SAEError(f"--grid must be at least 2 points per axis, got {grid}")
     shape = [int(v) for v in (prov.get("target_shape") or [])]
@@ -195,19 +197,19 @@ def resolve_target(loaded, target: str | None, grid: int | None):
         tgt = load_target(target, size=size)
     if shape and list(tgt.shape) != shape and grid is None:
         notes.append(f"grid {list(tgt.shape)} differs from the fitted resolution {shape}")
-    note = fit_to_model(tgt, spec.in_features, spec.out_features)
+    note = fit_to_model(tgt, ad.in_features, ad.out_features)
     if note:
         notes.append(note)
     return tgt, notes
 
 
-def _run(loaded, layer, tgt, cfg, device, ablate, json, sae):
+def _run(loaded, ad, layer, tgt, cfg, device, ablate, json, sae):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..report.common import console
     from ..sae_analysis import analyse
 
-    name = loaded.layer_keys[layer] if layer < len(loaded.layer_keys) else f"linears.{layer}"
+    name = ad.layers[layer].name if layer < len(ad.layers) else f"linears.{layer}"
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), console=console(stderr=True), transient=True, disable=json) as bar:  # fmt: skip
         task = bar.add_task(f"SAE on layer {layer}", total=cfg.steps, info="")
@@ -216,6 +218,6 @@ def _run(loaded, layer, tgt, cfg, device, ablate, json, sae):
             if step % 10 == 0 or step == total:
                 bar.update(task, completed=step, info=f"loss {loss:.3g}")
 
-        return analyse(loaded.model, layer, tgt.coords(), tgt.values, tgt.kind, cfg, device=device, ablate=ablate,
+        return analyse(ad, layer, tgt.coords(), tgt.values, tgt.kind, cfg, device=device, ablate=ablate,
                        progress=cb, grid=tgt.shape, model_name=loaded.path, layer_name=name,
                        target_info=tgt.to_dict(), sae=sae)  # fmt: skip
