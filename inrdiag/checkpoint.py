@@ -19,6 +19,11 @@ from .errors import CheckpointError, InrdiagError, SpecError
 #: Metadata key of inrdiag's own safetensors files, and the format version written.
 METADATA_KEY = "inrdiag"
 FORMAT_VERSION = 1
+#: More tensors than this is not a coordinate-MLP checkpoint (a large one has a few hundred);
+#: refused from the file's index before torch unpickles them one by one (~0.2 ms each).
+MAX_TENSORS = 20_000
+#: A safetensors header (the JSON index) larger than this describes more than MAX_TENSORS tensors.
+MAX_HEADER_BYTES = 32 * 2**20
 #: Wrapper entries that hold a state dict, most specific first (Lightning, FINER, nerfstudio, ...).
 WRAPPER_KEYS = (
     "state_dict", "model_state_dict", "model_state", "state", "model", "net", "network",
@@ -51,19 +56,25 @@ def read_checkpoint(path: str | os.PathLike) -> RawCheckpoint:
     if size == 0:
         raise CheckpointError(f"{p} is empty")
     with open(p, "rb") as f:
-        head = f.read(8)
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        head = f.read(9)
+    if head[:4] == b"PK\x03\x04":
         return _read_torch(p)
-    if len(head) == 8:
-        n = struct.unpack("<Q", head)[0]
+    # safetensors before the pickle magic: a header length whose low byte is 0x80 starts with b"\x80" too.
+    if len(head) == 9:
+        n = struct.unpack("<Q", head[:8])[0]
         if 2 <= n <= size - 8:
-            with open(p, "rb") as f:
-                f.seek(8)
-                first = f.read(1)
+            first = head[8:9]
             if first == b"{":
+                if n > MAX_HEADER_BYTES:
+                    raise CheckpointError(
+                        f"{p}: its safetensors header alone is {n / 2**20:.0f} MiB, the index of far more tensors "
+                        f"than the {MAX_TENSORS:,} a coordinate-MLP checkpoint could have; refusing to read it"
+                    )
                 return _read_safetensors(p)
-        elif p.suffix == ".safetensors":
+        elif p.suffix == ".safetensors" and head[:1] != b"\x80":
             raise CheckpointError(f"{p}: truncated or corrupt safetensors file (header says {n} bytes)")
+    if head[:1] == b"\x80":
+        return _read_torch(p)
     raise CheckpointError(f"{p}: not a safetensors file or a torch checkpoint (unrecognised content)")
 
 
@@ -87,6 +98,36 @@ def _read_safetensors(p: Path) -> RawCheckpoint:
     fmt = "safetensors (inrdiag metadata)" if metadata is not None else "safetensors"
     skipped = {f"__metadata__.{k}": "string metadata" for k in meta if k != METADATA_KEY}
     return RawCheckpoint(str(p), fmt, tensors, metadata, skipped)
+
+
+def _zip_entries(p: Path) -> int | None:
+    """Number of entries of a zip file from its end-of-central-directory record (O(1)); None if not a zip."""
+    size = p.stat().st_size
+    with open(p, "rb") as f:
+        f.seek(max(0, size - 65558))
+        tail = f.read()
+        i = tail.rfind(b"PK\x05\x06")
+        if i < 0 or len(tail) < i + 22:
+            return None
+        n = struct.unpack("<H", tail[i + 10 : i + 12])[0]
+        if n != 0xFFFF:
+            return n
+        j = tail.rfind(b"PK\x06\x07", 0, i)  # ZIP64 locator -> ZIP64 end record
+        if j < 0:
+            return None
+        f.seek(struct.unpack("<Q", tail[j + 8 : j + 16])[0])
+        rec = f.read(56)
+        if rec[:4] != b"PK\x06\x06":
+            return None
+        return struct.unpack("<Q", rec[32:40])[0]
+
+
+def _check_count(p: Path, n: int) -> None:
+    if n > MAX_TENSORS:
+        raise CheckpointError(
+            f"{p} holds {n:,} tensors, more than the {MAX_TENSORS:,} a coordinate-MLP checkpoint could have; "
+            "refusing to read them all (save the model's own state dict)"
+        )
 
 
 def _parse_metadata(p: Path, meta: dict[str, str]) -> dict[str, Any] | None:
@@ -200,6 +241,9 @@ def _read_torch(p: Path) -> RawCheckpoint:
 
     import torch
 
+    n_entries = _zip_entries(p)
+    if n_entries is not None:
+        _check_count(p, n_entries - 8)  # data.pkl, version, byteorder, ... besides one entry per storage
     try:
         # torch warns (multi-line) on some damaged files before raising; the error says it all.
         with warnings.catch_warnings():

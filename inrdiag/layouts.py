@@ -406,7 +406,7 @@ def _check_gaps(paths: list[str], tensors: dict[str, Any], used: set[str], conti
             present = [k for k in tensors if any(k.startswith(f"{pre}{m}.") for m in missing)]
             detail = f" ({present[0]} has shape {list(tensors[present[0]].shape)})" if present else ""
             raise CheckpointError(
-                f"{path}: the numbered layers {pre}{{i}} skip index {', '.join(map(str, missing[:6]))}{detail}; "
+                f"{path}: the numbered layers {pre}{{i}} skip {', '.join(f'{pre}{m}' for m in missing[:6])}{detail}; "
                 "a missing or damaged middle layer is not a shorter network"
             )
 

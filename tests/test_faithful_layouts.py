@@ -66,7 +66,9 @@ class RefPosEncodingNeRF(nn.Module):
         for i in range(self.L):
             for j in range(self.d):
                 c = x[..., j]
-                out = torch.cat((out, torch.sin((2**i) * np.pi * c)[..., None], torch.cos((2**i) * np.pi * c)[..., None]), -1)
+                out = torch.cat(
+                    (out, torch.sin((2**i) * np.pi * c)[..., None], torch.cos((2**i) * np.pi * c)[..., None]), -1
+                )
         return out
 
 
@@ -79,7 +81,9 @@ class RefFCBlock(nn.Module):
         act = NLS[nl]
         layers = [nn.Sequential(nn.Linear(d, width), act())]
         layers += [nn.Sequential(nn.Linear(width, width), act()) for _ in range(hidden_layers)]
-        layers.append(nn.Sequential(nn.Linear(width, out)) if outermost_linear else nn.Sequential(nn.Linear(width, out), act()))
+        layers.append(
+            nn.Sequential(nn.Linear(width, out)) if outermost_linear else nn.Sequential(nn.Linear(width, out), act())
+        )
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):
@@ -476,7 +480,9 @@ class RefNSMLP(nn.Module):
         super().__init__()
         self.skip = set(skip)
         dims = [in_dim] + [width + (in_dim if i in self.skip else 0) for i in range(1, num_layers)]
-        self.layers = nn.ModuleList([nn.Linear(dims[i], width) for i in range(num_layers - 1)] + [nn.Linear(width, out)])
+        self.layers = nn.ModuleList(
+            [nn.Linear(dims[i], width) for i in range(num_layers - 1)] + [nn.Linear(width, out)]
+        )
         self.out_activation = out_activation
 
     def forward(self, x):
@@ -599,7 +605,9 @@ def test_alpine_strainer_cohort_needs_flags(tmp_path):
         def __init__(self):
             super().__init__()
             self.encoder = nn.ModuleList([nn.Linear(2, 32), Sine(), nn.Linear(32, 32), Sine()])
-            self.decoder = nn.ModuleList([nn.ModuleList([nn.Linear(32, 32), Sine(), nn.Linear(32, 1)]) for _ in range(3)])
+            self.decoder = nn.ModuleList(
+                [nn.ModuleList([nn.Linear(32, 32), Sine(), nn.Linear(32, 1)]) for _ in range(3)]
+            )
 
         def head(self, d):
             def f(x):
