@@ -67,11 +67,23 @@ def load(path: str | os.PathLike, options: LoadOptions | None = None, **flags: A
     """
     import torch
 
+    from .errors import InrdiagError, SpecError
     from .model import CoordMLP
 
-    opts = options or LoadOptions(**flags)
+    if not isinstance(path, (str, os.PathLike)):
+        raise InrdiagError(f"load() needs a file path (str or os.PathLike), got {type(path).__name__}")
+    if options is not None and not isinstance(options, LoadOptions):
+        raise SpecError(f"options must be a LoadOptions, got {type(options).__name__}")
+    if options is not None and flags:
+        raise SpecError("pass either options= or keyword flags, not both")
+    try:
+        opts = options or LoadOptions(**flags)
+    except TypeError:
+        known = sorted(LoadOptions.__dataclass_fields__)
+        raise SpecError(f"unknown load flags {sorted(set(flags) - set(known))}; known: {known}") from None
     raw = read_checkpoint(path)
     res: Resolved = resolve(raw, opts)
+    # float64 stays float64; float16/bfloat16/float32 compute in float32 (_dtype_policy notes it).
     dtype = torch.float64 if res.state["linears.0.weight"].dtype == torch.float64 else torch.float32
     model = CoordMLP(res.spec).to(dtype)
     state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in res.state.items()}

@@ -1,4 +1,9 @@
-"""CoordMLP: the torch module built from an ArchSpec, with access to every layer's activations."""
+"""CoordMLP: the torch module built from an ArchSpec, with access to every layer's activations.
+
+Each encoding class computes one codebase's formula with the same floating-point operations in
+the same order (e.g. nerfstudio's cosine is ``sin(s + pi/2)``), so a rebuilt model matches the
+original to rounding, not just mathematically.
+"""
 
 from __future__ import annotations
 
@@ -8,36 +13,65 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .errors import SpecError
 from .spec import ArchSpec
 
 
 class FourierEncoding(nn.Module):
-    """gamma(x) = [sin(2 pi B x), cos(2 pi B x)] with a stored B of shape (m, d)."""
+    """Fourier features with a stored B of shape (m, d).
 
-    def __init__(self, in_features: int, m: int) -> None:
+    ``tancik``: ``[sin(2 pi x B^T), cos(2 pi x B^T)]``; ``nerfstudio`` (``RFFEncoding``):
+    ``s = 2 pi x B^T``, ``[sin(s), sin(s + pi/2)]`` and, with ``include_input``, x appended last.
+    """
+
+    def __init__(self, in_features: int, m: int, convention: str = "tancik", include_input: bool = False) -> None:
         super().__init__()
+        self.convention = convention
+        self.include_input = include_input
         self.register_buffer("B", torch.zeros(m, in_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         proj = 2 * math.pi * x @ self.B.T
-        return torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
+        if self.convention == "tancik":
+            return torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
+        out = torch.sin(torch.cat([proj, proj + math.pi / 2.0], dim=-1))
+        return torch.cat([out, x], dim=-1) if self.include_input else out
 
 
 class PositionalEncoding(nn.Module):
-    """NeRF-style gamma(x) = [x, sin(2^0 pi x), cos(2^0 pi x), ..., sin(2^(L-1) pi x), cos(...)].
+    """gamma(x) with L frequencies, in one of ``spec.PE_CONVENTIONS`` (see there for the formulas)."""
 
-    For each frequency the sines of all d coordinates come first, then their cosines.
-    """
-
-    def __init__(self, frequencies: int, include_input: bool) -> None:
+    def __init__(
+        self,
+        frequencies: int,
+        include_input: bool,
+        convention: str = "inrdiag",
+        min_exp: float | None = None,
+        max_exp: float | None = None,
+    ) -> None:
         super().__init__()
         self.frequencies = frequencies
         self.include_input = include_input
+        self.convention = convention
+        self.min_exp, self.max_exp = min_exp, max_exp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        L = self.frequencies
+        if self.convention == "nerfstudio":
+            freqs = 2 ** torch.linspace(self.min_exp, self.max_exp, L, dtype=x.dtype, device=x.device)
+            s = (2 * torch.pi * x)[..., None] * freqs
+            s = s.reshape(*s.shape[:-2], -1)
+            out = torch.sin(torch.cat([s, s + torch.pi / 2.0], dim=-1))
+            return torch.cat([out, x], dim=-1) if self.include_input else out
         parts = [x] if self.include_input else []
-        for k in range(self.frequencies):
-            arg = (2.0**k) * math.pi * x
+        if self.convention == "nerf-siren":
+            for k in range(L):
+                for j in range(x.shape[-1]):
+                    c = x[..., j : j + 1]
+                    parts += [torch.sin((2**k) * math.pi * c), torch.cos((2**k) * math.pi * c)]
+            return torch.cat(parts, dim=-1)
+        for k in range(L):
+            arg = (2.0**k) * x if self.convention == "finer" else (2.0**k) * math.pi * x
             parts += [torch.sin(arg), torch.cos(arg)]
         return torch.cat(parts, dim=-1)
 
@@ -60,6 +94,14 @@ def activation(name: str, h: torch.Tensor, w0: float) -> torch.Tensor:
         return nn.functional.softplus(h)
     if name == "leaky_relu":
         return nn.functional.leaky_relu(h, 0.01)
+    if name == "sigmoid":
+        return torch.sigmoid(h)
+    if name == "selu":
+        return nn.functional.selu(h)
+    if name == "elu":
+        return nn.functional.elu(h)
+    if name == "none":
+        return h
     raise ValueError(name)  # unreachable: ArchSpec validates names
 
 
@@ -69,7 +111,8 @@ class Trace:
 
     ``inputs[k]`` is the input of linear layer k (N x in_k; ``inputs[0]`` = gamma(x)),
     ``pre[k]`` its output ``W_k a + b_k`` (N x out_k), ``post[k]`` hidden layer k's activation
-    output Z_k (N x width_k; there is none for the output head), ``out`` the network output.
+    output Z_k (N x width_k; there is none for the output head), ``out`` the network output
+    (``out_activation`` of ``pre[-1]``).
     """
 
     inputs: list[torch.Tensor]
@@ -83,12 +126,24 @@ class CoordMLP(nn.Module):
 
     def __init__(self, spec: ArchSpec) -> None:
         super().__init__()
+        if not isinstance(spec, ArchSpec):
+            raise SpecError(
+                f"CoordMLP needs an ArchSpec, got {type(spec).__name__} (build one with ArchSpec(...) "
+                "or ArchSpec.from_dict(dict))"
+            )
         spec.validate()
+        from .grid import check_memory
+
+        check_memory(4.0 * spec.num_parameters, f"a model of {spec.num_parameters:,} parameters", "architecture")
         self.spec = spec
         if spec.encoding == "fourier":
-            self.encoding: nn.Module = FourierEncoding(spec.in_features, spec.fourier_features)
+            self.encoding: nn.Module = FourierEncoding(
+                spec.in_features, spec.fourier_features, spec.ff_convention, spec.ff_include_input
+            )
         elif spec.encoding == "positional":
-            self.encoding = PositionalEncoding(spec.frequencies, spec.include_input)
+            self.encoding = PositionalEncoding(
+                spec.frequencies, spec.include_input, spec.pe_convention, spec.pe_min_exp, spec.pe_max_exp
+            )
         else:
             self.encoding = nn.Identity()
         self.linears = nn.ModuleList(nn.Linear(n_in, n_out, bias=spec.bias) for n_out, n_in in spec.layer_shapes)
@@ -100,6 +155,10 @@ class CoordMLP(nn.Module):
             h = self.norms[str(k)](h)
         return activation(self.spec.activation, h, self.spec.layer_w0(k))
 
+    def output_step(self, h: torch.Tensor) -> torch.Tensor:
+        """The output activation applied to the output layer's linear map (identity for ``none``)."""
+        return activation(self.spec.out_activation, h, self.spec.w0_hidden)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.encoding(x)
         last = len(self.linears) - 1
@@ -107,7 +166,7 @@ class CoordMLP(nn.Module):
             a = lin(a)
             if k < last:
                 a = self.hidden_step(k, a)
-        return a
+        return self.output_step(a)
 
     def trace(self, x: torch.Tensor) -> Trace:
         """Forward pass that keeps every layer's input, pre-activation and activation."""
@@ -122,7 +181,7 @@ class CoordMLP(nn.Module):
                 a = self.hidden_step(k, h)
                 post.append(a)
             else:
-                a = h
+                a = self.output_step(h)
         return Trace(inputs=inputs, pre=pre, post=post, out=a)
 
     @property

@@ -48,11 +48,13 @@ def test_siren_official(tmp_path):
     for i, (W, b) in enumerate(ws):
         sd[f"net.net.{i}.0.weight"], sd[f"net.net.{i}.0.bias"] = W, b
     torch.save(sd, tmp_path / "model_final.pth")
-    loaded = inrdiag.load(tmp_path / "model_final.pth")
+    # FCBlock writes these keys for all 7 of its nonlinearities: the activation is asked, not guessed.
+    with pytest.raises(AmbiguousArchitectureError, match="--activation"):
+        inrdiag.load(tmp_path / "model_final.pth")
+    loaded = inrdiag.load(tmp_path / "model_final.pth", activation="sine")
     assert loaded.layout.startswith("siren-official")
     assert loaded.spec.activation == "sine" and loaded.spec.w0 == 30 and loaded.spec.w0_hidden == 30
     check_same(loaded, ws, "sine")
-    # The layout's default can be overridden by flags.
     relu = inrdiag.load(tmp_path / "model_final.pth", activation="relu")
     assert relu.sources["activation"] == "flag --activation"
     check_same(relu, ws, "relu")
@@ -67,7 +69,11 @@ def test_siren_notebook_and_finer(tmp_path, wrapper, act):
     sd[f"net.{len(ws) - 1}.weight"], sd[f"net.{len(ws) - 1}.bias"] = ws[-1]
     obj = sd if wrapper is None else {wrapper: sd, "train_iter": 100, "pred_img": torch.zeros(4, 4, 3)}
     torch.save(obj, tmp_path / "ckpt.pt")
-    loaded = inrdiag.load(tmp_path / "ckpt.pt")
+    # net.{i}.linear is shared by the SIREN notebook, FINER and WIRE, and {"model_state"} wraps all of
+    # FINER's model types: the activation is asked (it used to be guessed: sine / finer).
+    with pytest.raises(AmbiguousArchitectureError, match="--activation"):
+        inrdiag.load(tmp_path / "ckpt.pt")
+    loaded = inrdiag.load(tmp_path / "ckpt.pt", activation=act)
     assert loaded.spec.activation == act
     check_same(loaded, ws, act)
     if wrapper:
@@ -83,11 +89,15 @@ def test_siren_pytorch(tmp_path, container):
         sd[f"{container}.{i}.weight"], sd[f"{container}.{i}.bias"] = W, b
     sd["last_layer.weight"], sd["last_layer.bias"] = ws[-1]
     save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "sp.safetensors"))
-    loaded = inrdiag.load(tmp_path / "sp.safetensors")
+    # final_activation is never stored; net.{i} (<= 0.0.9) does not tell the hidden w0 (30 or 1).
+    with pytest.raises(AmbiguousArchitectureError, match="--out-activation"):
+        inrdiag.load(tmp_path / "sp.safetensors")
+    w0h = {"w0_hidden": 1.0} if container == "net" else {}
+    loaded = inrdiag.load(tmp_path / "sp.safetensors", out_activation="none", **w0h)
     assert loaded.layout.startswith("siren-pytorch")
     assert (loaded.spec.w0, loaded.spec.w0_hidden) == (30.0, 1.0)
     check_same(loaded, ws, "sine", w0=30.0, w0_hidden=1.0)
-    loaded = inrdiag.load(tmp_path / "sp.safetensors", w0_hidden=30.0)
+    loaded = inrdiag.load(tmp_path / "sp.safetensors", w0_hidden=30.0, out_activation="none")
     check_same(loaded, ws, "sine", w0=30.0, w0_hidden=30.0)
 
 
@@ -101,11 +111,11 @@ def test_plain_sequential_needs_activation_flag(tmp_path, cli):
         inrdiag.load(tmp_path / "seq.pt")
     r = cli("info", tmp_path / "seq.pt")
     assert r.code == 2 and r.err.startswith("error: ") and "--activation" in r.err and len(r.err.splitlines()) == 1
-    loaded = inrdiag.load(tmp_path / "seq.pt", activation="relu")
+    loaded = inrdiag.load(tmp_path / "seq.pt", activation="relu", out_activation="none")
     check_same(loaded, ws, "relu")
     with pytest.raises(AmbiguousArchitectureError, match="--w0"):
         inrdiag.load(tmp_path / "seq.pt", activation="sine")
-    check_same(inrdiag.load(tmp_path / "seq.pt", activation="sine", w0=7.0), ws, "sine", w0=7.0)
+    check_same(inrdiag.load(tmp_path / "seq.pt", activation="sine", w0=7.0, out_activation="none"), ws, "sine", w0=7.0)
 
 
 def test_sequential_with_batchnorm(tmp_path):
@@ -121,7 +131,7 @@ def test_sequential_with_batchnorm(tmp_path):
             seq_index += 1
         seq_index += 1  # the activation module
     torch.save(sd, tmp_path / "bn.pt")
-    loaded = inrdiag.load(tmp_path / "bn.pt", activation="relu")
+    loaded = inrdiag.load(tmp_path / "bn.pt", activation="relu", out_activation="none")
     assert loaded.spec.batchnorm == [0, 2]
     assert all(t.used for t in loaded.tensors)
     x = torch.rand(30, 2) * 2 - 1
@@ -143,8 +153,11 @@ def test_nerfstudio_with_b_matrix(tmp_path):
         sd[f"field.mlp_base.layers.{i}.weight"], sd[f"field.mlp_base.layers.{i}.bias"] = W, b
     torch.save({"step": 10, "pipeline": sd, "optimizers": {"fields": {"state": {0: {"exp_avg": torch.zeros(3, 3)}}}}},
                tmp_path / "step-000000010.ckpt")  # fmt: skip
-    loaded = inrdiag.load(tmp_path / "step-000000010.ckpt")
-    assert loaded.layout.startswith("nerfstudio") and loaded.spec.activation == "relu"
+    # layers.{i} is not nerfstudio's alone, and its MLP takes the activation as an argument: asked.
+    with pytest.raises(AmbiguousArchitectureError, match="--activation"):
+        inrdiag.load(tmp_path / "step-000000010.ckpt")
+    loaded = inrdiag.load(tmp_path / "step-000000010.ckpt", activation="relu", out_activation="none")
+    assert loaded.layout.startswith("layers.{i}") and loaded.spec.ff_convention == "nerfstudio"
     assert loaded.spec.encoding == "fourier" and loaded.spec.fourier_features == m
 
     def enc(x):  # gamma(x) = sin([2 pi x B, 2 pi x B + pi/2]) = [sin, cos]
@@ -160,8 +173,13 @@ def test_positional_encoding_needs_frequencies(tmp_path):
     sd = {k.replace("linears.", "mlp."): v for k, v in model.state_dict().items()}
     torch.save(sd, tmp_path / "pe.pth")
     with pytest.raises(AmbiguousArchitectureError, match="--encoding positional --frequencies"):
-        inrdiag.load(tmp_path / "pe.pth", activation="relu")
-    loaded = inrdiag.load(tmp_path / "pe.pth", activation="relu", encoding="positional", frequencies=4)
+        inrdiag.load(tmp_path / "pe.pth", activation="relu", out_activation="none")
+    with pytest.raises(AmbiguousArchitectureError, match="--pe-convention"):
+        inrdiag.load(
+            tmp_path / "pe.pth", activation="relu", out_activation="none", encoding="positional", frequencies=4
+        )
+    loaded = inrdiag.load(tmp_path / "pe.pth", activation="relu", out_activation="none", encoding="positional",
+                          frequencies=4, pe_convention="inrdiag")  # fmt: skip
     assert loaded.spec.in_features == 2 and loaded.spec.include_input
     x = torch.rand(20, 2) * 2 - 1
     with torch.no_grad():
@@ -173,7 +191,7 @@ def test_prefixes_and_lightning_wrapper(tmp_path, prefix):
     model = tiny_model(dtype=torch.float32)
     sd = {prefix + k: v for k, v in model.state_dict().items()}
     torch.save({"state_dict": sd, "epoch": 3, "global_step": 7}, tmp_path / "l.ckpt")
-    loaded = inrdiag.load(tmp_path / "l.ckpt", activation="relu")
+    loaded = inrdiag.load(tmp_path / "l.ckpt", activation="relu", out_activation="none")
     assert loaded.layout.startswith("inrdiag state dict")
     x = torch.rand(20, 2) * 2 - 1
     with torch.no_grad():
@@ -198,13 +216,15 @@ def test_strainer_cohort_heads(tmp_path, cli):
         sd[f"decoder.{d}.2.weight"], sd[f"decoder.{d}.2.bias"] = W2, b2
         heads.append([(W1, b1), (W2, b2)])
     torch.save(sd, tmp_path / "strainer.pt")
+    flags = {"activation": "sine", "w0": 30.0, "out_activation": "none"}  # encoder/decoder keys are generic
     for head in (0, 2):
-        loaded = inrdiag.load(tmp_path / "strainer.pt", head=head)
+        loaded = inrdiag.load(tmp_path / "strainer.pt", head=head, **flags)
         assert loaded.heads == 3 and loaded.shared_layers == 3 and loaded.head == head
         check_same(loaded, enc + heads[head], "sine")
     with pytest.raises(SpecError, match="--head 3 out of range"):
-        inrdiag.load(tmp_path / "strainer.pt", head=3)
-    r = cli("rank", tmp_path / "strainer.pt", "--grid", "8", "--json")
+        inrdiag.load(tmp_path / "strainer.pt", head=3, **flags)
+    r = cli("rank", tmp_path / "strainer.pt", "--grid", "8", "--json", "--activation", "sine", "--w0", "30",
+            "--out-activation", "none")  # fmt: skip
     assert r.code == 0
     data = r.json()
     assert data["freeze_candidates"] == [0, 1, 2]

@@ -33,7 +33,7 @@ ActivationOpt = Annotated[
     str | None,
     typer.Option(
         "--activation",
-        help="Hidden activation: relu|sine|finer|gauss|tanh|gelu|softplus|leaky_relu.",
+        help="Hidden activation: relu|sine|finer|gauss|tanh|gelu|softplus|leaky_relu|sigmoid|selu|elu.",
         rich_help_panel=LOADING,
         show_default=False,
     ),
@@ -67,6 +67,43 @@ FrequenciesOpt = Annotated[
     typer.Option(
         "--frequencies",
         help="Positional encoding: number of frequencies L.",
+        rich_help_panel=LOADING,
+        show_default=False,
+    ),
+]
+OutActivationOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--out-activation",
+        help="Activation after the output layer: none|sine|sigmoid|tanh|relu|... (sine uses the hidden w0).",
+        rich_help_panel=LOADING,
+        show_default=False,
+    ),
+]
+PeConventionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--pe-convention",
+        help="Positional encoding formula: nerf-siren (SIREN/WIRE PosEncodingNeRF) | finer (FINER PEMLP) | "
+        "nerfstudio (NeRFEncoding) | inrdiag.",
+        rich_help_panel=LOADING,
+        show_default=False,
+    ),
+]
+PeMinExpOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--pe-min-exp",
+        help="nerfstudio NeRFEncoding: min_freq_exp (lowest frequency 2^e).",
+        rich_help_panel=LOADING,
+        show_default=False,
+    ),
+]
+PeMaxExpOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--pe-max-exp",
+        help="nerfstudio NeRFEncoding: max_freq_exp (highest frequency 2^e).",
         rich_help_panel=LOADING,
         show_default=False,
     ),
@@ -134,6 +171,10 @@ LOADING_OPTIONS: list[tuple[str, Any]] = [
     ("w0_hidden", W0HiddenOpt),
     ("encoding", EncodingOpt),
     ("frequencies", FrequenciesOpt),
+    ("pe_convention", PeConventionOpt),
+    ("pe_min_exp", PeMinExpOpt),
+    ("pe_max_exp", PeMaxExpOpt),
+    ("out_activation", OutActivationOpt),
     ("head", HeadOpt),
     ("model_code", ModelCodeOpt),
     ("model_args", ModelArgsOpt),

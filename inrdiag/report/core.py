@@ -5,30 +5,46 @@ from __future__ import annotations
 from .common import console, fmt, pyplot, save_figure, sparkline
 
 
-def render_info(loaded) -> None:
+def render_info(loaded, max_tensor_rows: int = 200) -> None:
+    """What was loaded and where each property came from. The tensor table shows at most
+    ``max_tensor_rows`` rows (used tensors first; ``info --json`` lists every one), so a file of a
+    million tiny tensors prints in a second, not a minute."""
     from rich.table import Table
 
     spec = loaded.spec
     c = console()
     src = loaded.sources
+
+    def line(label: str, value: str, *keys: str) -> None:
+        where = "; ".join(f"{k}: {src[k]}" if len(keys) > 1 else src[k] for k in keys if k in src)
+        c.print(f"  {label:<10} {value}" + (f"  [dim]({where})[/dim]" if where else ""), highlight=False)
+
     c.print(f"[bold]{loaded.path}[/bold]")
     c.print(f"  format     {loaded.file_format}")
     c.print(f"  layout     {loaded.layout}")
     act = spec.activation
-    c.print(f"  activation {act}  [dim]({src.get('activation', '')})[/dim]")
-    if act in ("sine", "finer", "gauss"):
-        c.print(
-            f"  w0         first {fmt(spec.w0)}, hidden {fmt(spec.w0_hidden)}  [dim]({src.get('w0', '')}; hidden: {src.get('w0_hidden', '')})[/dim]"
-        )
+    line("activation", act, "activation")
+    if act in ("sine", "finer", "gauss") or spec.out_activation in ("sine", "finer", "gauss"):
+        line("w0", f"first {fmt(spec.w0)}, hidden {fmt(spec.w0_hidden)}", "w0", "w0_hidden")
+    line("output", "linear" if spec.out_activation == "none" else spec.out_activation, "out_activation")
     enc = spec.encoding
+    keys = ["encoding"]
     if enc == "fourier":
-        enc += f" (B: {spec.fourier_features} x {spec.in_features})"
+        enc += f" ({spec.ff_convention}, B: {spec.fourier_features} x {spec.in_features}"
+        enc += ", then x)" if spec.ff_include_input else ")"
+        keys.append("ff_convention")
     elif enc == "positional":
-        enc += f" (L={spec.frequencies}, include_input={spec.include_input})"
-    c.print(f"  encoding   {enc}  [dim]({src.get('encoding', '')})[/dim]")
+        enc += f" ({spec.pe_convention}, L={spec.frequencies}, include_input={spec.include_input}"
+        if spec.pe_convention == "nerfstudio":
+            enc += f", exponents {fmt(spec.pe_min_exp)}..{fmt(spec.pe_max_exp)}"
+        enc += ")"
+        keys += ["pe_convention", "frequencies"]
+    line("encoding", enc, *keys)
     c.print(f"  input      {spec.in_features}-D coordinates -> {spec.out_features} output(s)")
-    if spec.batchnorm:
-        c.print(f"  batch norm after hidden layers {spec.batchnorm} (evaluated in eval mode)")
+    line("bias", "yes" if spec.bias else "no", "bias")
+    line("batch norm", f"after hidden layers {spec.batchnorm} (eval mode)" if spec.batchnorm else "none", "batchnorm")
+    if "order" in src:
+        line("order", "by key name", "order")
     if loaded.heads is not None:
         c.print(
             f"  cohort     {loaded.heads} heads, {loaded.shared_layers} shared layers; showing head {loaded.head} (--head D)"
@@ -47,9 +63,17 @@ def render_info(loaded) -> None:
     t = Table(title="tensors in the file", title_justify="left")
     for col in ("key", "shape", "dtype", "used", "role / why not"):
         t.add_column(col)
-    for ti in loaded.tensors:
+    rows = loaded.tensors
+    # Used tensors first, then the unused ones, up to max_tensor_rows in all.
+    shown = ([ti for ti in rows if ti.used] + [ti for ti in rows if not ti.used])[:max_tensor_rows]
+    for ti in shown:
         t.add_row(ti.key, str(ti.shape), ti.dtype, "yes" if ti.used else "[yellow]no[/yellow]", ti.role)
     c.print(t)
+    if len(rows) > len(shown):
+        unused = sum(1 for ti in rows if not ti.used)
+        c.print(
+            f"... and {len(rows) - len(shown):,} more entries ({unused:,} unused in all); `info --json` lists every one"
+        )
     if loaded.nonfinite:
         c.print(f"[red]non-finite values (NaN/Inf) in: {', '.join(loaded.nonfinite)}[/red]")
     for note in loaded.notes:
