@@ -618,7 +618,7 @@ class _CoordChain:
             a = self.m.linears[i](a)
             if i < self.last:
                 a = self.m.hidden_step(i, a)
-        return a
+        return self.m.output_step(a)
 
     def features(self, x: torch.Tensor, k: int) -> torch.Tensor:
         a = self.m.encoding(x)
@@ -639,7 +639,7 @@ class _CoordChain:
 
     def splice_pre(self, k: int, P: torch.Tensor) -> torch.Tensor:
         if k == self.last:
-            return P
+            return self.m.output_step(P)
         return self.head_forward(k + 1, self.m.hidden_step(k, P))
 
 

@@ -246,7 +246,7 @@ def test_coord_mlp_layers_and_loaded_names(tmp_path):
     assert as_adapter(ad) is ad
     seq = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 1)).double()
     torch.save(seq.state_dict(), tmp_path / "seq.pt")
-    loaded = inrdiag.load(tmp_path / "seq.pt", activation="relu")
+    loaded = inrdiag.load(tmp_path / "seq.pt", activation="relu", out_activation="none")
     la = as_adapter(loaded)
     assert [layer.name for layer in la.layers] == loaded.layer_keys
     assert rank_report(loaded, grid=6, device="cpu").layers[0].name == loaded.layer_keys[0]
@@ -618,3 +618,25 @@ def test_run_checks_on_a_plain_module():
     assert not bad.passed and bad.rows[0].detail == "linears.1.weight"
     mod = run_checks(build("modulated-siren"), pol, device="cpu", in_features=2)
     assert mod.rank.layers[2].representation is not None and mod.rows[1].detail.endswith("of 12")
+
+
+@pytest.mark.parametrize("out_activation", ["sigmoid", "sine", "tanh"])
+def test_coord_mlp_fast_path_keeps_the_output_activation(out_activation):
+    """The CoordMLP suffix passes (SAE splice and ablations) end with the output activation, as forward does."""
+    from inrdiag import ArchSpec, CoordMLP
+    from inrdiag.adapter import as_adapter
+
+    torch.manual_seed(0)
+    spec = ArchSpec(in_features=2, out_features=2, hidden=[8, 8], activation="sine", w0=30.0, w0_hidden=30.0,
+                    out_activation=out_activation)  # fmt: skip
+    model = CoordMLP(spec).double().eval()
+    ad = as_adapter(model)
+    x = torch.rand(20, 2, dtype=torch.float64) * 2 - 1
+    with torch.no_grad():
+        y = model(x)
+        for k in ad.hidden:
+            torch.testing.assert_close(ad.splice(x, k, ad.features(x, k)), y, rtol=0, atol=1e-15)
+        rec = ad.record(x)
+        assert set(rec.outputs) == set(range(len(ad.layers)))
+        for k, pre in rec.outputs.items():  # the last one: only the output activation is left to apply
+            torch.testing.assert_close(ad.splice_pre(x, k, pre.detach()), y, rtol=0, atol=1e-15)
