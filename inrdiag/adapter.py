@@ -584,7 +584,10 @@ class ModuleAdapter:
             return _replace_input(args, kwargs, z)
 
         with hooks([(self.linear(rep.reader), "pre", hook)]):
-            return self.module(x)
+            out = self.module(x)
+        if counter[0] <= rep.call:
+            raise ModuleError(f"the forward pass on these points did not reach layer {k}'s reader as in the probe")
+        return out
 
     def splice_pre(self, x: torch.Tensor | None, k: int, P: torch.Tensor) -> torch.Tensor:
         """``f(x)`` with linear layer k's output ``h_k`` replaced by ``P`` (N x out_k); k is called once
@@ -596,13 +599,19 @@ class ModuleAdapter:
             return self._chain.splice_pre(k, P)
         x = self._need_x(x, "splice_pre")
 
+        fired = []
+
         def hook(mod, args, kwargs, out):
+            fired.append(True)
             if out.shape != P.shape:
                 raise ModuleError(f"splice_pre: P has shape {list(P.shape)}, layer {k}'s output {list(out.shape)}")
             return P.clone()  # an in-place activation after the layer must not change the caller's P
 
         with hooks([(layer.module, "post", hook)]):
-            return self.module(x)
+            out = self.module(x)
+        if not fired:
+            raise ModuleError(f"the forward pass on these points did not call layer {k} as in the probe")
+        return out
 
 
 class _CoordChain:
