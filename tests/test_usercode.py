@@ -225,6 +225,16 @@ def test_every_diagnostic_runs_on_the_users_module(tmp_path, cli):
     assert r.json()["eigenvalues"][0] == pytest.approx(ref.eigenvalues[0], rel=1e-9)
     r = cli("check", path, "--grid", "12", "--min-inlet-effective-rank-fraction", "0.01", "--json", *code)
     assert r.code == 0, r.err
+    import imageio.v3 as iio
+    import numpy as np
+
+    img = tmp_path / "t.png"
+    iio.imwrite(img, (np.random.default_rng(0).random((10, 10)) * 255).astype(np.uint8))
+    sae = ["--atoms", "16", "--k", "2", "--steps", "5", "--batch-size", "32"]
+    r = cli("sae", path, "--layer", "2", "--target", img, *sae, "--json", *code)  # layer 2: read after the concat
+    assert r.code == 0, r.err
+    d = r.json()
+    assert d["layer_name"] == "layers.2" and d["width"] == 16 and d["metrics"]["model"] is not None
     # Without the code, the chain of linear layers does not describe this function: refused.
     r = cli("info", path, "--activation", "relu")
     assert r.code == 2
