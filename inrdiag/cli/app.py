@@ -18,10 +18,30 @@ app = typer.Typer(
     help="Diagnostics for coordinate MLPs (implicit neural representations): why an INR fits badly "
     "and what to change. Exit codes: 0 ok, 1 a `check` threshold failed, 2 bad input or usage.",
     add_completion=False,
+    rich_markup_mode=None,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"inrdiag {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    pass
+
 
 LOADING = "Model loading (what shapes cannot tell)"
 
@@ -181,3 +201,30 @@ def check_outputs(force: bool, **paths: str | None) -> None:
         if key in seen:
             raise InrdiagError(f"{seen[key]} and {name} both write {p}; give different paths")
         seen[key] = name
+
+
+#: What --help shows after an option that takes a value, by parameter name (set once here, for every command):
+#: paths say what they name, numbers and words their role. Flags show nothing.
+METAVARS = {
+    "model": "MODEL", "target": "TARGET", "folder": "DIR", "cohort": "FILE", "load_sae_dir": "DIR",
+    "out": "PATH", "output": "FILE", "plot": "FILE", "policy": "FILE", "atoms_png": "FILE", "recon": "FILE",
+    "save": "DIR", "test": "DIR", "device": "auto|cpu|cuda", "activation": "NAME", "encoding": "NAME",
+    "dtype": "float64|float32", "method": "auto|exact|lanczos", "kind": "topk|relu", "init": "NAME",
+    "inits": "A,B,...", "seeds": "S,...", "scheme": "NAME", "backbone": "NAME", "w0": "W0", "w0_hidden": "W0",
+    "lr": "LR", "tol": "TOL", "head": "D", "layer": "K", "k": "K", "l1": "COEF",
+}  # fmt: skip
+_BY_TYPE = {"int": "N", "float": "X", "str": "TEXT"}
+
+
+def apply_metavars(group) -> None:
+    """Give every value-taking parameter of every command a metavar (``METAVARS``, else N / X / TEXT by type);
+    an argument shows its metavar alone (no ``<str>`` after it)."""
+    for cmd in group.commands.values():
+        for p in cmd.params:
+            if p.metavar is not None or getattr(p, "is_flag", False) or p.name == "help":
+                continue
+            kind = p.bare_type() if hasattr(p, "bare_type") else ""
+            p.metavar = METAVARS.get(p.name) or _BY_TYPE.get(kind) or "VALUE"
+            if p.param_type_name == "argument":
+                p.display_type_rich = lambda ctx: None
+

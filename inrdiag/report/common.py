@@ -16,8 +16,23 @@ def console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False, soft_wrap=False)
 
 
+#: Version of the JSON layout every command prints (and of JSON written to files): raised when a key is
+#: renamed or removed or its meaning changes; adding keys keeps it.
+SCHEMA_VERSION = 1
+
+
+def versioned(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with ``schema_version`` and ``inrdiag_version`` first."""
+    from .. import __version__
+
+    return {"schema_version": SCHEMA_VERSION, "inrdiag_version": __version__, **data}
+
+
 def emit_json(data: Any) -> None:
-    """Print ``data`` as the only thing on stdout (NaN/Inf become null: JSON has no such numbers)."""
+    """Print ``data`` as the only thing on stdout (NaN/Inf become null: JSON has no such numbers); an object
+    gets ``schema_version`` and ``inrdiag_version`` first."""
+    if isinstance(data, dict):
+        data = versioned(data)
     sys.stdout.write(json.dumps(_clean(data), indent=2, sort_keys=False) + "\n")
     sys.stdout.flush()
 

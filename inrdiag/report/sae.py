@@ -11,17 +11,53 @@ def _metric(name: str, v: float | None) -> str:
     return f"{v:.2f} dB" if name == "PSNR" else f"{v:.4f}"
 
 
-def render_sae(rep, show_n: int = 10) -> None:
+def _where(layer: int) -> str:
+    return "the inlet (layer 0)" if layer == 0 else f"layer {layer}"
+
+
+def describe_file(src: dict) -> tuple[str, str]:
+    """(architecture as the file states it, how and on what it was trained) for a loaded SAE file."""
+    arch = src["architecture"]
+    if arch == "topk":
+        what = f"TopK k={src['k']}" + (" (rescale_acts_by_decoder_norm, folded exactly)"
+                                       if src.get("rescale_acts_by_decoder_norm") else "")  # fmt: skip
+    elif arch == "jumprelu":
+        t = src["threshold"]
+        what = f"JumpReLU, thresholds {fmt(t['min'])}..{fmt(t['max'])} (median {fmt(t['median'])})"
+        if src.get("converted_from") == "topk_threshold":
+            what += ", from a BatchTopK training file"
+    else:
+        what = "ReLU (SAELens 'standard')"
+    tr = src.get("training") or {}
+    if tr.get("by") == "inrdiag":
+        how = f"trained by inrdiag: {tr.get('steps')} steps, batch {tr.get('batch_size')}, Adam lr {tr.get('lr')}"
+        how += f", L1 {tr.get('l1')}" if tr.get("kind") == "relu" else ""
+    elif tr:
+        how = "training settings: " + ", ".join(f"{k} {v}" for k, v in tr.items() if k != "by")
+    else:
+        how = "training settings not in the file"
+    version = f" (SAELens format {src['sae_lens_version']})" if src.get("sae_lens_version") else ""
+    how += f"; written by {src['written_by']}{version}; model {src.get('model_name') or 'not recorded'}, "
+    how += f"hook {src.get('hook_name') or 'not recorded'}"
+    return what, how
+
+
+def render_sae(rep, show_n: int = 10, source: dict | None = None) -> None:
     from rich.table import Table
 
     c = console()
     cfg = rep.config
-    arch = f"TopK k={cfg.k}" if cfg.kind == "topk" else f"ReLU + L1 {cfg.l1:g}"
-    trained = (
-        f"{cfg.steps} steps, batch {cfg.batch_size}, Adam lr {cfg.lr:g}, seed {cfg.seed}" if cfg.steps else "loaded"
-    )
-    c.print(f"SAE on layer {rep.layer} ({rep.layer_name}, {rep.width} units) over {rep.points:,} grid points "
-            f"{'x'.join(map(str, rep.grid))}: {cfg.atoms} atoms, {arch}; {trained}")  # fmt: skip
+    grid = f"{rep.points:,} grid points {'x'.join(map(str, rep.grid))}"
+    if source:
+        what, how = describe_file(source)
+        c.print(f"SAE from {source['folder']} on {_where(rep.layer)} ({rep.layer_name}, {rep.width} units) over "
+                f"{grid}: {source['d_sae']} atoms, {what}")  # fmt: skip
+        c.print(f"  {how}")
+    else:
+        arch = f"TopK k={cfg.k}" if cfg.kind == "topk" else f"ReLU + L1 {cfg.l1:g}"
+        trained = f"{cfg.steps} steps, batch {cfg.batch_size}, Adam lr {cfg.lr:g}, seed {cfg.seed}"
+        c.print(f"SAE on {_where(rep.layer)} ({rep.layer_name}, {rep.width} units) over {grid}: {cfg.atoms} "
+                f"atoms, {arch}; {trained}")  # fmt: skip
     t = Table(title="reconstruction", title_justify="left")
     t.add_column("metric")
     t.add_column("value", justify="right")
@@ -30,7 +66,7 @@ def render_sae(rep, show_n: int = 10) -> None:
     t.add_row("L0 (active atoms per point)", fmt(rep.l0))
     t.add_row("dead atoms (never fire on the grid)", f"{rep.dead_fraction:.1%}")
     t.add_row(f"{m}: network", _metric(m, rep.metric_model))
-    t.add_row(f"{m}: SAE spliced in at layer {rep.layer}", _metric(m, rep.metric_spliced))
+    t.add_row(f"{m}: SAE spliced in at {_where(rep.layer)}", _metric(m, rep.metric_spliced))
     c.print(t)
     s = rep.summary()
     cov, spr = s["coverage"], s["spread"]
