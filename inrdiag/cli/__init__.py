@@ -89,8 +89,8 @@ def _click_exceptions():
 def _command():
     import typer.main
 
-    from .app import apply_metavars
+    from .app import finish_help
 
     group = typer.main.get_command(app)
-    apply_metavars(group)
+    finish_help(group)
     return group

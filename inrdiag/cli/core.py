@@ -8,7 +8,7 @@ import typer
 
 from .app import (DeviceOpt, ForceOpt, GridOpt, JsonOpt,
                   ModelArg, PlotOpt, TolOpt, app, load_model, show)  # fmt: skip
-from .app import Loading, with_loading
+from .app import Loading, with_loading, wrote
 
 
 @app.command()
@@ -49,6 +49,7 @@ def rank(
 
         plot_rank(rep, plot, force)
     show(json, rep.to_dict(), "core:render_rank", rep)
+    wrote(json, "plot", plot)
 
 
 @app.command()

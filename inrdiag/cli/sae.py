@@ -8,7 +8,7 @@ import typer
 
 from .app import (DeviceOpt, ForceOpt, JsonOpt, ModelArg,
                   app, check_outputs, load_model, show)  # fmt: skip
-from .app import Loading, with_loading
+from .app import Loading, with_loading, wrote
 
 SAE = "Sparse autoencoder"
 
@@ -130,7 +130,7 @@ def sae_cmd(
     if atoms_png:
         from ..report.sae import plot_atoms
 
-        plot_atoms(rep, codes, tgt.shape, atoms_png, force)
+        plot_atoms(rep, codes, tgt.shape, atoms_png, force, target=tgt)
     if out:
         from ..sae_io import save_sae
 
@@ -144,6 +144,7 @@ def sae_cmd(
         kind = "jumprelu" if source["architecture"] == "jumprelu" else data["sae"]["kind"]
         data["sae"] = {**data["sae"], **unknown, "kind": kind, "architecture": source["architecture"], "file": source}
     show(json, data, "sae:render_sae", rep, show_n, source)
+    wrote(json, "atom maps", atoms_png)
 
 
 def resolve_target(loaded, target: str | None, grid: int | None):
