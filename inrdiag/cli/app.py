@@ -230,7 +230,7 @@ METAVARS = {
     "out": "PATH", "output": "FILE", "plot": "FILE", "policy": "FILE", "atoms_png": "FILE", "recon": "FILE",
     "save": "FILE", "test": "DIR", "dest": "DIR", "device": "auto|cpu|cuda", "activation": "NAME", "encoding": "NAME",
     "dtype": "float64|float32", "method": "auto|exact|lanczos", "kind": "topk|relu", "init": "NAME",
-    "inits": "A,B,...", "seeds": "S,...", "scheme": "NAME", "backbone": "NAME", "w0": "W0", "w0_hidden": "W0",
+    "inits": "A,B,...", "scheme": "NAME", "backbone": "NAME", "w0": "W0", "w0_hidden": "W0",
     "lr": "LR", "tol": "TOL", "head": "D", "layer": "K", "k": "K", "l1": "COEF",
 }  # fmt: skip
 _BY_TYPE = {"int": "N", "float": "X", "str": "TEXT"}
@@ -252,7 +252,7 @@ HELP = {
             ["inrdiag fit examples/images/camera.png --init rank-expand --steps 300", "-o fit.safetensors",
              "--plot fit.png"]),
     "compare": ("The same budget under several inits and seeds, one table.",
-                ["inrdiag compare examples/images/camera.png --inits default,rank-expand", "--seeds 1,2 --steps 300"]),
+                ["inrdiag compare examples/images/camera.png --inits default,rank-expand", "--seeds 2 --steps 300"]),
     "reinit": ("Re-initialise only the inlet of a checkpoint.",
                ["inrdiag reinit examples/checkpoints/relu_4x256.safetensors", "--scheme rank-expand -o re.safetensors"]),
     "cohort-train": ("One shared encoder and one head per image, trained jointly.",
