@@ -49,6 +49,8 @@ _EXPORTS = {
     "train_sae": "sae",
     "save_sae": "sae_io",
     "load_sae": "sae_io",
+    "sample_data_dir": "sample_data",
+    "write_examples": "sample_data",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

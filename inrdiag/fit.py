@@ -125,6 +125,9 @@ class FitResult:
     parameters: int
     model: Any = field(default=None, repr=False)
     notes: list[str] = field(default_factory=list)
+    #: With --holdout-stride: the metric on the held-out points (eval mode) at about 50 steps.
+    heldout_step: list[int] = field(default_factory=list)
+    heldout_curve: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -134,6 +137,7 @@ class FitResult:
             "init_inlet": {"effective_rank": self.init_inlet_effective_rank,
                            "numerical_rank": self.init_inlet_numerical_rank},
             "curve": {"step": self.curve_step, "loss": self.curve_loss, "metric": self.curve_metric},
+            "heldout_curve": {"step": self.heldout_step, "metric": self.heldout_curve},
             "ranks": [r.to_dict() for r in self.ranks], "seconds": self.seconds,
             "steps_per_second": self.steps_per_second, "device": self.device, "batch_size": self.batch_size,
             "train_points": self.train_points, "parameters": self.parameters, "notes": self.notes,
@@ -251,6 +255,9 @@ def _fit(target, cfg: FitConfig, progress: Progress | None) -> FitResult:
     curve_loss: list[float] = []
     curve_metric: list[float] = []
     ranks: list[RankRecord] = []
+    held_every = max(1, cfg.steps // 50)
+    held_step: list[int] = []
+    held_curve: list[float] = []
     if cfg.track_rank:
         ranks.append(_rank_record(0, model, target.shape, cfg.tol, dev))
     model.train()
@@ -278,6 +285,13 @@ def _fit(target, cfg: FitConfig, progress: Progress | None) -> FitResult:
             curve_metric.append(m)
             if progress is not None:
                 progress(step, cfg.steps, loss_value, m)
+        if mask is not None and (step % held_every == 0 or step == cfg.steps or step == 1):
+            r0 = time.perf_counter()
+            model.eval()  # no gradients and no batch-norm statistics updated: training is unchanged
+            held_step.append(step)
+            held_curve.append(metric(kind, predict(model, coords_all[~mask]), values_all[~mask]))
+            model.train()
+            rank_time += time.perf_counter() - r0
         if cfg.track_rank and (step % cfg.track_rank == 0 or step == cfg.steps):
             r0 = time.perf_counter()
             ranks.append(_rank_record(step, model, target.shape, cfg.tol, dev))
@@ -297,7 +311,8 @@ def _fit(target, cfg: FitConfig, progress: Progress | None) -> FitResult:
         init_inlet_effective_rank=init_rank.effective_rank, init_inlet_numerical_rank=init_rank.numerical_rank,
         curve_step=curve_step, curve_loss=curve_loss, curve_metric=curve_metric, ranks=ranks, seconds=seconds,
         steps_per_second=cfg.steps / seconds if seconds > 0 else math.inf, device=str(dev), batch_size=batch,
-        train_points=n, parameters=model.num_parameters, model=model.cpu(), notes=notes,
+        train_points=n, parameters=model.num_parameters, model=model.cpu(), notes=notes, heldout_step=held_step,
+        heldout_curve=held_curve,
     )  # fmt: skip
 
 

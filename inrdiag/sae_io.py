@@ -1,4 +1,22 @@
-"""SAE files in SAELens's layout: ``sae_weights.safetensors`` (W_enc, W_dec, b_enc, b_dec) + ``cfg.json``."""
+"""SAE files in SAELens's layout: ``sae_weights.safetensors`` (W_enc, W_dec, b_enc, b_dec) + ``cfg.json``.
+
+What SAELens 6 does, and so what these functions match (read from its source, ``sae_lens/saes/*.py`` and
+``sae_lens/loading/pretrained_sae_loaders.py``):
+
+- ``cfg.json`` keeps its nested ``metadata`` (model, hook, and anything else) only when
+  ``metadata.sae_lens_version`` parses as >= 6.0.0-rc.0; otherwise SAELens treats the file as pre-6.0 and
+  keeps only a fixed list of top-level keys. So ``save_sae`` writes a 6.x version string.
+- ``standard``: ``f = relu((x - b_dec) W_enc + b_enc)``, ``x_hat = f W_dec + b_dec``.
+- ``topk``: ``h = (x - b_dec) W_enc + b_enc``; with ``rescale_acts_by_decoder_norm`` (SAELens's training
+  default) ``h_j *= ||W_dec[j]||``; ``f`` = ReLU of the k largest ``h``; decoding divides ``f_j`` by
+  ``||W_dec[j]||`` again. Folding ``n_j = ||W_dec[j]||`` into the weights (``W_enc[:, j] n_j``, ``b_enc[j] n_j``,
+  ``W_dec[j] / n_j``) gives the same codes and reconstruction with no rescaling (SAELens's ``fold_W_dec_norm``),
+  which is how it is loaded here.
+- ``jumprelu``: ``f = relu(h) * (h > threshold)`` with a per-atom ``threshold`` tensor (older training files:
+  ``log_threshold``); a negative threshold gates nothing beyond the ReLU. BatchTopK SAEs are saved for
+  inference as ``jumprelu`` with one shared threshold (its training files, ``batchtopk``, hold a scalar
+  ``topk_threshold`` and are converted the same way).
+"""
 
 from __future__ import annotations
 
@@ -7,18 +25,34 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from . import __version__
+from .report.common import SCHEMA_VERSION
 from .sae import CFG_FILE, SAELENS_ARCH, WEIGHTS_FILE, SAEConfig, SAEError, make_sae
+
+#: ``metadata.sae_lens_version`` written to cfg.json: the SAELens 6 config format (SAELens writes its own
+#: version, e.g. "6.18.0"; any value >= 6.0.0-rc.0 makes it keep the metadata as written).
+SAELENS_FORMAT_VERSION = "6.0.0"
+#: cfg.json keys of SAELens training configs that describe how an SAE was trained (shown when present).
+SAELENS_TRAINING_KEYS = ("l1_coefficient", "lp_norm", "l0_coefficient", "aux_loss_coefficient", "decoder_init_norm",
+                         "jumprelu_init_threshold", "jumprelu_bandwidth", "topk_threshold_lr", "lr",
+                         "training_tokens", "train_batch_size_tokens", "context_size", "dataset_path")  # fmt: skip
 
 
 def saelens_cfg(sae, cfg: SAEConfig, meta: dict | None = None) -> dict[str, Any]:
+    """cfg.json as SAELens 6 writes it: inference fields at top level, everything else under ``metadata``
+    (kept by SAELens because ``metadata.sae_lens_version`` is a 6.x version)."""
+    arch = getattr(sae, "architecture", SAELENS_ARCH[sae.kind])
     out = {
-        "architecture": SAELENS_ARCH[sae.kind], "d_in": sae.d_in, "d_sae": sae.d_sae,
+        "architecture": arch, "d_in": sae.d_in, "d_sae": sae.d_sae,
         "dtype": str(sae.W_enc.dtype).replace("torch.", ""),
         "device": "cpu", "apply_b_dec_to_input": True, "normalize_activations": "none",
-        "reshape_activations": "none", "metadata": dict(meta or {}),
+        "reshape_activations": "none",
+        "metadata": {"sae_lens_version": SAELENS_FORMAT_VERSION, "sae_lens_training_version": None,
+                     "inrdiag_version": __version__, "schema_version": SCHEMA_VERSION, **(meta or {})},
     }  # fmt: skip
-    if sae.kind == "topk":
+    if arch == "topk":
         out["k"] = sae.k
+        out["rescale_acts_by_decoder_norm"] = False  # decoder norms are folded into the weights
     out["metadata"]["inrdiag"] = asdict(cfg)
     return out
 
@@ -59,7 +93,7 @@ def loaded_config(sae, cfg: dict) -> SAEConfig:
     """The SAEConfig describing a loaded SAE (its training settings when inrdiag wrote it; steps 0 otherwise)."""
     from dataclasses import fields
 
-    meta = ((cfg.get("metadata") or {}) if isinstance(cfg.get("metadata"), dict) else {}).get("inrdiag") or {}
+    meta = _meta(cfg).get("inrdiag") or {}
     known = {f.name for f in fields(SAEConfig)}
     base = {k: v for k, v in meta.items() if k in known} if isinstance(meta, dict) else {}
     if not base:
@@ -75,9 +109,76 @@ def loaded_config(sae, cfg: dict) -> SAEConfig:
         return SAEConfig(atoms=sae.d_sae, kind=sae.kind, k=sae.k or 1, steps=0)
 
 
+def _meta(cfg: dict) -> dict:
+    meta = cfg.get("metadata")
+    return meta if isinstance(meta, dict) else {}
+
+
+def sae_file_info(folder, sae, cfg: dict) -> dict[str, Any]:
+    """What a loaded SAE file says about itself, for reports: its architecture and sparsity settings as
+    the file states them, who wrote it, the model and hook it was trained on, and its training settings
+    (inrdiag's ``metadata.inrdiag``, or the training keys of a SAELens training config)."""
+    meta = _meta(cfg)
+    arch = getattr(sae, "architecture", SAELENS_ARCH[sae.kind])
+    info: dict[str, Any] = {
+        "folder": str(folder), "architecture": arch, "d_in": sae.d_in, "d_sae": sae.d_sae,
+        "dtype": str(sae.W_enc.dtype).replace("torch.", ""),
+        "written_by": "inrdiag" if isinstance(meta.get("inrdiag"), dict) else "SAELens",
+        "sae_lens_version": meta.get("sae_lens_version", cfg.get("sae_lens_version")),
+        "model_name": meta.get("model_name", cfg.get("model_name")),
+        "hook_name": meta.get("hook_name", cfg.get("hook_name", cfg.get("hook_point"))),
+        "apply_b_dec_to_input": bool(cfg.get("apply_b_dec_to_input", True)),
+    }  # fmt: skip
+    if arch == "topk":
+        info["k"] = sae.k
+        info["rescale_acts_by_decoder_norm"] = bool(getattr(sae, "rescaled", False))
+    if arch == "jumprelu":
+        t = sae.threshold.detach().double().clamp_min(0)
+        info["threshold"] = {"min": float(t.min()), "median": float(t.median()), "max": float(t.max())}
+        info["converted_from"] = getattr(sae, "converted_from", None)
+    ours = meta.get("inrdiag")
+    if isinstance(ours, dict) and isinstance(ours.get("steps"), int) and ours["steps"] > 0:
+        info["training"] = {"by": "inrdiag", **ours}
+    else:  # a SAELens training config carries its settings at top level; an inference config carries none
+        theirs = {k: cfg[k] for k in SAELENS_TRAINING_KEYS if k in cfg}
+        info["training"] = {"by": "SAELens", **theirs} if theirs else None
+    return info
+
+
+def _jumprelu_sae(d_in: int, d_sae: int, dtype):
+    """A JumpReLU SAE on the engine's module: the same parameters plus a per-atom ``threshold``;
+    codes ``relu(h) * (h > threshold)`` = ``h * (h > max(threshold, 0))``, dense like the ReLU kind."""
+    import torch
+    from torch import nn
+
+    from .sae import _sae_module
+
+    class JumpReLUSAE(_sae_module()):
+        architecture = "jumprelu"
+
+        def __init__(self):
+            super().__init__(d_in, d_sae, "relu", 0, dtype)
+            self.threshold = nn.Parameter(torch.zeros(d_sae, dtype=dtype), requires_grad=False)
+
+        def encode_sparse(self, x):
+            h = self.pre(x)
+            return h * (h > self.threshold.clamp_min(0)).to(h.dtype), None
+
+    return JumpReLUSAE()
+
+
+def _flag(d: Path, cfg: dict, key: str, default: bool) -> bool:
+    v = cfg.get(key, default)
+    if not isinstance(v, bool):
+        raise SAEError(f"{d / CFG_FILE}: {key} must be true or false, got {v!r}")
+    return v
+
+
 def load_sae(folder):
-    """Read an SAE saved by ``save_sae`` or by SAELens (architectures ``topk`` and ``standard``; SAELens
-    before 6.0 wrote TopK SAEs as ``standard`` with ``activation_fn_str: "topk"``). Returns (sae, cfg dict)."""
+    """Read an SAE saved by ``save_sae`` or by SAELens: architectures ``standard``, ``topk`` (with or without
+    ``rescale_acts_by_decoder_norm``, folded exactly), ``jumprelu`` (also BatchTopK's inference files) and
+    ``batchtopk`` training files; SAELens before 6.0 wrote TopK SAEs as ``standard`` with
+    ``activation_fn_str: "topk"``. Returns (sae, cfg dict)."""
     import torch
     from safetensors.torch import load_file
 
@@ -104,15 +205,16 @@ def load_sae(folder):
         )
     if arch == "standard" and act == "topk":  # SAELens < 6.0
         arch, cfg = "topk", {**cfg, "k": kwargs.get("k", cfg.get("k"))}
-    kind = {v: k for k, v in SAELENS_ARCH.items()}.get(arch)
-    if kind is None:
-        raise SAEError(f"{d}: SAE architecture {arch!r} is not supported (topk, standard)")
+    allowed = ("standard", "topk", "jumprelu", "batchtopk")
+    if arch not in allowed:
+        raise SAEError(f"{d}: SAE architecture {arch!r} is not supported ({', '.join(allowed)})")
     if arch == "standard" and act not in (None, "relu"):
         raise SAEError(f"{d}: activation {act!r} is not supported (relu, topk)")
-    for key, ok in (("normalize_activations", (None, "none")), ("reshape_activations", (None, "none")),
-                    ("rescale_acts_by_decoder_norm", (None, False))):  # fmt: skip
+    for key, ok in (("normalize_activations", (None, "none")), ("reshape_activations", (None, "none"))):
         if cfg.get(key) not in ok:
             raise SAEError(f"{d}: {key} = {cfg.get(key)!r} is not supported")
+    # SAELens's defaults: False for the inference TopK config, True for its training configs (batchtopk)
+    rescale = arch in ("topk", "batchtopk") and _flag(d, cfg, "rescale_acts_by_decoder_norm", arch == "batchtopk")
     missing = {"W_enc", "W_dec", "b_enc", "b_dec"} - set(state)
     if missing:
         raise SAEError(f"{d}: missing tensors {sorted(missing)}")
@@ -126,19 +228,64 @@ def load_sae(folder):
             raise SAEError(f"{d}: {key} has shape {list(state[key].shape)}, expected {list(shp)} (W_enc is "
                            f"{d_in} x {d_sae})")  # fmt: skip
     k = 0
-    if kind == "topk":
+    if arch == "topk":
         raw = cfg.get("k")
         if isinstance(raw, bool) or not isinstance(raw, (int, float)) or int(raw) != raw:
             raise SAEError(f"{d}: a topk SAE needs an integer k in {CFG_FILE}, got {raw!r}")
         k = int(raw)
         if not 1 <= k <= d_sae:
             raise SAEError(f"{d}: k = {k} is outside 1..d_sae ({d_sae})")
-    if not all(bool(torch.isfinite(t).all()) for t in (W_enc, W_dec, b_enc, b_dec)):
+    threshold, source = None, None
+    if arch in ("jumprelu", "batchtopk"):
+        threshold, source = _threshold(d, arch, state, d_sae)
+    tensors = [W_enc, W_dec, b_enc, b_dec] + ([threshold] if threshold is not None else [])
+    if not all(bool(torch.isfinite(t).all()) for t in tensors):
         raise SAEError(f"{d}: the SAE's weights hold NaN or Inf")
-    sae = make_sae(d_in, d_sae, kind, k, dtype=W_enc.dtype)
-    sae.load_state_dict({"W_enc": W_enc, "b_enc": b_enc.to(W_enc.dtype), "W_dec": W_dec.to(W_enc.dtype),
-                         "b_dec": b_dec.to(W_enc.dtype)})  # fmt: skip
-    if not cfg.get("apply_b_dec_to_input", True):
-        with torch.no_grad():  # SAELens without the subtraction: fold -b_dec W_enc into b_enc
+    dt = W_enc.dtype
+    if threshold is not None:
+        sae = _jumprelu_sae(d_in, d_sae, dt)
+        sae.converted_from = source
+    else:
+        sae = make_sae(d_in, d_sae, {"topk": "topk", "standard": "relu"}[arch], k, dtype=dt)
+    sae.load_state_dict({"W_enc": W_enc, "b_enc": b_enc.to(dt), "W_dec": W_dec.to(dt), "b_dec": b_dec.to(dt),
+                         **({"threshold": threshold.to(dt)} if threshold is not None else {})}, strict=True)  # fmt: skip
+    with torch.no_grad():
+        if not _flag(d, cfg, "apply_b_dec_to_input", True):  # no subtraction: fold -b_dec W_enc into b_enc
             sae.b_enc += sae.b_dec @ sae.W_enc
+        if rescale:
+            _fold_decoder_norms(d, sae)
+    sae.rescaled = rescale
     return sae.eval(), cfg
+
+
+def _threshold(d: Path, arch: str, state: dict, d_sae: int):
+    """The per-atom JumpReLU threshold: ``threshold``, exp(``log_threshold``) (older training files), or a
+    BatchTopK training file's scalar ``topk_threshold`` for every atom (what SAELens saves for inference)."""
+    import torch
+
+    if "threshold" in state:
+        t, src = state["threshold"], None
+    elif "log_threshold" in state:
+        t, src = torch.exp(state["log_threshold"].double()), "log_threshold"
+    elif "topk_threshold" in state and state["topk_threshold"].numel() == 1:
+        t, src = torch.full((d_sae,), float(state["topk_threshold"]), dtype=torch.float64), "topk_threshold"
+    else:
+        raise SAEError(f"{d}: a {arch} SAE needs a 'threshold' tensor (d_sae,) in {WEIGHTS_FILE}")
+    if tuple(t.shape) != (d_sae,):
+        raise SAEError(f"{d}: threshold has shape {list(t.shape)}, expected [{d_sae}]")
+    return t, src
+
+
+def _fold_decoder_norms(d: Path, sae) -> None:
+    """``rescale_acts_by_decoder_norm``: with n_j = ||W_dec[j]||, SAELens selects and reports the codes of
+    ``h * n`` and decodes ``(f / n) W_dec``. The same SAE without rescaling has ``W_enc[:, j] n_j``,
+    ``b_enc[j] n_j`` and ``W_dec[j] / n_j`` (computed in float64, then rounded once to the file's dtype)."""
+    n = sae.W_dec.detach().double().norm(dim=1)
+    if not bool((n > 0).all()):
+        j = int((n <= 0).nonzero()[0])
+        raise SAEError(f"{d}: rescale_acts_by_decoder_norm with a zero decoder row (atom {j}): codes undefined")
+    dt = sae.W_enc.dtype
+    sae.W_enc.copy_((sae.W_enc.double() * n).to(dt))
+    sae.b_enc.copy_((sae.b_enc.double() * n).to(dt))
+    sae.W_dec.copy_((sae.W_dec.double() / n[:, None]).to(dt))
+    # a BatchTopK threshold already applies to the rescaled pre-activations h * n: it stays as it is

@@ -76,7 +76,7 @@ def test_sae_on_fitted_model(cli, fitted, tmp_path):
 def test_sae_table_and_seed(cli, fitted):
     r = cli("sae", fitted, "--layer", "0", *SAE, "--kind", "relu", "--ablate", "3")
     assert r.code == 0, r.err
-    assert "FVU" in r.out and "single-atom ablations (3 atoms" in r.out and "spliced in at layer 0" in r.out
+    assert "FVU" in r.out and "single-atom ablations (3 atoms" in r.out and "spliced in at the inlet (layer 0)" in r.out
     a = cli("sae", fitted, "--layer", "0", *SAE, "--json", "--seed", "4").json()
     b = cli("sae", fitted, "--layer", "0", *SAE, "--json", "--seed", "4").json()
     for key in ("metrics", "atoms", "final_loss"):

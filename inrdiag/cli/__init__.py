@@ -15,6 +15,7 @@ from . import ntk  # noqa: F401
 from . import fit  # noqa: F401
 from . import cohort  # noqa: F401
 from . import sae  # noqa: F401
+from . import examples  # noqa: F401
 from .app import app
 
 __all__ = ["app", "main"]
@@ -88,4 +89,8 @@ def _click_exceptions():
 def _command():
     import typer.main
 
-    return typer.main.get_command(app)
+    from .app import finish_help
+
+    group = typer.main.get_command(app)
+    finish_help(group)
+    return group

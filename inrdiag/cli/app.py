@@ -18,10 +18,29 @@ app = typer.Typer(
     help="Diagnostics for coordinate MLPs (implicit neural representations): why an INR fits badly "
     "and what to change. Exit codes: 0 ok, 1 a `check` threshold failed, 2 bad input or usage.",
     add_completion=False,
+    rich_markup_mode=None,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"inrdiag {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    pass
+
 
 LOADING = "Model loading (what shapes cannot tell)"
 
@@ -151,7 +170,20 @@ InFeaturesOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present) | cpu | cuda.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print only JSON on stdout.")]
-PlotOpt = Annotated[str | None, typer.Option("--plot", help="Write a PNG plot to this path.", show_default=False)]
+
+
+def _plot_path(value: str | None) -> str | None:
+    """--plot: refuse an extension other than .png/.pdf/.svg before any work."""
+    if value is not None and value.lower().rsplit(".", 1)[-1] not in ("png", "pdf", "svg"):
+        raise typer.BadParameter(f"{value}: give a .png, .pdf or .svg path (the extension picks the format)")
+    return value
+
+
+PlotOpt = Annotated[
+    str | None,
+    typer.Option("--plot", help="Write a plot here: .png, or .pdf/.svg (vector).", show_default=False,
+                 callback=_plot_path),
+]  # fmt: skip
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
 GridOpt = Annotated[
     int | None,
@@ -263,6 +295,14 @@ def show(json: bool, data, renderer: str, *args) -> None:
         getattr(importlib.import_module(f"..report.{module}", __package__), func)(*args)
 
 
+def wrote(json: bool, what: str, path: str | None) -> None:
+    """Say ``wrote <what>: PATH`` after the table (not with --json: stdout is JSON only)."""
+    if path and not json:
+        from ..report.common import console
+
+        console().print(f"wrote {what}: {path}")
+
+
 def check_outputs(force: bool, **paths: str | None) -> None:
     """Refuse existing outputs (without --force) and two outputs on one path, before any work."""
     from pathlib import Path
@@ -278,3 +318,70 @@ def check_outputs(force: bool, **paths: str | None) -> None:
         if key in seen:
             raise InrdiagError(f"{seen[key]} and {name} both write {p}; give different paths")
         seen[key] = name
+
+
+#: What --help shows after an option that takes a value, by parameter name (set once here, for every command):
+#: paths say what they name, numbers and words their role. Flags show nothing.
+METAVARS = {
+    "model": "MODEL", "target": "TARGET", "folder": "DIR", "cohort": "FILE", "load_sae_dir": "DIR",
+    "out": "PATH", "output": "FILE", "plot": "FILE", "policy": "FILE", "atoms_png": "FILE", "recon": "FILE",
+    "save": "FILE", "test": "DIR", "dest": "DIR", "device": "auto|cpu|cuda", "activation": "NAME", "encoding": "NAME",
+    "dtype": "float64|float32", "method": "auto|exact|lanczos", "kind": "topk|relu", "init": "NAME",
+    "inits": "A,B,...", "scheme": "NAME", "backbone": "NAME", "w0": "W0", "w0_hidden": "W0",
+    "lr": "LR", "tol": "TOL", "head": "D", "layer": "K", "k": "K", "l1": "COEF",
+}  # fmt: skip
+_BY_TYPE = {"int": "N", "float": "X", "str": "TEXT"}
+
+
+#: Per command: (the one-line summary in ``inrdiag --help``, one example shown at the end of its --help).
+#: Examples use the sample data as ``inrdiag examples examples`` writes it, so they run from any folder.
+HELP = {
+    "info": ("What was loaded: format, layout, layers, unused tensors.",
+             ["inrdiag info examples/checkpoints/siren_3x64.safetensors"]),
+    "rank": ("Weight stable ranks, layer spectra, freeze depth.",
+             ["inrdiag rank examples/checkpoints/relu_4x256.safetensors --plot rank.png"]),
+    "check": ("CI gate on rank thresholds (exit 0 pass, 1 fail, 2 bad input).",
+              ["inrdiag check examples/checkpoints/relu_4x256.safetensors", "--min-weight-stable-rank 10"]),
+    "ntk": ("Empirical NTK spectrum and its exact layer-wise split.",
+            ["inrdiag ntk examples/checkpoints/siren_3x64.safetensors", "--target examples/images/camera.png",
+             "--plot ntk.png"]),
+    "fit": ("Fit an image or occupancy grid from a chosen inlet init.",
+            ["inrdiag fit examples/images/camera.png --init rank-expand --steps 300", "-o fit.safetensors",
+             "--plot fit.png"]),
+    "compare": ("The same budget under several inits and seeds, one table.",
+                ["inrdiag compare examples/images/camera.png --inits default,rank-expand", "--seeds 2 --steps 300"]),
+    "reinit": ("Re-initialise only the inlet of a checkpoint.",
+               ["inrdiag reinit examples/checkpoints/relu_4x256.safetensors", "--scheme rank-expand -o re.safetensors"]),
+    "cohort-train": ("One shared encoder and one head per image, trained jointly.",
+                     ["inrdiag cohort-train examples/cohort -o cohort.safetensors --steps 300"]),
+    "freeze-sweep": ("Fit held-out images with k = 0..K encoder layers frozen.",
+                     ["inrdiag freeze-sweep examples/cohort --steps 100 --plot sweep.png"]),
+    "sae": ("Sparse autoencoder on a layer's activations, atoms, ablations.",
+            ["inrdiag sae fit.safetensors --layer 1 --atoms 1024 --atoms-png atoms.png"]),
+    "examples": ("Copy the bundled sample data into a folder.", ["inrdiag examples examples"]),
+}  # fmt: skip
+
+
+def finish_help(group) -> None:
+    """One place for what --help shows beyond each command's own text: the summary line, one example,
+    and metavars (below)."""
+    for name, cmd in group.commands.items():
+        if name in HELP:
+            summary, lines = HELP[name]
+            cmd.short_help = summary
+            example = " \\\n      ".join(lines)
+            cmd.help = f"{(cmd.help or '').rstrip()}\n\n\b\nExample:\n  {example}"
+    apply_metavars(group)
+
+
+def apply_metavars(group) -> None:
+    """Give every value-taking parameter of every command a metavar (``METAVARS``, else N / X / TEXT by type);
+    an argument shows its metavar alone (no ``<str>`` after it)."""
+    for cmd in group.commands.values():
+        for p in cmd.params:
+            if p.metavar is not None or getattr(p, "is_flag", False) or p.name == "help":
+                continue
+            kind = p.bare_type() if hasattr(p, "bare_type") else ""
+            p.metavar = METAVARS.get(p.name) or _BY_TYPE.get(kind) or "VALUE"
+            if p.param_type_name == "argument":
+                p.display_type_rich = lambda ctx: None

@@ -8,7 +8,7 @@ import typer
 
 from .app import (DeviceOpt, ForceOpt, GridOpt, JsonOpt,
                   ModelArg, PlotOpt, TolOpt, app, check_outputs, load_model, show)  # fmt: skip
-from .app import Loading, with_loading
+from .app import Loading, with_loading, wrote
 
 
 @app.command()
@@ -74,6 +74,8 @@ def rank(
     else:
         data = {"checkpoints": [{"checkpoint": p, **r.to_dict()} for p, r in zip(paths, reports)]}
         show(json, data, "tables:render_rank_table", paths, reports)
+    wrote(json, "plot", plot)
+    wrote(json, "CSV", csv)
 
 
 @app.command()

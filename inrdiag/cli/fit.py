@@ -136,7 +136,7 @@ def fit(
     if plot:
         from ..report.fit import plot_fit
 
-        plot_fit(res, plot, force)
+        plot_fit(res, plot, force, tgt)
         saved["plot"] = plot
     show(json, {**res.to_dict(), "outputs": saved}, "fit:render_fit", res, saved)
 

@@ -8,7 +8,7 @@ import typer
 
 from .app import (DeviceOpt, ForceOpt, JsonOpt, ModelArg,
                   PlotOpt, app, load_model)  # fmt: skip
-from .app import Loading, with_loading
+from .app import Loading, with_loading, wrote
 
 
 @app.command()
@@ -115,3 +115,4 @@ def ntk(
         render_ntk(rep)
         if tres is not None:
             render_target(tres)
+    wrote(json, "plot", plot)

@@ -8,7 +8,7 @@ import typer
 
 from .app import (DeviceOpt, ForceOpt, JsonOpt, ModelArg,
                   app, check_outputs, load_model, show)  # fmt: skip
-from .app import Loading, with_loading
+from .app import Loading, with_loading, wrote
 
 SAE = "Sparse autoencoder"
 
@@ -116,16 +116,15 @@ def sae_cmd(
     check_layer(ad, layer)
     if loaded.nonfinite:
         raise SAEError(f"{model}: non-finite weights in {', '.join(loaded.nonfinite[:3])}; nothing to decompose")
-    sae, snotes = None, []
+    sae, snotes, source = None, [], None
     if load_sae_dir:
-        from ..sae_io import load_sae, loaded_config
+        from ..sae_io import load_sae, loaded_config, sae_file_info
 
         sae, scfg = load_sae(load_sae_dir)
         cfg = loaded_config(sae, scfg)
-        meta = scfg.get("metadata") if isinstance(scfg.get("metadata"), dict) else {}
-        snotes.append(f"SAE loaded from {load_sae_dir} (training flags ignored); its metadata: model "
-                      f"{meta.get('model_name', '?')}, {meta.get('hook_name', '?')}")  # fmt: skip
-        hook = str(meta.get("hook_name", ""))
+        source = sae_file_info(load_sae_dir, sae, scfg)
+        snotes.append(f"SAE loaded from {load_sae_dir} (training flags ignored)")
+        hook = str(source["hook_name"] or "")
         if hook.startswith("layer ") and not hook.startswith(f"layer {layer} "):
             snotes.append(f"the SAE was trained on {hook.split(' (')[0]}, not on layer {layer}")
     tgt, tnotes = resolve_target(loaded, ad, target, grid)
@@ -134,14 +133,21 @@ def sae_cmd(
     if atoms_png:
         from ..report.sae import plot_atoms
 
-        plot_atoms(rep, codes, tgt.shape, atoms_png, force)
+        plot_atoms(rep, codes, tgt.shape, atoms_png, force, target=tgt)
     if out:
         from ..sae_io import save_sae
 
         meta = {"model_name": str(model), "hook_name": f"layer {layer} ({rep.layer_name}) activations",
                 "target": tgt.path, "grid": list(tgt.shape)}  # fmt: skip
         rep.notes.append("saved " + ", ".join(save_sae(sae, rep.config, out, meta, force)))
-    show(json, rep.to_dict(), "sae:render_sae", rep, show_n)
+    data = rep.to_dict()
+    if source:  # the file's own description, not training defaults it never stated
+        ours = (source["training"] or {}).get("by") == "inrdiag"
+        unknown = {} if ours else dict.fromkeys(("l1", "lr", "batch_size", "seed", "aux_coef", "dead_after"))
+        kind = "jumprelu" if source["architecture"] == "jumprelu" else data["sae"]["kind"]
+        data["sae"] = {**data["sae"], **unknown, "kind": kind, "architecture": source["architecture"], "file": source}
+    show(json, data, "sae:render_sae", rep, show_n, source)
+    wrote(json, "atom maps", atoms_png)
 
 
 def resolve_target(loaded, ad, target: str | None, grid: int | None):

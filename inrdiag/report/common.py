@@ -16,8 +16,23 @@ def console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False, soft_wrap=False)
 
 
+#: Version of the JSON layout every command prints (and of JSON written to files): raised when a key is
+#: renamed or removed or its meaning changes; adding keys keeps it.
+SCHEMA_VERSION = 1
+
+
+def versioned(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with ``schema_version`` and ``inrdiag_version`` first."""
+    from .. import __version__
+
+    return {"schema_version": SCHEMA_VERSION, "inrdiag_version": __version__, **data}
+
+
 def emit_json(data: Any) -> None:
-    """Print ``data`` as the only thing on stdout (NaN/Inf become null: JSON has no such numbers)."""
+    """Print ``data`` as the only thing on stdout (NaN/Inf become null: JSON has no such numbers); an object
+    gets ``schema_version`` and ``inrdiag_version`` first."""
+    if isinstance(data, dict):
+        data = versioned(data)
     sys.stdout.write(json.dumps(_clean(data), indent=2, sort_keys=False) + "\n")
     sys.stdout.flush()
 
@@ -44,6 +59,19 @@ def fmt(x: float | None, digits: int = 3) -> str:
     )
 
 
+def say(c, text: str, indent: int = 2, first: str = "") -> None:
+    """Print plain ``text`` wrapped at word boundaries to the console's width, continuation lines indented
+    (rich's own wrapping would start them at column 0), so lines read well at 80 columns. No markup."""
+    import textwrap
+
+    from rich.text import Text
+
+    lines = textwrap.wrap(first + text, width=max(40, c.width - 1), subsequent_indent=" " * indent,
+                          break_on_hyphens=False)  # fmt: skip
+    for line in lines or [""]:
+        c.print(Text(line))
+
+
 def sparkline(values: list[float]) -> str:
     finite = [v for v in values if math.isfinite(v)]
     if not finite:
@@ -54,18 +82,57 @@ def sparkline(values: list[float]) -> str:
                    for v in values)  # fmt: skip
 
 
+#: File formats ``save_figure`` writes, chosen by the path's extension (pdf and svg are vector output).
+PLOT_FORMATS = ("png", "pdf", "svg")
+
+#: The one look of every plot: small fonts, light grid, no top/right spines, a colour-blind-safe cycle
+#: (Okabe & Ito), the inlet always in ``INLET_COLOR``.
+INLET_COLOR = "#D55E00"
+CYCLE = ["#0072B2", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
+STYLE = {
+    "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
+    "legend.fontsize": 8, "legend.frameon": False, "axes.spines.top": False, "axes.spines.right": False,
+    "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.5, "lines.linewidth": 1.4,
+    "figure.dpi": 100, "savefig.dpi": 150, "image.cmap": "magma", "svg.fonttype": "none",
+}  # fmt: skip
+
+
+def plot_format(path: str) -> str:
+    """The format for ``path`` from its extension; anything but .png/.pdf/.svg is refused (one line)."""
+    from pathlib import Path
+
+    from ..errors import InrdiagError
+
+    ext = Path(path).suffix.lower().lstrip(".")
+    if ext not in PLOT_FORMATS:
+        raise InrdiagError(
+            f"{path}: a plot is written as .png, .pdf or .svg (got {'.' + ext if ext else 'no extension'})"
+        )
+    return ext
+
+
 def save_figure(fig, path: str, force: bool = False) -> None:
-    """Save a matplotlib figure atomically; refuse to overwrite without ``force``."""
+    """Save a matplotlib figure atomically in the format its extension names (png, or vector pdf/svg, with no
+    creation date so the same plot gives the same bytes); refuse to overwrite without ``force``."""
     from ..io import atomic_write
 
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"), force)
+    kind = plot_format(path)
+    meta = {"png": {"Software": None}, "pdf": {"CreationDate": None}, "svg": {"Date": None}}[kind]
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=kind, bbox_inches="tight", metadata=meta), force)
 
 
 def pyplot():
-    """matplotlib.pyplot with a non-interactive backend (no display needed)."""
+    """matplotlib.pyplot with a non-interactive backend (no display needed) and inrdiag's style applied."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from cycler import cycler
 
+    plt.rcParams.update({**STYLE, "axes.prop_cycle": cycler(color=CYCLE)})
     return plt
+
+
+def role_name(index: int, last: int) -> str:
+    """How plots and tables name linear layer ``index`` of ``last + 1``: inlet, hidden k, head."""
+    return "inlet" if index == 0 else "head" if index == last else f"hidden {index}"

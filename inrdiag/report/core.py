@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import console, fmt, pyplot, save_figure, sparkline
+from .common import CYCLE, INLET_COLOR, console, fmt, pyplot, role_name, save_figure, sparkline
 
 
 def render_info(loaded, max_tensor_rows: int = 200) -> None:
@@ -120,23 +120,71 @@ def render_rank(rep, loaded=None) -> None:
         c.print(f"note: {note}")
 
 
+#: Lowest s_i / s_1 a rank plot shows: the Gram-matrix method's float64 floor (see ``inrdiag.spectra``);
+#: smaller values are rounding, not signal.
+SPECTRUM_FLOOR = 1e-7
+
+
 def plot_rank(rep, path: str, force: bool = False) -> None:
-    """Singular-value decay s_i / s_1 of every hidden layer's Z_k, log scale."""
+    """Left: s_i / s_1 of every hidden layer's Z_k against the rank fraction i / min(N, width), floored at the
+    method's accuracy, the inlet drawn in its colour, its numerical (|) and effective (o) rank marked.
+    Right: per linear layer, weight stable rank and representation effective rank, the freeze depth marked."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10.5, 4.0), gridspec_kw={"width_ratios": [1.25, 1]})
+    last = len(rep.layers) - 1
+    k = 0
     for layer in rep.layers:
         r = layer.representation
         if r is None or not r.singular_values or r.singular_values[0] <= 0:
             continue
-        s = [v / r.singular_values[0] for v in r.singular_values]
-        ax.semilogy(range(1, len(s) + 1), [max(v, 1e-16) for v in s],
-                    label=f"layer {layer.index} (eff. rank {r.effective_rank:.1f})")  # fmt: skip
-    ax.axhline(rep.tol, color="grey", ls="--", lw=0.8, label=f"tol {rep.tol:g}")
-    ax.set_xlabel("index i")
+        s1 = r.singular_values[0]
+        y = [max(v / s1, SPECTRUM_FLOOR) for v in r.singular_values]
+        x = [(i + 1) / r.max_rank for i in range(len(y))]
+        inlet = layer.index == 0
+        color = INLET_COLOR if inlet else CYCLE[k % len(CYCLE)]
+        k += 0 if inlet else 1
+        label = (f"{role_name(layer.index, last)}: eff. {r.effective_rank:.1f} ({r.effective_rank_fraction:.0%}), "
+                 f"num. {r.numerical_rank} ({r.numerical_rank_fraction:.0%})")  # fmt: skip
+        ax.semilogy(x, y, color=color, lw=2.4 if inlet else 1.2, label=label, zorder=3 if inlet else 2)
+        nr = r.numerical_rank
+        if 1 <= nr <= len(y):
+            ax.plot([x[nr - 1]], [y[nr - 1]], marker="|", ms=12, mew=2, color=color, zorder=4)
+        e = min(len(y), max(1, round(r.effective_rank)))
+        ax.plot([x[e - 1]], [y[e - 1]], marker="o", ms=6, mfc="white", mew=1.5, color=color, zorder=4)
+    ax.axhline(rep.tol, color="0.4", ls="--", lw=0.8)
+    ax.text(1.0, rep.tol, f" tol {rep.tol:g}", va="bottom", ha="right", fontsize=7, color="0.3")
+    ax.axhspan(SPECTRUM_FLOOR / 10, SPECTRUM_FLOOR * 1.5, color="0.85", lw=0, zorder=0)
+    ax.text(1.0, SPECTRUM_FLOOR * 1.6, "method accuracy ~1e-7 s_1 ", va="bottom", ha="right", fontsize=7, color="0.4")
+    ax.set_ylim(SPECTRUM_FLOOR / 2, 2)
+    ax.set_xscale("log")
+    ax.set_xlim(right=1.0)
+    ax.set_xlabel("rank fraction i / min(N, width), log scale")
     ax.set_ylabel("s_i / s_1")
-    ax.set_ylim(bottom=1e-12)
-    ax.set_title(f"representation spectra, {'x'.join(map(str, rep.grid_shape))} grid")
-    ax.legend(fontsize=8)
+    shape = "x".join(map(str, rep.grid_shape))
+    ax.set_title(f"representation spectra, {shape} grid  (| numerical, o effective rank)")
+    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 0.08))
+    # right: ranks per layer
+    idx = [layer.index for layer in rep.layers]
+    names = [role_name(i, last) for i in idx]
+    ws = [layer.weight_stable_rank for layer in rep.layers]
+    eff = [layer.representation.effective_rank if layer.representation else 0.0 for layer in rep.layers]
+    w = 0.38
+    bars = bx.bar([i - w / 2 for i in idx], ws, w, color=CYCLE[0], label=r"weight stable rank $\|W\|_F^2 / \|W\|_2^2$")
+    bx.bar([i + w / 2 for i in idx], eff, w, color=CYCLE[1], label="representation effective rank")
+    bars[0].set_color(INLET_COLOR)
+    for i, v in zip(idx, ws):
+        bx.text(i - w / 2, v, f"{v:.0f}" if v >= 10 else f"{v:.1f}", ha="center", va="bottom", fontsize=7)
+    top = (max(ws + eff) or 1) * 1.3
+    bx.set_ylim(0, top)
+    kf = rep.recommended_freeze_depth
+    if kf:
+        bx.axvline(kf - 0.5, color="0.3", ls=":", lw=1)
+        bx.text(kf - 0.5, top * 0.98, f" recommended: freeze 0..{kf - 1}", ha="left", va="top", fontsize=8)
+    bx.set_xticks(idx, names, rotation=0)
+    bx.set_ylabel("rank")
+    bx.set_title("ranks per layer")
+    bx.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
+    fig.tight_layout()
     save_figure(fig, path, force)
     plt.close(fig)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .common import console, fmt, pyplot, save_figure
+from .common import CYCLE, INLET_COLOR, console, fmt, pyplot, save_figure
 
 
 def _metric(name: str, x: float | None) -> str:
@@ -52,29 +52,89 @@ def render_fit(res, saved: dict[str, str] | None = None) -> None:
         c.print(f"note: {note}")
 
 
-def plot_fit(res, path: str, force: bool = False) -> None:
-    """Loss and metric against step; with rank records, effective rank against step too."""
+def plot_fit(res, path: str, force: bool = False, target=None) -> None:
+    """Top: loss, metric (training batch, and held-out points with --holdout-stride) and, with rank records,
+    effective rank per hidden layer with the width as reference. Bottom, given the target: target,
+    reconstruction and error map (volumes: the middle slice of each)."""
     plt = pyplot()
     n = 3 if res.ranks else 2
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6))
-    axes[0].semilogy(res.curve_step, res.curve_loss)
+    rows = 2 if target is not None else 1
+    cols = 3 if target is not None else n
+    fig = plt.figure(figsize=(4.3 * cols, 3.5 * rows))
+    axes = [fig.add_subplot(rows, cols, i + 1) for i in range(n)]
+    axes[0].semilogy(res.curve_step, res.curve_loss, color=CYCLE[0])
     axes[0].set_xlabel("step")
     axes[0].set_ylabel("training loss")
-    axes[1].plot(res.curve_step, res.curve_metric)
+    unit = " (dB)" if res.metric_name == "PSNR" else ""
+    axes[1].plot(res.curve_step, res.curve_metric, color=CYCLE[0], label="training batch")
+    if res.heldout_curve:
+        axes[1].plot(res.heldout_step, res.heldout_curve, "o-", ms=3, color=CYCLE[3],
+                     label=f"held-out points (stride {res.config.holdout_stride})")  # fmt: skip
     axes[1].set_xlabel("step")
-    axes[1].set_ylabel(f"{res.metric_name} (training batch)")
+    axes[1].set_ylabel(res.metric_name + unit)
+    if res.metric_name == "IoU":
+        axes[1].set_ylim(0, 1)
+    axes[1].legend(loc="lower right")
     if res.ranks:
         steps = [r.step for r in res.ranks]
-        for k in range(len(res.ranks[0].effective)):
+        last = len(res.ranks[0].effective)
+        for k in range(last):
             axes[2].plot(steps, [r.effective[k] for r in res.ranks], marker=".",
-                         label="inlet" if k == 0 else f"layer {k}")  # fmt: skip
+                         color=INLET_COLOR if k == 0 else CYCLE[(k - 1) % len(CYCLE)],
+                         lw=2 if k == 0 else 1.2, label="inlet" if k == 0 else f"hidden {k}")  # fmt: skip
+        axes[2].axhline(res.config.width, color="0.4", ls="--", lw=0.8)
+        axes[2].text(steps[-1], res.config.width, f"width {res.config.width}", ha="right", va="bottom", fontsize=7)
+        axes[2].set_ylim(0, res.config.width * 1.08)
         axes[2].set_xlabel("step")
-        axes[2].set_ylabel("effective rank")
-        axes[2].legend(fontsize=8)
-    fig.suptitle(f"{res.config.init}: {res.metric_name} {_metric(res.metric_name, res.metric)}")
+        axes[2].set_ylabel("effective rank on the target grid")
+        axes[2].legend(loc="center right")
+    label = _metric(res.metric_name, res.metric)
+    held = f", held-out {_metric(res.metric_name, res.heldout_metric)}" if res.heldout_metric is not None else ""
+    fig.suptitle(f"fit {res.config.depth}x{res.config.width}, init {res.config.init}: {res.metric_name} {label}{held}")
+    if target is not None:
+        _images(fig, res.model, target, rows, cols)
     fig.tight_layout()
     save_figure(fig, path, force)
     plt.close(fig)
+
+
+def _images(fig, model, target, rows: int, cols: int) -> None:
+    """Target, reconstruction and |error| (images) or truth, prediction and their disagreement (volumes:
+    middle slice along the first axis), each with its own colour bar where values are not [0, 1]."""
+    import numpy as np
+    import torch
+
+    from ..fit import predict
+
+    model = model.eval()
+    out = predict(model, target.coords(dtype=next(model.parameters()).dtype)).to(torch.float64)
+    if target.kind == "image":
+        shape = (*target.shape, target.channels)
+        truth = target.values.to(torch.float64).reshape(shape).numpy()
+        pred = out.clamp(0, 1).reshape(shape).numpy()
+        err = np.abs(pred - truth).mean(-1)
+        panels = [
+            ("target", truth, None),
+            ("reconstruction", pred, None),
+            ("|error| (mean over channels)", err, "magma"),
+        ]
+    else:
+        mid = target.shape[0] // 2
+        truth = (target.values[:, 0] > 0.5).reshape(target.shape).numpy()[mid]
+        pred = (out[:, 0] > 0).reshape(target.shape).numpy()[mid]
+        panels = [("occupancy (middle slice)", truth, "gray"), ("prediction: logit > 0", pred, "gray"),
+                  ("disagreement", truth != pred, "magma")]  # fmt: skip
+    for i, (title, img, cmap) in enumerate(panels):
+        ax = fig.add_subplot(rows, cols, cols + 1 + i)
+        if img.ndim == 3 and img.shape[-1] == 1:
+            img = img[..., 0]
+            cmap = cmap or "gray"
+        im = ax.imshow(np.clip(img, 0, 1) if img.dtype != bool else img.astype(float), cmap=cmap, vmin=0,
+                       vmax=1 if i < 2 else None, interpolation="nearest")  # fmt: skip
+        if i == 2:
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+        ax.set_title(title)
+        ax.axis("off")
 
 
 def save_reconstruction(model, target, path: str, force: bool = False) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import console, fmt, pyplot, save_figure
+from .common import CYCLE, INLET_COLOR, console, fmt, pyplot, save_figure, say
 
 
 def render_ntk(rep) -> None:
@@ -11,81 +11,128 @@ def render_ntk(rep) -> None:
     c = console()
     where = f"{rep.points:,} random points (seed {rep.seed}) of a" if rep.subset else f"N={rep.points:,} points, a"
     c.print(f"[bold]empirical NTK[/bold] on {where} {'x'.join(map(str, rep.grid_shape))} grid in "
-            f"[-1,1]^{len(rep.grid_shape)}; method {rep.method}, {rep.dtype}, {rep.device}")  # fmt: skip
+            f"[-1,1]^{len(rep.grid_shape)}")  # fmt: skip
+    c.print(f"  method {rep.method}, {rep.dtype}, {rep.device}; trace {fmt(rep.trace, 5)}")
+    say(c, "Theta = sum over output channels of J_c J_c^T (a sum, not a mean)", 4, "  ")
     ev = rep.eigenvalues
-    c.print(f"  Theta = sum over output channels of J_c J_c^T (a sum, not a mean); trace {fmt(rep.trace, 5)}")
-    c.print("  top eigenvalues  " + "  ".join(fmt(v, 4) for v in ev[:8]))
+    say(c, "  ".join(f"{v:.4g}" for v in ev[:8]), 4, "  top eigenvalues   ")
     d10, d100 = rep.decay.get("10"), rep.decay.get("100")
-    c.print(f"  decay            lambda_10/lambda_1 {fmt(d10)}   lambda_100/lambda_1 {fmt(d100)}")
+    c.print(f"  decay             lambda_10/lambda_1 {fmt(d10)}   lambda_100/lambda_1 {fmt(d100)}")
     kk = min(rep.top_k, len(ev))
-    c.print(f"  condition number of the top-{kk} block (lambda_1/lambda_{kk})  {fmt(rep.condition_number_top_k, 4)}")
+    c.print(f"  condition number  lambda_1/lambda_{kk} {fmt(rep.condition_number_top_k, 4)} (top-{kk} block)")
     eff = "-" if rep.effective_rank is None else f"{rep.effective_rank:.2f}"
     nr = "-" if rep.numerical_rank is None else str(rep.numerical_rank)
     c.print(f"  effective rank {eff}   numerical rank {nr} (eigenvalues > {rep.tol:g} lambda_1)")
     acc = rep.accuracy
     if "max_relative_residual" in acc:
-        c.print(f"  accuracy: {acc['solver']}; {acc['products']} products; max ||Theta u - theta u|| / theta "
-                f"= {acc['max_relative_residual']:.1e} (tol {acc['tol']:g})")  # fmt: skip
+        say(c, f"{acc['solver']}; {acc['products']} products; max ||Theta u - theta u|| / theta "
+               f"= {acc['max_relative_residual']:.1e} (tol {acc['tol']:g})", 4, "  accuracy: ")  # fmt: skip
     else:
-        c.print(f"  accuracy: {acc['solver']}; {acc['bound']}")
+        say(c, f"{acc['solver']}; {acc['bound']}", 4, "  accuracy: ")
     t = Table(title="layer-wise decomposition Theta = sum_g Theta_g", title_justify="left")
-    for col in ("#", "group", "params", "trace share", "top eig.", "num. rank", "eff. rank"):
-        t.add_column(col, justify="left" if col == "group" else "right", no_wrap=True)
-    for g in rep.groups:
+    for col in ("#", "group", "role", "params", "trace\nshare", "top\neig.", "num.\nrank", "eff.\nrank"):
+        t.add_column(col, justify="left" if col in ("group", "role") else "right", no_wrap=True)
+    for g, role in zip(rep.groups, group_roles(rep)):
         name = g.name if g.kind == "linear" else f"{g.name} ({g.kind})"
         t.add_row(
-            str(g.index), name, f"{g.parameters:,}", f"{g.trace_share:.1%}",
+            str(g.index), name, role, f"{g.parameters:,}", share(g.trace_share),
             "-" if g.top_eigenvalue is None else f"{g.top_eigenvalue:.4g}",
             "-" if g.numerical_rank is None else f"{g.numerical_rank}/{g.max_rank}",
             "-" if g.effective_rank is None else f"{g.effective_rank:.1f}",
         )  # fmt: skip
     c.print(t)
-    c.print("[dim]ranks of an N x N kernel: numerical = #eigenvalues > tol * its lambda_1; effective = "
-            "exp(entropy of lambda/sum lambda); out of min(N, p), p = rank bound of the group[/dim]")  # fmt: skip
+    say(c, "ranks of an N x N kernel: numerical = #eigenvalues > tol * its lambda_1; effective = exp(entropy of "
+           "lambda/sum lambda); out of min(N, p), p = rank bound of the group", 2)  # fmt: skip
     for note in rep.notes:
-        c.print(f"note: {note}")
+        say(c, note, 6, "note: ")
+
+
+def share(x: float) -> str:
+    """A trace share as a percentage that never reads 0% for a non-zero share (0.1%, 0.02%, <0.01%)."""
+    if x <= 0:
+        return "0%"
+    if x >= 0.1:
+        return f"{x:.0%}" if x >= 0.995 else f"{x:.1%}"
+    if x >= 0.001:
+        return f"{x:.1%}"
+    if x >= 1e-4:
+        return f"{x:.2%}"
+    return "<0.01%"
+
+
+def group_roles(rep) -> list[str]:
+    """inlet / hidden / head for linear groups (by order among the linear groups), the kind otherwise."""
+    linear = [i for i, g in enumerate(rep.groups) if g.kind == "linear"]
+    roles = []
+    for i, g in enumerate(rep.groups):
+        if g.kind != "linear":
+            roles.append(g.kind)
+        elif i == linear[0]:
+            roles.append("inlet")
+        elif i == linear[-1]:
+            roles.append("head")
+        else:
+            roles.append("hidden")
+    return roles
 
 
 def render_target(res) -> None:
     c = console()
     c.print("[bold]target[/bold]: fraction of ||y||^2 in the span of the top-k eigenvectors of Theta")
-    c.print("  " + "   ".join(f"k={k}: {f:.4f}" for k, f in res.alignment))
-    c.print(f"  plain GD, lr {res.lr:g}, loss (1/2N) sum (f - y)^2: PSNR (dB) by step")
-    rows = [("step", [str(t) for t in res.steps]), ("predicted", [fmt(v) for v in res.predicted_psnr])]
+    say(c, "   ".join(f"k={k}: {f:.4f}" for k, f in res.alignment), 2, "  ")
+    c.print(f"  plain GD, step size {res.lr:.3g}, loss (1/2N) sum (f - y)^2: PSNR (dB) by step")
+    rows = [("step", [str(t) for t in res.steps]), ("predicted", [f"{v:.2f}" for v in res.predicted_psnr])]
     if res.measured_psnr is not None:
-        rows.append(("measured", [fmt(v) for v in res.measured_psnr]))
-    for name, vals in rows:
-        c.print(f"  {name:>9}  " + " ".join(f"{v:>7}" for v in vals))
+        rows.append(("measured", [f"{v:.2f}" for v in res.measured_psnr]))
+    per = max(1, (c.width - 13) // 8)  # values per line so that no row wraps
+    for s in range(0, len(res.steps), per):
+        for name, vals in rows:
+            c.print(f"  {name:>9}  " + " ".join(f"{v:>7}" for v in vals[s : s + per]))
     for note in res.notes:
-        c.print(f"note: {note}")
+        say(c, note, 6, "note: ")
 
 
 def plot_ntk(rep, path: str, force: bool = False, target=None) -> None:
-    """Eigenvalue decay of Theta and of every Theta_g (log scale); with a target, the PSNR curves too."""
+    """Eigenvalue decay of Theta and of every Theta_g (log-log, legend with roles and trace shares); with a
+    target, the kernel-target alignment against k and the PSNR of plain GD against step (0 at 0: symlog)."""
     plt = pyplot()
     if target is not None:
-        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.4))
-        steps = [max(t, 1) for t in target.steps]
-        ax2.semilogx(steps, target.predicted_psnr, "o-", label="predicted (linearised plain GD)")
-        if target.measured_psnr is not None:
-            ax2.semilogx(steps, target.measured_psnr, "s--", label="measured (plain GD)")
-        ax2.set_xlabel("step t (0 drawn at 1)")
-        ax2.set_ylabel("PSNR (dB)")
-        ax2.set_title(f"fit by plain gradient descent, lr {target.lr:g}")
-        ax2.legend(fontsize=8)
+        fig, (ax, cx, bx) = plt.subplots(1, 3, figsize=(14, 4.2), gridspec_kw={"width_ratios": [1.3, 1, 1]})
     else:
-        fig, ax = plt.subplots(figsize=(6.8, 4.4))
+        fig, ax = plt.subplots(figsize=(7, 4.4))
     ev = [v for v in rep.eigenvalues if v > 0]
-    ax.loglog(range(1, len(ev) + 1), ev, color="black", lw=2, label=f"Theta ({rep.method})")
-    for g in rep.groups:
+    ax.loglog(range(1, len(ev) + 1), ev, color="black", lw=2.2, label=f"Theta, all layers ({rep.method})")
+    k = 0
+    for g, role in zip(rep.groups, group_roles(rep)):
+        inlet = role == "inlet"
+        color = INLET_COLOR if inlet else CYCLE[k % len(CYCLE)]
+        k += 0 if inlet else 1
+        label = f"{role} ({g.name}): {share(g.trace_share)} of trace"
         if g.eigenvalues:
             gv = [v for v in g.eigenvalues if v > 0]
-            ax.loglog(range(1, len(gv) + 1), gv, lw=1, label=f"{g.name} ({g.trace_share:.0%} of trace)")
+            ax.loglog(range(1, len(gv) + 1), gv, color=color, lw=2 if inlet else 1.1, label=label)
         elif g.top_eigenvalue:
-            ax.plot([1], [g.top_eigenvalue], "o", label=f"{g.name} (top only, {g.trace_share:.0%})")
+            ax.plot([1], [g.top_eigenvalue], "o", color=color, label=f"{label} (top eigenvalue only)")
     ax.set_xlabel("index i")
     ax.set_ylabel("eigenvalue lambda_i")
     ax.set_title(f"NTK spectra, {rep.points:,} points of a {'x'.join(map(str, rep.grid_shape))} grid")
-    ax.legend(fontsize=7)
+    ax.legend(loc="lower left")
+    if target is not None:
+        ks = [a for a, _ in target.alignment]
+        cx.semilogx(ks, [f for _, f in target.alignment], "o-", color=CYCLE[0])
+        cx.set_ylim(0, 1.02)
+        cx.set_xlabel("k (top eigenvectors of Theta)")
+        cx.set_ylabel("fraction of ||y||^2 in their span")
+        cx.set_title("kernel-target alignment")
+        bx.plot(target.steps, target.predicted_psnr, "o-", color=CYCLE[0], ms=4, label="predicted (linearised)")
+        if target.measured_psnr is not None:
+            bx.plot(target.steps, target.measured_psnr, "s--", color=CYCLE[1], ms=4, label="measured")
+        bx.set_xscale("symlog", linthresh=1)
+        bx.set_xlim(left=0)
+        bx.set_xlabel("step t (symlog: 0 at 0)")
+        bx.set_ylabel("PSNR (dB)")
+        bx.set_title(f"plain gradient descent, step size {target.lr:.3g}")
+        bx.legend(loc="upper left")
+    fig.tight_layout()
     save_figure(fig, path, force)
     plt.close(fig)

@@ -11,17 +11,53 @@ def _metric(name: str, v: float | None) -> str:
     return f"{v:.2f} dB" if name == "PSNR" else f"{v:.4f}"
 
 
-def render_sae(rep, show_n: int = 10) -> None:
+def _where(layer: int) -> str:
+    return "the inlet (layer 0)" if layer == 0 else f"layer {layer}"
+
+
+def describe_file(src: dict) -> tuple[str, str]:
+    """(architecture as the file states it, how and on what it was trained) for a loaded SAE file."""
+    arch = src["architecture"]
+    if arch == "topk":
+        what = f"TopK k={src['k']}" + (" (rescale_acts_by_decoder_norm, folded exactly)"
+                                       if src.get("rescale_acts_by_decoder_norm") else "")  # fmt: skip
+    elif arch == "jumprelu":
+        t = src["threshold"]
+        what = f"JumpReLU, thresholds {fmt(t['min'])}..{fmt(t['max'])} (median {fmt(t['median'])})"
+        if src.get("converted_from") == "topk_threshold":
+            what += ", from a BatchTopK training file"
+    else:
+        what = "ReLU (SAELens 'standard')"
+    tr = src.get("training") or {}
+    if tr.get("by") == "inrdiag":
+        how = f"trained by inrdiag: {tr.get('steps')} steps, batch {tr.get('batch_size')}, Adam lr {tr.get('lr')}"
+        how += f", L1 {tr.get('l1')}" if tr.get("kind") == "relu" else ""
+    elif tr:
+        how = "training settings: " + ", ".join(f"{k} {v}" for k, v in tr.items() if k != "by")
+    else:
+        how = "training settings not in the file"
+    version = f" (SAELens format {src['sae_lens_version']})" if src.get("sae_lens_version") else ""
+    how += f"; written by {src['written_by']}{version}; model {src.get('model_name') or 'not recorded'}, "
+    how += f"hook {src.get('hook_name') or 'not recorded'}"
+    return what, how
+
+
+def render_sae(rep, show_n: int = 10, source: dict | None = None) -> None:
     from rich.table import Table
 
     c = console()
     cfg = rep.config
-    arch = f"TopK k={cfg.k}" if cfg.kind == "topk" else f"ReLU + L1 {cfg.l1:g}"
-    trained = (
-        f"{cfg.steps} steps, batch {cfg.batch_size}, Adam lr {cfg.lr:g}, seed {cfg.seed}" if cfg.steps else "loaded"
-    )
-    c.print(f"SAE on layer {rep.layer} ({rep.layer_name}, {rep.width} units) over {rep.points:,} grid points "
-            f"{'x'.join(map(str, rep.grid))}: {cfg.atoms} atoms, {arch}; {trained}")  # fmt: skip
+    grid = f"{rep.points:,} grid points {'x'.join(map(str, rep.grid))}"
+    if source:
+        what, how = describe_file(source)
+        c.print(f"SAE from {source['folder']} on {_where(rep.layer)} ({rep.layer_name}, {rep.width} units) over "
+                f"{grid}: {source['d_sae']} atoms, {what}")  # fmt: skip
+        c.print(f"  {how}")
+    else:
+        arch = f"TopK k={cfg.k}" if cfg.kind == "topk" else f"ReLU + L1 {cfg.l1:g}"
+        trained = f"{cfg.steps} steps, batch {cfg.batch_size}, Adam lr {cfg.lr:g}, seed {cfg.seed}"
+        c.print(f"SAE on {_where(rep.layer)} ({rep.layer_name}, {rep.width} units) over {grid}: {cfg.atoms} "
+                f"atoms, {arch}; {trained}")  # fmt: skip
     t = Table(title="reconstruction", title_justify="left")
     t.add_column("metric")
     t.add_column("value", justify="right")
@@ -30,7 +66,7 @@ def render_sae(rep, show_n: int = 10) -> None:
     t.add_row("L0 (active atoms per point)", fmt(rep.l0))
     t.add_row("dead atoms (never fire on the grid)", f"{rep.dead_fraction:.1%}")
     t.add_row(f"{m}: network", _metric(m, rep.metric_model))
-    t.add_row(f"{m}: SAE spliced in at layer {rep.layer}", _metric(m, rep.metric_spliced))
+    t.add_row(f"{m}: SAE spliced in at {_where(rep.layer)}", _metric(m, rep.metric_spliced))
     c.print(t)
     s = rep.summary()
     cov, spr = s["coverage"], s["spread"]
@@ -55,8 +91,9 @@ def render_sae(rep, show_n: int = 10) -> None:
         c.print(f"note: {note}")
 
 
-def plot_atoms(rep, codes, shape, path: str, force: bool = False, count: int = 16) -> None:
-    """Activation maps of the ``count`` most harmful atoms (by activation mass without ablations)."""
+def plot_atoms(rep, codes, shape, path: str, force: bool = False, count: int = 16, target=None) -> None:
+    """Activation maps of the ``count`` most harmful atoms (by activation mass without ablations), all on one
+    colour scale (one colour bar), after the target for context. Volumes: maximum over the last axis."""
     import math
 
     import torch
@@ -66,30 +103,50 @@ def plot_atoms(rep, codes, shape, path: str, force: bool = False, count: int = 1
     else:
         order = sorted(range(len(rep.mass)), key=lambda j: -rep.mass[j])
         chosen = [j for j in order if rep.mass[j] > 0][:count]
-    plt = pyplot()
-    cols = max(1, min(4, len(chosen)))
-    rows = max(1, math.ceil(len(chosen) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.7 * rows), squeeze=False)
     n = int(torch.tensor(shape).prod())
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, j in zip(axes.flat, chosen):
+    maps = []
+    for j in chosen:
         sel = codes.atoms == j
         img = torch.zeros(n, dtype=torch.float32)
         img[codes.rows[sel].cpu()] = codes.values[sel].float().cpu()
         img = img.reshape(shape)
-        if img.dim() == 3:  # volumes: maximum over the last axis
+        if img.dim() == 3:
             img = img.amax(-1)
-        if img.dim() == 1:
-            img = img[None, :]
-        ax.imshow(img.numpy(), cmap="magma", interpolation="nearest")
-        label = f"atom {j}  cov {rep.coverage[j]:.1%}"
+        maps.append(img if img.dim() == 2 else img[None, :])
+    vmax = max([float(m.max()) for m in maps] + [1e-12])
+    plt = pyplot()
+    panels = len(chosen) + (1 if target is not None else 0)
+    cols = max(1, min(5, panels))
+    rows = max(1, math.ceil(panels / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols + 0.8, 2.45 * rows), squeeze=False, layout="constrained")
+    for ax in axes.flat:
+        ax.axis("off")
+    flat = list(axes.flat)
+    if target is not None:
+        t = target.values.to(torch.float64)
+        if target.kind == "image":
+            img = t.reshape(*target.shape, target.channels).clamp(0, 1).numpy()
+            img = img[..., 0] if img.shape[-1] == 1 else img
+        else:
+            img = (t[:, 0] > 0.5).reshape(target.shape).numpy().max(-1)
+        flat[0].imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        flat[0].set_title("target", fontsize=8)
+        flat = flat[1:]
+    im = None
+    unit = " dB" if rep.metric_name == "PSNR" else ""
+    for ax, j, img in zip(flat, chosen, maps):
+        im = ax.imshow(img.numpy(), cmap="magma", vmin=0, vmax=vmax, interpolation="nearest")
+        label = f"atom {j}, covers {rep.coverage[j]:.1%}"
         if j in rep.ablation:
-            label += f"\ndrop {rep.ablation[j]:.2f}" + (" dB" if rep.metric_name == "PSNR" else "")
+            label += f"\ndrop {rep.ablation[j]:.2f}{unit}"
         ax.set_title(label, fontsize=8)
-    if not chosen:
-        axes.flat[0].set_title("no live atoms")
-    where = " (maximum over the last axis)" if len(shape) == 3 else ""
-    fig.suptitle(f"layer {rep.layer}: activation maps of the top atoms{where}", fontsize=10)
+    if im is not None:
+        fig.colorbar(im, ax=axes, shrink=0.8, label="atom activation (one scale for all)")
+    elif not chosen:
+        flat[0].set_title("no live atoms", fontsize=8)
+    where = "the inlet (layer 0)" if rep.layer == 0 else f"layer {rep.layer}"
+    what = "most harmful atoms (largest drop when removed)" if rep.ablation else "atoms of largest activation mass"
+    vol = "; volumes: maximum over the last axis" if len(shape) == 3 else ""
+    fig.suptitle(f"SAE on {where}: {what}{vol}", fontsize=10)
     save_figure(fig, path, force)
     plt.close(fig)
