@@ -51,6 +51,7 @@ def rank(
 ) -> None:
     """Weight stable ranks, representation spectra of every hidden layer, recommended freeze depth."""
     from ..errors import InrdiagError
+    from ..signals.kinds import grid_from_provenance
     from ..spectra import rank_report
     from ..tables import expand_checkpoints, rank_rows, write_csv
 
@@ -61,7 +62,9 @@ def rank(
     reports = []
     for path in paths:
         loaded = load_model(path, loading)
-        reports.append(rank_report(loaded.model, grid=grid, tol=tol, device=device,
+        shape = grid if grid is not None else grid_from_provenance(getattr(loaded, "provenance", None),
+                                                                   loaded.spec.in_features)  # fmt: skip
+        reports.append(rank_report(loaded.model, grid=shape, tol=tol, device=device,
                                    shared_layers=loaded.shared_layers, layer_names=loaded.layer_keys))  # fmt: skip
     rows = [row for path, rep in zip(paths, reports) for row in rank_rows(rep, path)]
     if csv:

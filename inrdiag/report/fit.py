@@ -147,6 +147,13 @@ def render_compare(res) -> None:
         t.add_row(*row)
     c.print(t)
     unit = " dB" if res.metric_name == "PSNR" else ""
+    for key in ("dense_heldout_iou", "overall_psnr", "snr_db"):  # the target's own evaluation (inrdiag.signals)
+        for r in res.rows:
+            xs = [d[key] for d in getattr(r, "details", []) if isinstance(d.get(key), float)]
+            if xs:
+                m, s = r._mean_std(xs)
+                c.print(f"{r.init}: {key.replace('_', ' ')} {m:.{digits if key.endswith('iou') else 2}f} ± "
+                        f"{s:.{digits if key.endswith('iou') else 2}f} over {len(xs)} seed(s)")  # fmt: skip
     c.print(f"[dim]{res.metric_name}{unit} of the final model (eval mode); rank on the {res.target['points']:,}-point "
             f"target grid, tol {cfg.tol:g}; std over seeds (n-1)[/dim]")  # fmt: skip
 

@@ -99,3 +99,13 @@ def frame_psnr(pred, target, frames: int) -> list[float]:
     """PSNR of each of ``frames`` equal consecutive blocks of the rows (video: one block per frame, 'ij' order)."""
     n = target.shape[0] // frames
     return [psnr(pred[i * n : (i + 1) * n], target[i * n : (i + 1) * n]) for i in range(frames)]
+
+
+def grid_from_provenance(provenance: dict | None, in_features: int) -> tuple[int, ...] | None:
+    """The fitted target's own grid for ``rank`` when ``--grid`` is not given: audio and video fits (a 1-D
+    waveform is far finer than the default 4,096 points; a video is rarely a cube); None otherwise."""
+    prov = provenance or {}
+    shape = [int(s) for s in prov.get("target_shape") or []]
+    if prov.get("target_kind") in ("audio", "video") and len(shape) == in_features and min(shape, default=0) >= 2:
+        return tuple(shape)
+    return None

@@ -331,7 +331,7 @@ def extract_surface(model, target, path: str, force: bool = False) -> dict[str, 
         raise TargetError("the fit has no surface on the grid (its level-0 set is empty); nothing to extract")
     spacing = tuple(2.0 / (s - 1) for s in target.shape)
     verts, faces, _, _ = measure.marching_cubes(
-        vol, level=0.0, spacing=spacing, gradient_direction="descent" if target.kind == "occupancy" else "ascent"
+        vol, level=0.0, spacing=spacing, gradient_direction="ascent" if target.kind == "occupancy" else "descent"
     )
     verts = verts - 1.0
     meta = target.meta or {}
