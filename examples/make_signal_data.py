@@ -6,7 +6,7 @@ output is a pure function of this script::
 
     chirp.wav         0.5 s, 8 kHz, 16-bit mono: linear chirp 200 -> 2000 Hz, amplitude 0.5, 10 ms fades
     torus.obj         watertight torus (R 0.6, r 0.25; 48 x 24 segments, 2,304 triangles), plain OBJ
-    moving_disc.npy   8 x 32 x 32 uint8 video: a bright disc moving left to right on a dark gradient
+    moving_disc.npy   8 x 32 x 32 x 1 uint8 video: a bright disc moving left to right on a dark gradient
 
 Usage: ``python examples/make_signal_data.py [--out DIR]`` (default: examples/signals).
 """
@@ -76,7 +76,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_wav(out / "chirp.wav", chirp(), 8000)
     write_obj(out / "torus.obj", *torus())
-    np.save(out / "moving_disc.npy", moving_disc())
+    np.save(out / "moving_disc.npy", moving_disc()[..., None])  # T x H x W x 1: read as video without flags
     print(f"wrote chirp.wav, torus.obj, moving_disc.npy to {out}")
 
 
