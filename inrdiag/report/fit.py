@@ -38,7 +38,7 @@ def render_fit(res, saved: dict[str, str] | None = None) -> None:
     t.add_row("final loss", fmt(res.final_loss, 4))
     for key, value in getattr(res, "details", {}).items():  # the target's own evaluation (inrdiag.signals)
         if isinstance(value, float):
-            t.add_row(key.replace("_", " "), f"{value:.2f}" if "psnr" in key or "snr" in key else f"{value:.4f}")
+            t.add_row(key.replace("_", " "), f"{value:.2f} dB" if "psnr" in key or "snr" in key else f"{value:.4f}")
     t.add_row("speed", f"{res.steps_per_second:.1f} steps/s ({res.seconds:.1f} s)")
     c.print(t)
     if res.ranks:
