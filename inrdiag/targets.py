@@ -24,7 +24,7 @@ MAX_POINTS = 2**26
 
 @dataclass
 class Target:
-    """A target sampled on a grid: ``values`` is N x C in [0, 1] (occupancy: exactly 0 or 1)."""
+    """A target sampled on a grid: ``values`` is N x C in [0, 1] (occupancy: exactly 0 or 1; audio: [-1, 1]; sdf: signed distances)."""
 
     kind: str  # "image" | "occupancy", and (inrdiag.signals) "audio" | "video" | "sdf"
     path: str
