@@ -37,6 +37,8 @@ _EXPORTS = {
     "topk_eigh": "ntk_eig",
     "load_target": "targets",
     "Target": "targets",
+    "load_signal": "signals",
+    "extract_surface": "signals.mesh",
     "fit": "fit",
     "FitConfig": "fit",
     "FitResult": "fit",

@@ -23,6 +23,8 @@ class CompareRow:
     inlet_numerical_rank: list[int]
     seconds: list[float]
     parameters: int
+    #: Per seed, the target's own evaluation (FitResult.details: dense held-out IoU, per-frame PSNR, SNR).
+    details: list[dict[str, Any]] = field(default_factory=list)
 
     @staticmethod
     def _mean_std(xs: list[float]) -> tuple[float, float]:
@@ -49,7 +51,7 @@ class CompareRow:
             "inlet_effective_rank": self.inlet_effective_rank,
             "inlet_effective_rank_mean": statistics.fmean(self.inlet_effective_rank),
             "inlet_numerical_rank": self.inlet_numerical_rank, "seconds": self.seconds,
-            "parameters": self.parameters,
+            "parameters": self.parameters, "details": self.details,
         }  # fmt: skip
 
 
@@ -102,6 +104,7 @@ def compare(target, inits: list[str], seeds: int = 3, config: FitConfig | None =
             heldout_metrics=heldout, inlet_effective_rank=[r.init_inlet_effective_rank for r in results],
             inlet_numerical_rank=[r.init_inlet_numerical_rank for r in results],
             seconds=[r.seconds for r in results], parameters=results[0].parameters,
+            details=[r.details for r in results],
         ))  # fmt: skip
         curves[init] = [{"step": r.curve_step, "loss": r.curve_loss, "metric": r.curve_metric} for r in results]
     return CompareResult(target.to_dict(), replace(base), metric_name, rows, curves)

@@ -128,6 +128,8 @@ class FitResult:
     #: With --holdout-stride: the metric on the held-out points (eval mode) at about 50 steps.
     heldout_step: list[int] = field(default_factory=list)
     heldout_curve: list[float] = field(default_factory=list)
+    #: What the target's own evaluation adds (dense held-out IoU of a mesh, per-frame PSNR of a video, SNR).
+    details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -141,6 +143,7 @@ class FitResult:
             "ranks": [r.to_dict() for r in self.ranks], "seconds": self.seconds,
             "steps_per_second": self.steps_per_second, "device": self.device, "batch_size": self.batch_size,
             "train_points": self.train_points, "parameters": self.parameters, "notes": self.notes,
+            "details": self.details,
         }  # fmt: skip
 
 
@@ -215,11 +218,11 @@ def fit(target, config: FitConfig | None = None, progress: Progress | None = Non
 
 def _fit(target, cfg: FitConfig, progress: Progress | None) -> FitResult:
     import torch
-    import torch.nn.functional as F
 
     from .device import resolve_device
     from .grid import check_memory
     from .inits import build_model
+    from .signals.kinds import loss_function
     from .targets import METRIC_NAME, metric
 
     notes: list[str] = []
@@ -247,7 +250,7 @@ def _fit(target, cfg: FitConfig, progress: Progress | None) -> FitResult:
     )
 
     kind = target.kind
-    loss_fn = F.mse_loss if kind == "image" else F.binary_cross_entropy_with_logits
+    loss_fn = loss_function(kind)
     opt = _adam(model.parameters(), cfg.lr)
     gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
     every = max(1, cfg.steps // max(1, cfg.curve_points))
@@ -305,6 +308,8 @@ def _fit(target, cfg: FitConfig, progress: Progress | None) -> FitResult:
     fitted = metric(kind, out if mask is None else out[mask], values)
     heldout = None if mask is None else metric(kind, out[~mask], values_all[~mask])
     full_metric = metric(kind, out, values_all)
+    details = target.evaluate(model, out) if getattr(target, "evaluate", None) else {}
+    notes += [n for n in (getattr(target, "meta", None) or {}).get("notes", []) if n not in notes]
     return FitResult(
         config=cfg, target=target.to_dict(), metric_name=METRIC_NAME[kind], metric=fitted, heldout_metric=heldout,
         full_metric=full_metric, final_loss=final_loss,
@@ -312,7 +317,7 @@ def _fit(target, cfg: FitConfig, progress: Progress | None) -> FitResult:
         curve_step=curve_step, curve_loss=curve_loss, curve_metric=curve_metric, ranks=ranks, seconds=seconds,
         steps_per_second=cfg.steps / seconds if seconds > 0 else math.inf, device=str(dev), batch_size=batch,
         train_points=n, parameters=model.num_parameters, model=model.cpu(), notes=notes, heldout_step=held_step,
-        heldout_curve=held_curve,
+        heldout_curve=held_curve, details=details,
     )  # fmt: skip
 
 
@@ -342,4 +347,5 @@ def provenance(result: FitResult) -> dict[str, Any]:
         "seed": c.seed, "depth": c.depth, "width": c.width, "batch_size": result.batch_size,
         "holdout_stride": c.holdout_stride, "threads": c.threads, "metric_name": result.metric_name, "metric": result.metric,
         "heldout_metric": result.heldout_metric, "device": result.device,
+        "target_kind": result.target["kind"], "target_meta": result.target.get("meta", {}),
     }  # fmt: skip

@@ -12,7 +12,12 @@ def default_points(dim: int) -> int:
     return DEFAULT_POINTS.get(dim, 8)
 
 
-def grid_shape(dim: int, n: int | None) -> tuple[int, ...]:
+def grid_shape(dim: int, n: int | tuple[int, ...] | None) -> tuple[int, ...]:
+    """``(n,) * dim`` (default points per axis when None); a tuple of ``dim`` sizes is taken as the shape."""
+    if isinstance(n, (tuple, list)):
+        if len(n) != dim or min(n) < 2:
+            raise SpecError(f"grid shape {list(n)} must have {dim} axes of at least 2 points")
+        return tuple(int(v) for v in n)
     n = default_points(dim) if n is None else int(n)
     if n < 2:
         raise SpecError(f"--grid must be at least 2 points per axis, got {n}")

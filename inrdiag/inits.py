@@ -13,6 +13,7 @@ Schemes (DESIGN.md section 4):
 - ``siren``: the official SIREN code: sine activations with w0 = 30 in every layer, first layer
   ``U(-1/n_in, 1/n_in)``, hidden and output layers ``U(-sqrt(6/n_in)/w0, sqrt(6/n_in)/w0)``,
   biases keep torch's default ``U(-1/sqrt(n_in), 1/sqrt(n_in))``.
+- ``siren-audio``: SIREN's audio recipe (``explore_siren.ipynb``): as ``siren`` but first-layer w0 = 3000.
 - ``pe``: NeRF positional encoding (L = 6 frequencies ``2^k pi``, with x) + torch's init.
 - ``ff``: Gaussian Fourier features (m = 256 rows of B ~ N(0, 5^2), stored in the checkpoint)
   + torch's init. sigma 5 on [-1,1] is Tancik et al.'s sigma 10 on [0,1].
@@ -34,6 +35,8 @@ RANK_EXPAND_EPS = 0.01
 #: Activations with a ReLU-like threshold at h = 0, where rank-expand's geometry applies.
 THRESHOLD_ACTIVATIONS = ("relu", "leaky_relu", "gelu", "softplus")
 SIREN_W0 = 30.0
+#: First-layer w0 of SIREN's audio recipe (``siren-audio``; docs/signals.md).
+SIREN_AUDIO_W0 = 3000.0
 PE_FREQUENCIES = 6
 FF_FEATURES = 256
 FF_SIGMA = 5.0
@@ -190,6 +193,11 @@ def _siren_arch(spec: ArchSpec) -> ArchSpec:
     return replace(_same(spec), activation="sine", w0=SIREN_W0, w0_hidden=SIREN_W0)
 
 
+def _siren_audio_arch(spec: ArchSpec) -> ArchSpec:
+    """SIREN's audio recipe (vsitzmann/siren explore_siren.ipynb): first-layer w0 = 3000, hidden w0 = 30."""
+    return replace(_same(spec), activation="sine", w0=SIREN_AUDIO_W0, w0_hidden=SIREN_W0)
+
+
 # ---------------------------------------------------------------- encodings and batch norm
 def _pe_arch(spec: ArchSpec) -> ArchSpec:
     return replace(_same(spec), encoding="positional", frequencies=PE_FREQUENCIES, include_input=True)
@@ -218,6 +226,8 @@ SCHEMES: dict[str, Scheme] = {
         Scheme("rank-expand", "inlet paper: unit rows V_i/||V_i||, bias -||V_i||+eps, V_i on a grid",
                _rank_expand_arch, rank_expand_inlet, rank_expand_inlet),
         Scheme("siren", "sine, w0=30, official SIREN init", _siren_arch, siren_init, siren_inlet),
+        Scheme("siren-audio", "SIREN's audio recipe: first-layer w0=3000, hidden w0=30, SIREN init",
+               _siren_audio_arch, siren_init, siren_inlet),
         Scheme("pe", f"positional encoding (L={PE_FREQUENCIES}) + default init", _pe_arch, _noop, None),
         Scheme("ff", f"Fourier features (m={FF_FEATURES}, sigma={FF_SIGMA:g}) + default init", _ff_arch, ff_init, None),
         Scheme("bn", "batch norm after the inlet + default init", _bn_arch, _noop, None),

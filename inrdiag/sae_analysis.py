@@ -76,19 +76,22 @@ class Scorer:
     """
 
     def __init__(self, kind: str, y):
-        self.kind = kind
-        self.y = y
-        self.name = "PSNR" if kind == "image" else "IoU"
-        self.unit = "dB" if kind == "image" else ""
+        # audio/video are scored like images (audio clips to [-1, 1]); sdf like occupancy with inside = f < 0
+        self.kind = "image" if kind in ("image", "audio", "video") else "occupancy"
+        self.lo = -1.0 if kind == "audio" else 0.0
+        self.sign = -1.0 if kind == "sdf" else 1.0
+        self.y = y if kind != "sdf" else (y < 0).to(y.dtype)
+        self.name = "PSNR" if self.kind == "image" else "IoU"
+        self.unit = "dB" if self.kind == "image" else ""
 
     def point_stats(self, out, rows=None):
         import torch
 
         y = self.y if rows is None else self.y[rows]
         if self.kind == "image":
-            d = out.detach().to(torch.float64).clamp(0, 1) - y.to(torch.float64)
+            d = out.detach().to(torch.float64).clamp(self.lo, 1) - y.to(torch.float64)
             return (d * d).sum(1, keepdim=True)
-        pred = out.detach() > 0
+        pred = self.sign * out.detach() > 0
         truth = y > 0.5
         return torch.stack([(pred & truth).any(1), (pred | truth).any(1)], 1).to(torch.float64)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +24,17 @@ MAX_POINTS = 2**26
 
 @dataclass
 class Target:
-    """A target sampled on a grid: ``values`` is N x C in [0, 1] (occupancy: exactly 0 or 1)."""
+    """A target sampled on a grid: ``values`` is N x C in [0, 1] (occupancy: exactly 0 or 1; audio: [-1, 1]; sdf: signed distances)."""
 
-    kind: str  # "image" | "occupancy"
+    kind: str  # "image" | "occupancy", and (inrdiag.signals) "audio" | "video" | "sdf"
     path: str
     sha256: str
     shape: tuple[int, ...]
     values: Any  # torch.Tensor, N x C, float32
+    #: Plain-JSON facts of the loader (sample rate, mesh normalisation, notes), kept in provenance.
+    meta: dict[str, Any] = field(default_factory=dict)
+    #: Optional ``evaluate(model, out) -> dict`` run after a fit (dense held-out IoU, per-frame PSNR).
+    evaluate: Any = field(default=None, repr=False, compare=False)
 
     @property
     def channels(self) -> int:
@@ -51,7 +55,7 @@ class Target:
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "path": self.path, "sha256": self.sha256, "shape": list(self.shape),
-                "channels": self.channels, "points": self.points}  # fmt: skip
+                "channels": self.channels, "points": self.points, **({"meta": self.meta} if self.meta else {})}  # fmt: skip
 
 
 def file_sha256(path: str | Path) -> str:
@@ -62,8 +66,11 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def load_target(path: str | Path, size: int | None = None) -> Target:
-    """Load an image (gray/RGB/RGBA -> RGB, 8/16-bit) or a 3-D occupancy grid (.npy/.npz).
+def load_target(path: str | Path, size: int | None = None, kind: str | None = None,
+                seconds: float | None = None) -> Target:  # fmt: skip
+    """Load an image (gray/RGB/RGBA -> RGB, 8/16-bit) or a 3-D occupancy grid (.npy/.npz); meshes,
+    point clouds, audio and video through ``inrdiag.signals.load_signal`` (``kind``: None/"auto" or a
+    target kind; ``seconds``: audio crop).
 
     ``size`` resamples to ``size`` points per axis (images: antialiased bilinear with
     ``align_corners=True``, matching the linspace grid; volumes: nearest).
@@ -71,6 +78,11 @@ def load_target(path: str | Path, size: int | None = None) -> Target:
     p = Path(path)
     if not p.exists():
         raise TargetError(f"{p}: no such file")
+    from .signals import load_signal
+
+    signal = load_signal(p, size, kind=kind, seconds=seconds)
+    if signal is not None:
+        return signal
     if p.is_dir():
         raise TargetError(f"{p} is a folder; expected an image or a .npy/.npz occupancy grid")
     if p.stat().st_size == 0:
@@ -228,8 +240,14 @@ def iou(logits, target, threshold: float = 0.5) -> float:
 
 
 def metric(kind: str, pred, target) -> float:
-    """PSNR (images, dB) or IoU (occupancy, in [0, 1])."""
-    return psnr(pred, target) if kind == "image" else iou(pred, target)
+    """PSNR (images, dB) or IoU (occupancy, in [0, 1]); other kinds: ``inrdiag.signals.kinds.metric``."""
+    if kind == "image":
+        return psnr(pred, target)
+    if kind == "occupancy":
+        return iou(pred, target)
+    from .signals.kinds import metric as signal_metric
+
+    return signal_metric(kind, pred, target)
 
 
-METRIC_NAME = {"image": "PSNR", "occupancy": "IoU"}
+METRIC_NAME = {"image": "PSNR", "occupancy": "IoU", "audio": "PSNR", "video": "PSNR", "sdf": "IoU"}

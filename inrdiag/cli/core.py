@@ -50,7 +50,9 @@ def rank(
     loading: Loading | None = None,
 ) -> None:
     """Weight stable ranks, representation spectra of every hidden layer, recommended freeze depth."""
+    from ..adapter import as_adapter
     from ..errors import InrdiagError
+    from ..signals.kinds import grid_from_provenance
     from ..spectra import rank_report
     from ..tables import expand_checkpoints, rank_rows, write_csv
 
@@ -61,7 +63,9 @@ def rank(
     reports = []
     for path in paths:
         loaded = load_model(path, loading)
-        reports.append(rank_report(loaded, grid=grid, tol=tol, device=device))
+        d = loaded.spec.in_features if hasattr(loaded, "spec") else as_adapter(loaded).in_features
+        shape = grid if grid is not None else grid_from_provenance(getattr(loaded, "provenance", None), d)
+        reports.append(rank_report(loaded, grid=shape, tol=tol, device=device))
     rows = [row for path, rep in zip(paths, reports) for row in rank_rows(rep, path)]
     if csv:
         write_csv(rows, csv, force)

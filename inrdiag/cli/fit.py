@@ -15,9 +15,19 @@ TRAIN = "Training budget"
 
 TargetArg = Annotated[
     str,
-    typer.Argument(help="Image (png/jpg/tiff..., gray/RGB/RGBA, 8/16-bit) or 3-D occupancy grid (.npy/.npz).",
-                   show_default=False),
+    typer.Argument(help="Image (png/jpg/tiff..., gray/RGB/RGBA, 8/16-bit), 3-D occupancy grid (.npy/.npz), mesh or "
+                   "point cloud (.obj/.ply/.stl/.off/.xyz), audio (.wav/.flac/.ogg) or video (.mp4/.gif/.npy T x H x W "
+                   "(x C)/folder of frames); see docs/signals.md.", show_default=False),
 ]  # fmt: skip
+KindOpt = Annotated[
+    str,
+    typer.Option("--target-kind", help="auto|image|occupancy|sdf|audio|video: sdf turns a mesh into a truncated "
+                 "signed distance target; video reads a 3-D .npy or an animated .gif as frames."),
+]  # fmt: skip
+SecondsOpt = Annotated[
+    float | None,
+    typer.Option("--seconds", help="Audio: fit only the first SECONDS seconds.", show_default=False),
+]
 DepthOpt = Annotated[int, typer.Option("--depth", help="Hidden layers.", rich_help_panel=TRAIN)]
 WidthOpt = Annotated[int, typer.Option("--width", help="Units per hidden layer.", rich_help_panel=TRAIN)]
 StepsOpt = Annotated[int, typer.Option("--steps", help="Optimiser steps.", rich_help_panel=TRAIN)]
@@ -30,7 +40,13 @@ BatchOpt = Annotated[
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the init and the batch sampling.")]
 SizeOpt = Annotated[
     int | None,
-    typer.Option("--size", help="Resample the target to SIZE points per axis first.", show_default=False),
+    typer.Option(
+        "--size",
+        "--grid",
+        help="Resample the target to SIZE points per axis first (meshes: the occupancy/SDF "
+        "grid, default 64; audio: samples; video: every axis, time too).",
+        show_default=False,
+    ),
 ]
 ThreadsOpt = Annotated[
     int | None,
@@ -85,6 +101,8 @@ def fit(
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     size: SizeOpt = None,
+    target_kind: KindOpt = "auto",
+    seconds: SecondsOpt = None,
     track_rank: Annotated[
         int,
         typer.Option(
@@ -100,13 +118,20 @@ def fit(
         ),
     ] = None,
     recon: Annotated[
-        str | None, typer.Option("--recon", help="Write the reconstruction (PNG; volumes: slices).", show_default=False)
+        str | None,
+        typer.Option(
+            "--recon",
+            help="Write the reconstruction: PNG (volumes: slices), .obj/.ply/.stl/.off (marching "
+            "cubes of occupancy/SDF), .wav (audio), .gif (video), .npy (raw).",
+            show_default=False,
+        ),
     ] = None,
     plot: PlotOpt = None,
     json: JsonOpt = False,
     force: ForceOpt = False,
 ) -> None:
-    """Fit an MLP to an image (MSE, PSNR) or occupancy grid (BCE, IoU at 0.5) from a chosen inlet init."""  # fmt: skip
+    """Fit an MLP to an image (MSE, PSNR), occupancy grid or mesh (BCE, IoU at 0.5), SDF (clamped L1, IoU of f<0),
+    audio or video (MSE, PSNR) from a chosen inlet init."""  # fmt: skip
     check_outputs(force, **{"-o": output, "--recon": recon, "--plot": plot})
     from ..fit import FitConfig, provenance
     from ..fit import fit as run_fit
@@ -117,7 +142,11 @@ def fit(
     cfg = FitConfig(init=init, depth=depth, width=width, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
                     device=device, track_rank=track_rank, holdout_stride=holdout_stride, threads=threads)  # fmt: skip
     cfg.validate()
-    tgt = load_target(target, size)
+    tgt = load_target(target, size, kind=target_kind, seconds=seconds)
+    if recon:
+        from ..signals.recon import check_recon_suffix
+
+        check_recon_suffix(tgt.kind, recon)
     name = METRIC_NAME[tgt.kind]
     with _progress(True) as update:
         cb = None if update is None else (lambda st, n, lo, m: update(f"fit {init}", st, n, _info(name, lo, m)))
@@ -156,6 +185,8 @@ def compare(
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     size: SizeOpt = None,
+    target_kind: KindOpt = "auto",
+    seconds: SecondsOpt = None,
     holdout_stride: HoldoutOpt = 1,
     threads: ThreadsOpt = None,
     plot: PlotOpt = None,
@@ -176,7 +207,7 @@ def compare(
     cfg = FitConfig(depth=depth, width=width, steps=steps, lr=lr, batch_size=batch_size, seed=seed, device=device,
                     holdout_stride=holdout_stride, threads=threads)  # fmt: skip
     cfg.validate()
-    tgt = load_target(target, size)
+    tgt = load_target(target, size, kind=target_kind, seconds=seconds)
     name = METRIC_NAME[tgt.kind]
     with _progress(True) as update:
         cb = None if update is None else (

@@ -197,7 +197,9 @@ def resolve_target(loaded, ad, target: str | None, grid: int | None):
                                "give --target IMAGE to use it anyway")  # fmt: skip
             files = same
         found = files[0]
-        tgt = load_target(found, size=size)
+        tgt = load_target(
+            found, size=size, kind=prov.get("target_kind"), seconds=(prov.get("target_meta") or {}).get("crop_seconds")
+        )
         notes.append(f"target: {what} ({found})")
     else:
         tgt = load_target(target, size=size)

@@ -36,6 +36,9 @@ def render_fit(res, saved: dict[str, str] | None = None) -> None:
         t.add_row(f"{res.metric_name} (held-out points)", _metric(res.metric_name, res.heldout_metric))
         t.add_row(f"{res.metric_name} (all points)", _metric(res.metric_name, res.full_metric))
     t.add_row("final loss", fmt(res.final_loss, 4))
+    for key, value in getattr(res, "details", {}).items():  # the target's own evaluation (inrdiag.signals)
+        if isinstance(value, float):
+            t.add_row(key.replace("_", " "), f"{value:.2f} dB" if "psnr" in key or "snr" in key else f"{value:.4f}")
     t.add_row("speed", f"{res.steps_per_second:.1f} steps/s ({res.seconds:.1f} s)")
     c.print(t)
     if res.ranks:
@@ -140,6 +143,11 @@ def _images(fig, model, target, rows: int, cols: int) -> None:
 def save_reconstruction(model, target, path: str, force: bool = False) -> None:
     """Images: the reconstruction as an 8-bit PNG. Volumes: 3 slices along axis 0 at 1/4, 1/2, 3/4,
     target (top row) above the reconstruction thresholded at 0.5 (bottom row), one PNG."""
+    from ..signals.recon import handles, save_signal_reconstruction
+
+    if handles(target.kind, path):  # meshes (marching cubes), .wav, video frames, .npy
+        save_signal_reconstruction(model, target, path, force)
+        return
     import imageio.v3 as iio
     import numpy as np
     import torch
@@ -199,6 +207,13 @@ def render_compare(res) -> None:
         t.add_row(*row)
     c.print(t)
     unit = " dB" if res.metric_name == "PSNR" else ""
+    for key in ("dense_heldout_iou", "overall_psnr", "snr_db"):  # the target's own evaluation (inrdiag.signals)
+        for r in res.rows:
+            xs = [d[key] for d in getattr(r, "details", []) if isinstance(d.get(key), float)]
+            if xs:
+                m, s = r._mean_std(xs)
+                c.print(f"{r.init}: {key.replace('_', ' ')} {m:.{digits if key.endswith('iou') else 2}f} ± "
+                        f"{s:.{digits if key.endswith('iou') else 2}f} over {len(xs)} seed(s)")  # fmt: skip
     c.print(f"[dim]{res.metric_name}{unit} of the final model (eval mode); rank on the {res.target['points']:,}-point "
             f"target grid, tol {cfg.tol:g}; std over seeds (n-1)[/dim]")  # fmt: skip
 
