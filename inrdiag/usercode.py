@@ -20,6 +20,7 @@ import importlib
 import importlib.util
 import inspect
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -340,3 +341,63 @@ def load_user_model(
         model=module, path=str(path), code=code, file_format=file_format, prefix=prefix, tensors=uses,
         provenance=provenance, notes=notes, nonfinite=nonfinite, in_features=in_features,
     )  # fmt: skip
+
+
+def reinit_user_inlet(loaded: UserLoaded, scheme: str, seed: int = 0) -> list[str]:
+    """Re-initialise the inlet of the user's module — the first ``nn.Linear`` it calls — by ``scheme``.
+
+    The same formulas as for inrdiag's own MLP (``inrdiag.inits``): ``default`` (torch's
+    ``U(-1/sqrt(n_in), 1/sqrt(n_in))``), ``rank-expand`` (DESIGN.md section 4; only where that layer
+    reads the raw coordinates, and with a bias), ``siren`` (``U(-1/n_in, 1/n_in)`` weights). The module's
+    activation is the user's code: what a scheme assumes about it is returned as a note, not checked.
+    """
+    import torch
+
+    from .adapter import as_adapter
+    from .inits import InitError, rank_expand_points, rank_expand_weights, siren_bounds
+
+    ad = as_adapter(loaded)
+    lin = ad.linear(0)
+    name = ad.layers[0].name
+    gen = torch.Generator().manual_seed(seed)
+    notes = [f"re-initialised the inlet {name} ({lin.out_features} x {lin.in_features}), the first nn.Linear called"]
+    with torch.no_grad():
+        if scheme == "default":
+            bound = 1.0 / math.sqrt(lin.in_features)
+            lin.weight.uniform_(-bound, bound, generator=gen)
+            if lin.bias is not None:
+                lin.bias.uniform_(-bound, bound, generator=gen)
+        elif scheme == "rank-expand":
+            if lin.in_features != ad.in_features:
+                raise InitError(
+                    f"rank-expand places thresholds in coordinate space [-1,1]^{ad.in_features}, but {name} reads "
+                    f"{lin.in_features} features (an encoding comes first); not defined there"
+                )
+            if lin.bias is None:
+                raise InitError(f"rank-expand needs a bias in {name} (the thresholds are the biases)")
+            W, b = rank_expand_weights(rank_expand_points(lin.out_features, lin.in_features))
+            lin.weight.copy_(W.to(lin.weight.dtype))
+            lin.bias.copy_(b.to(lin.bias.dtype))
+            notes.append("rank-expand assumes a threshold activation (ReLU-like) after the inlet: your code decides")
+        elif scheme == "siren":
+            b = siren_bounds(lin.in_features, True)
+            lin.weight.uniform_(-b, b, generator=gen)
+            notes.append("siren's first-layer init assumes sin(w0 h) after the inlet: your code decides")
+        else:
+            raise InitError(f"--scheme {scheme!r} with --model-code: allowed default, rank-expand, siren")
+    return notes
+
+
+def save_user_state(loaded: UserLoaded, path: str | os.PathLike, provenance: dict[str, Any], force: bool = False):
+    """Write the user's module as a plain safetensors state dict (its own key names), atomically.
+
+    It loads back with the same ``--model-code``; the metadata key ``inrdiag_model_code`` records the
+    code, its arguments and the provenance (the inrdiag format key is not used: there is no ArchSpec).
+    """
+    from safetensors.torch import save_file
+
+    from .io import atomic_write
+
+    state = {k: v.detach().to("cpu").contiguous() for k, v in loaded.model.state_dict().items()}
+    meta = json.dumps({"model_code": loaded.code.to_dict(), "provenance": provenance}, sort_keys=True, default=str)
+    return atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"inrdiag_model_code": meta}), force)

@@ -238,3 +238,36 @@ def test_every_diagnostic_runs_on_the_users_module(tmp_path, cli):
     # Without the code, the chain of linear layers does not describe this function: refused.
     r = cli("info", path, "--activation", "relu")
     assert r.code == 2
+
+
+def test_reinit_with_model_code_changes_only_the_first_linear(tmp_path, cli):
+    import sys
+
+    import inrdiag
+    from inrdiag.inits import rank_expand_points, rank_expand_weights
+
+    (tmp_path / "nerf.py").write_text(SKIP)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import nerf
+    finally:
+        sys.path.remove(str(tmp_path))
+    torch.manual_seed(4)
+    module = nerf.NerfMLP().eval()
+    src = tmp_path / "nerf.pth"
+    torch.save({"model_state": module.state_dict()}, src)
+    out = tmp_path / "re.safetensors"
+    code = ["--model-code", f"{tmp_path}/nerf.py:NerfMLP"]
+    r = cli("reinit", src, "--scheme", "rank-expand", "-o", out, *code, "--json")
+    assert r.code == 0, r.err
+    assert any("threshold activation" in n for n in r.json()["notes"])
+    back = load_user_model(out, ModelCode.parse(f"{tmp_path}/nerf.py:NerfMLP"))
+    W, b = rank_expand_weights(rank_expand_points(16, 2))
+    new, old = back.model.state_dict(), module.state_dict()
+    assert torch.allclose(new["layers.0.weight"], W.float()) and torch.allclose(new["layers.0.bias"], b.float())
+    assert all(torch.equal(new[k], old[k]) for k in old if not k.startswith("layers.0."))
+    # the inlet's rank rises as the scheme promises (on this 16-wide layer: most units alive and distinct)
+    rank = inrdiag.rank_report(back.model, grid=32, in_features=2).layers[0].representation.numerical_rank
+    assert rank >= 12
+    r = cli("reinit", src, "--scheme", "pe", "-o", tmp_path / "x.safetensors", *code)
+    assert r.code == 2 and "allowed default, rank-expand, siren" in r.err

@@ -249,10 +249,21 @@ def reinit(
     loaded = load_model(model, loading)
     if loaded.heads is not None:
         raise InrdiagError(f"{model} is a cohort checkpoint; reinit writes single models only")
-    reinit_inlet(loaded.model, scheme, seed)
     prov = {**loaded.provenance, "reinit": {"scheme": scheme, "seed": seed, "source": str(model),
                                             "source_sha256": file_sha256(model)}}  # fmt: skip
-    save(loaded.model, output, prov, force)
+    notes: list[str] = []
+    if hasattr(loaded, "code"):  # the user's module (--model-code): its first nn.Linear, its own key names
+        from ..usercode import reinit_user_inlet, save_user_state
+
+        notes = reinit_user_inlet(loaded, scheme, seed)
+        save_user_state(loaded, output, prov, force)
+        from ..adapter import as_adapter
+
+        inlet = as_adapter(loaded).linear(0)
+    else:
+        reinit_inlet(loaded.model, scheme, seed)
+        save(loaded.model, output, prov, force)
+        inlet = loaded.model.linears[0]
     info = {"source": str(model), "scheme": scheme, "seed": seed, "output": output,
-            "inlet_shape": list(loaded.model.linears[0].weight.shape)}  # fmt: skip
+            "inlet_shape": list(inlet.weight.shape), "notes": notes}  # fmt: skip
     show(json, info, "fit:render_reinit", info)

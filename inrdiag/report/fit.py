@@ -243,4 +243,6 @@ def render_reinit(info: dict) -> None:
     c = console()
     c.print(f"re-initialised the inlet (linear layer 0, {info['inlet_shape'][0]}x{info['inlet_shape'][1]}) of "
             f"{info['source']} with {info['scheme']}; other layers unchanged")  # fmt: skip
+    for note in info.get("notes", []):
+        c.print(f"note: {note}", markup=False)
     c.print(f"wrote {info['output']}  (check it: inrdiag rank {info['output']})")
