@@ -108,8 +108,8 @@ def fit(
 ) -> None:
     """Fit an MLP to an image (MSE, PSNR) or occupancy grid (BCE, IoU at 0.5) from a chosen inlet init."""  # fmt: skip
     check_outputs(force, **{"-o": output, "--recon": recon, "--plot": plot})
-    from ..fit import FitConfig, provenance
-    from ..fit import fit as run_fit
+    from ..fitting import FitConfig, provenance
+    from ..fitting import fit as run_fit
     from ..inits import get_scheme
     from ..targets import METRIC_NAME, load_target
 
@@ -166,7 +166,7 @@ def compare(
     check_outputs(force, **{"--plot": plot})
     from ..compare import compare as run_compare
     from ..errors import InrdiagError
-    from ..fit import FitConfig
+    from ..fitting import FitConfig
     from ..inits import parse_schemes
     from ..targets import METRIC_NAME, load_target
 

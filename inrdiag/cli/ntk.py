@@ -65,7 +65,7 @@ def ntk(
 ) -> None:
     """Empirical NTK Theta = sum_c J_c J_c^T (SUM over output channels, not a mean) on a grid: spectrum,
     decay, effective rank, and the exact layer-wise split Theta = sum_g Theta_g (batch norm in eval mode)."""
-    from ..fit import tune_malloc
+    from ..fitting import tune_malloc
     from ..io import check_writable
     from ..ntk import ntk_report
 

@@ -84,7 +84,7 @@ def save_reconstruction(model, target, path: str, force: bool = False) -> None:
     import numpy as np
     import torch
 
-    from ..fit import predict
+    from ..fitting import predict
     from ..io import atomic_write
 
     model = model.eval()
