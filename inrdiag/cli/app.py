@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any, get_type_hints
 
@@ -16,7 +17,9 @@ import typer
 app = typer.Typer(
     name="inrdiag",
     help="Diagnostics for coordinate MLPs (implicit neural representations): why an INR fits badly "
-    "and what to change. Exit codes: 0 ok, 1 a `check` threshold failed, 2 bad input or usage.",
+    "and what to change.\n\nExit codes: 0 ok; 1 a `check` threshold failed; 2 bad input or usage (one line "
+    "`error: ...` on stderr); 70 internal error, i.e. a bug in inrdiag (please report it; INRDIAG_DEBUG=1 prints "
+    "the traceback); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): no partial output is left.",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -181,3 +184,27 @@ def check_outputs(force: bool, **paths: str | None) -> None:
         if key in seen:
             raise InrdiagError(f"{seen[key]} and {name} both write {p}; give different paths")
         seen[key] = name
+
+
+@contextmanager
+def progress_bar(transient: bool = False, disable: bool = False) -> Iterator[Any]:
+    """A rich progress bar on stderr (description, bar, n/total, an ``info`` field, elapsed time).
+
+    When the command fails or is interrupted the bar is erased and rich's closing newline skipped, so the
+    one line ``error: ...`` stays the only thing a failed command leaves on stderr.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..report.common import console
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                   TimeElapsedColumn(), console=console(stderr=True), transient=transient, disable=disable)  # fmt: skip
+    bar.start()
+    try:
+        yield bar
+    except BaseException:
+        if not bar.disable:
+            bar.live.transient = True
+            bar.live.stop()
+        raise
+    bar.stop()

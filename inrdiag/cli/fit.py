@@ -9,7 +9,7 @@ import typer
 
 from .app import (DeviceOpt, ForceOpt, JsonOpt, ModelArg,
                   PlotOpt, app, check_outputs, load_model, show)  # fmt: skip
-from .app import Loading, with_loading
+from .app import Loading, progress_bar, with_loading
 
 TRAIN = "Training budget"
 
@@ -50,12 +50,7 @@ def _progress(enabled: bool, total_runs: int = 1):
     if not enabled:
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from ..report.common import console
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                  TimeElapsedColumn(), console=console(stderr=True), transient=False) as bar:  # fmt: skip
+    with progress_bar() as bar:
         tasks: dict[str, int] = {}
 
         def update(label: str, step: int, steps: int, info: str) -> None:

@@ -8,7 +8,7 @@ import typer
 
 from .app import (DeviceOpt, ForceOpt, JsonOpt, ModelArg,
                   app, check_outputs, load_model, show)  # fmt: skip
-from .app import Loading, with_loading
+from .app import Loading, progress_bar, with_loading
 
 SAE = "Sparse autoencoder"
 
@@ -202,14 +202,10 @@ def resolve_target(loaded, target: str | None, grid: int | None):
 
 
 def _run(loaded, layer, tgt, cfg, device, ablate, json, sae):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from ..report.common import console
     from ..sae_analysis import analyse
 
     name = loaded.layer_keys[layer] if layer < len(loaded.layer_keys) else f"linears.{layer}"
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                  TimeElapsedColumn(), console=console(stderr=True), transient=True, disable=json) as bar:  # fmt: skip
+    with progress_bar(transient=True, disable=json) as bar:
         task = bar.add_task(f"SAE on layer {layer}", total=cfg.steps, info="")
 
         def cb(step, total, loss):
