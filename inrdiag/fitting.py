@@ -218,7 +218,7 @@ def _fit(target, cfg: FitConfig, progress: Progress | None) -> FitResult:
     from .inits import build_model
     from .targets import METRIC_NAME, metric
 
-    notes: list[str] = []
+    notes: list[str] = list(getattr(target, "notes", []))
     if cfg.tune_malloc and not tune_malloc():
         notes.append("glibc malloc tuning not available on this platform")
     dev = resolve_device(cfg.device)

@@ -140,3 +140,273 @@ def test_signal_mid_fit_leaves_no_partial_output(tmp_path, sig, code, word):
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------- inputs protected
+FAST = ("--depth", "1", "--width", "8", "--steps", "3", "--device", "cpu")
+
+
+@pytest.mark.parametrize("flag", ["-o", "--recon", "--plot"])
+def test_fit_never_writes_onto_its_target(cli, image, tmp_path, flag):
+    before = image.read_bytes()
+    link = tmp_path / "link.png"
+    link.symlink_to(image)
+    hard = tmp_path / "hard.png"
+    os.link(image, hard)
+    for path in (image, link, hard, tmp_path / "." / "img.png"):
+        r = cli("fit", image, *FAST, flag, path, "--force")
+        assert r.code == 2 and "is the input file" in r.err, r.err
+        _one_line(r)
+    assert image.read_bytes() == before and link.is_symlink()
+
+
+def test_other_commands_never_write_onto_an_input(cli, model_file, image, tmp_path):
+    before = model_file.read_bytes()
+    for args in (("reinit", model_file, "-o", model_file), ("rank", model_file, "--plot", model_file),
+                 ("ntk", model_file, "--plot", model_file), ("ntk", model_file, "--target", image, "--plot", image),
+                 ("sae", model_file, "--layer", "0", "--atoms-png", model_file),
+                 ("compare", image, "--plot", image)):  # fmt: skip
+        r = cli(*args, "--force")
+        assert r.code == 2 and "is the input file" in r.err, (args, r.err)
+        _one_line(r)
+    assert model_file.read_bytes() == before
+
+
+def test_sae_output_folder_is_not_its_input_folder(cli, tmp_path):
+    from inrdiag.sae import SAEConfig, make_sae
+    from inrdiag.sae_io import save_sae
+
+    mf = tmp_path / "m.safetensors"
+    inrdiag.save(tiny_model(dtype=torch.float32, hidden=(8, 8)), mf)
+    d = tmp_path / "s"
+    save_sae(make_sae(8, 16, "topk", 2), SAEConfig(atoms=16, k=2), d)
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    r = cli("sae", mf, "--layer", "0", "--sae", d, "-o", d, "--force", "--target", tmp_path / "nope.png")
+    assert r.code == 2 and "is the input file" in r.err, r.err
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before
+
+
+@pytest.mark.parametrize("out, text", [("/proc/x.png", "not writable"), ("/nonexistent/dir/x", "does not exist")])
+def test_unwritable_output_refused_before_the_work(cli, image, out, text):
+    t0 = time.perf_counter()
+    r = cli("fit", image, "--steps", "100000", "--device", "cpu", "-o", out)
+    assert r.code == 2 and text in r.err and out in r.err, r.err
+    _one_line(r)
+    assert time.perf_counter() - t0 < 10
+
+
+def test_unwritable_folder_refused_for_a_library_save(tmp_path):
+    from inrdiag.errors import InrdiagError
+
+    with pytest.raises(InrdiagError, match="not writable"):
+        inrdiag.save(tiny_model(), "/proc/m.safetensors")
+
+
+def test_tilde_expanded_in_user_paths(cli, image, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    r = cli("fit", "~/img.png", *FAST, "--recon", "~/r.png", "-o", "~/m.safetensors", "--json")
+    assert r.code == 0, r.err
+    assert (tmp_path / "r.png").is_file() and (tmp_path / "m.safetensors").is_file()
+    r = cli("info", "~/m.safetensors", "--json")
+    assert r.code == 0, r.err
+
+
+def test_library_errors_do_not_only_say_pass_force(tmp_path):
+    from inrdiag.errors import OutputExistsError
+
+    p = tmp_path / "m.safetensors"
+    inrdiag.save(tiny_model(), p)
+    with pytest.raises(OutputExistsError, match="force=True"):
+        inrdiag.save(tiny_model(), p)
+
+
+def test_atomic_write_interrupted_keeps_the_earlier_file(tmp_path):
+    from inrdiag.cli import Interrupted
+    from inrdiag.io import atomic_write
+
+    p = tmp_path / "out.bin"
+    p.write_bytes(b"earlier")
+
+    def write(tmp):
+        Path(tmp).write_bytes(b"half")
+        raise Interrupted(signal.SIGTERM)
+
+    with pytest.raises(Interrupted):
+        atomic_write(p, write, force=True)
+    assert p.read_bytes() == b"earlier" and [x.name for x in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_atomic_dir_replaces_the_folder_as_a_whole(tmp_path):
+    from inrdiag.errors import InrdiagError, OutputExistsError
+    from inrdiag.io import atomic_dir
+
+    d = tmp_path / "sae"
+    names = ["a.bin", "b.json"]
+
+    def write(tag: bytes, force=False, fail=False):
+        with atomic_dir(d, names, force) as tmp:
+            assert tmp.parent == d.parent  # the temp folder is beside its output
+            (tmp / "a.bin").write_bytes(tag)
+            if fail:
+                raise Interrupted(signal.SIGINT)
+            (tmp / "b.json").write_bytes(tag)
+
+    from inrdiag.cli import Interrupted
+
+    write(b"one")
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == {"a.bin": b"one", "b.json": b"one"}
+    with pytest.raises(OutputExistsError, match="force=True"):
+        write(b"two")
+    with pytest.raises(Interrupted):
+        write(b"two", force=True, fail=True)
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == {"a.bin": b"one", "b.json": b"one"}
+    write(b"three", force=True)
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == {"a.bin": b"three", "b.json": b"three"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sae"]  # no temp or set-aside folder left
+    (d / "mine.txt").write_text("user data")
+    with pytest.raises(InrdiagError, match="holds other files"):
+        write(b"four", force=True)
+    assert (d / "mine.txt").read_text() == "user data"
+
+
+def test_concurrent_sae_saves_never_mix_their_files(tmp_path):
+    """Issue 11 item 3: two `save_sae(..., force=True)` at once left one run's cfg.json beside the other's weights."""
+    import threading
+
+    from inrdiag.sae import SAEConfig, make_sae
+    from inrdiag.sae_io import load_sae, save_sae
+
+    d = tmp_path / "s"
+    saes = [make_sae(4, 8, "topk", k) for k in (1, 2, 3, 4)]
+    errors: list[BaseException] = []
+
+    def run(sae):
+        try:
+            for _ in range(10):
+                save_sae(sae, SAEConfig(atoms=8, k=sae.k), d, force=True)
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in saes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    back, cfg = load_sae(d)
+    mine = saes[cfg["k"] - 1]
+    assert torch.equal(back.W_enc, mine.W_enc)  # weights and cfg.json from one run
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+
+
+# ---------------------------------------------------------------- targets and grids
+def _png_header_only(path: Path, h: int, w: int) -> None:
+    """A PNG whose header declares h x w 8-bit RGB, with no pixel data (decoding it would fail)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+def test_huge_png_refused_from_its_header(cli, tmp_path, monkeypatch):
+    """Issue 11 item 3b: a 12000^2 PNG was decoded (3.9 GB) before the guard ran."""
+    p = tmp_path / "big.png"
+    _png_header_only(p, 12000, 12000)
+    monkeypatch.setattr("imageio.v3.imread", lambda *a, **k: pytest.fail("decoded before the size check"))
+    r = cli("fit", p, *FAST)
+    assert r.code == 2 and "exceed the limit" in r.err and "--size" in r.err, r.err
+    _one_line(r)
+
+
+def test_huge_volume_refused_from_its_header(cli, tmp_path, monkeypatch):
+    """A .npy/.npz header declaring 800^3 voxels is refused before any data is read."""
+    import zipfile
+
+    with open(tmp_path / "v.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": (800, 800, 800)})
+    with zipfile.ZipFile(tmp_path / "v.npz", "w") as z, z.open("occupancy.npy", "w") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": (800, 800, 800)})
+    monkeypatch.setattr("numpy.load", lambda *a, **k: pytest.fail("decoded before the size check"))
+    for name in ("v.npy", "v.npz"):
+        r = cli("fit", tmp_path / name, *FAST)
+        assert r.code == 2 and "512,000,000" in r.err, r.err
+        _one_line(r)
+
+
+def test_bad_npz_one_line_errors(cli, tmp_path):
+    np.savez(tmp_path / "obj.npz", occupancy=np.array([None, 1], dtype=object))
+    r = cli("fit", tmp_path / "obj.npz", *FAST)
+    assert r.code == 2 and "Python objects" in r.err, r.err
+    _one_line(r)
+    np.savez(tmp_path / "crc.npz", occupancy=np.ones((4, 4, 4), np.uint8))
+    data = bytearray((tmp_path / "crc.npz").read_bytes())
+    at = data.index(b"\x01\x01\x01\x01")
+    data[at] = 0  # one byte of the array changed: the stored CRC no longer matches
+    (tmp_path / "crc.npz").write_bytes(bytes(data))
+    r = cli("fit", tmp_path / "crc.npz", *FAST)
+    assert r.code == 2 and "cannot read" in r.err, r.err
+    _one_line(r)
+
+
+def test_float_tiff_outside_unit_range_rescaled_and_said(cli, tmp_path):
+    p = tmp_path / "f.tif"
+    iio.imwrite(p, (np.random.default_rng(0).random((8, 8)) * 300 - 20).astype(np.float32))
+    t = inrdiag.load_target(p)
+    assert float(t.values.min()) == 0.0 and float(t.values.max()) == 1.0
+    assert any("rescaled" in n and "outside [0, 1]" in n for n in t.notes)
+    r = cli("fit", p, *FAST, "--json")
+    assert r.code == 0, r.err
+    assert any("rescaled" in n for n in r.json()["notes"])
+    inside = tmp_path / "g.tif"
+    iio.imwrite(inside, np.full((8, 8), 0.25, np.float32))
+    assert inrdiag.load_target(inside).notes == []
+
+
+def test_animated_gif_takes_the_first_frame_and_says_so(cli, tmp_path):
+    frames = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3)).astype(np.uint8)
+    p = tmp_path / "a.gif"
+    iio.imwrite(p, frames, loop=0, duration=100)
+    t = inrdiag.load_target(p)
+    assert t.shape == (8, 8) and any("3 frames" in n and "first" in n for n in t.notes)
+    r = cli("fit", p, *FAST, "--json")
+    assert r.code == 0 and any("3 frames" in n for n in r.json()["notes"]), r.err
+
+
+@pytest.mark.parametrize("shape", [(0, 4), (), (4, -1), (2.5, 4), (True, 4), "ab", None, (4, "4")])
+def test_make_grid_refuses_bad_shapes(shape):
+    from inrdiag.errors import InrdiagError
+
+    with pytest.raises(InrdiagError, match="grid shape"):
+        inrdiag.make_grid(shape)
+
+
+def test_make_grid_refuses_a_grid_too_large():
+    from inrdiag.errors import ResourceError
+
+    with pytest.raises(ResourceError, match="--grid"):
+        inrdiag.make_grid((10**6, 10**6))
+
+
+@pytest.mark.parametrize("n", [2.5, "8", True, 1, 0, -3])
+def test_grid_shape_refuses_non_integers(n):
+    from inrdiag.errors import InrdiagError
+    from inrdiag.grid import grid_shape
+
+    with pytest.raises(InrdiagError, match="--grid"):
+        grid_shape(2, n)
+
+
+@pytest.mark.parametrize("path, size, text", [(None, None, "file path"), ("", None, "non-empty"), (3, None, "file path"),
+                                              ("x.png", 2.5, "--size"), ("x.png", 1, "--size"), ("x.png", True, "--size")])  # fmt: skip
+def test_load_target_validates_its_arguments(tmp_path, path, size, text):
+    from inrdiag.errors import InrdiagError
+
+    if path == "x.png":
+        path = tmp_path / "x.png"
+        iio.imwrite(path, np.zeros((4, 4), np.uint8))
+    with pytest.raises(InrdiagError, match=text):
+        inrdiag.load_target(path, size)

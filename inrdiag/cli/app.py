@@ -120,7 +120,7 @@ class Loading:
         from ..layouts import LoadOptions
         from ..loader import load
 
-        return load(model, LoadOptions(**{k: v for k, v in self.options.items() if v is not None}))
+        return load(str(user_path(model)), LoadOptions(**{k: v for k, v in self.options.items() if v is not None}))
 
 
 def with_loading(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -169,21 +169,28 @@ def show(json: bool, data, renderer: str, *args) -> None:
         getattr(importlib.import_module(f"..report.{module}", __package__), func)(*args)
 
 
-def check_outputs(force: bool, **paths: str | None) -> None:
-    """Refuse existing outputs (without --force) and two outputs on one path, before any work."""
-    from pathlib import Path
-
+def check_outputs(force: bool, inputs: tuple | list = (), **paths: str | None) -> None:
+    """Before any work, refuse: existing outputs (without --force), two outputs on one path, an output that is
+    one of ``inputs`` (the same file after links, whatever --force says), a missing or unwritable folder."""
     from ..errors import InrdiagError
-    from ..io import check_writable
+    from ..io import check_not_input, check_writable
 
     given = {k: p for k, p in paths.items() if p}
     seen: dict[str, str] = {}
     for name, p in given.items():
-        check_writable(p, force)
-        key = str(Path(p).resolve())
+        check_not_input(user_path(p), inputs, name)
+        path = check_writable(p, force)
+        key = str(path.resolve())
         if key in seen:
             raise InrdiagError(f"{seen[key]} and {name} both write {p}; give different paths")
         seen[key] = name
+
+
+def user_path(path: str):
+    """A path given on the command line, ``~`` expanded (also inside ``--opt=~/x``, which shells leave as is)."""
+    from ..io import user_path as _user_path
+
+    return _user_path(path)
 
 
 @contextmanager

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from .app import (DeviceOpt, ForceOpt, GridOpt, JsonOpt,
-                  ModelArg, PlotOpt, TolOpt, app, load_model, show)  # fmt: skip
+                  ModelArg, PlotOpt, TolOpt, app, check_outputs, load_model, show)  # fmt: skip
 from .app import Loading, with_loading
 
 
@@ -36,11 +36,9 @@ def rank(
     loading: Loading | None = None,
 ) -> None:
     """Weight stable ranks, representation spectra of every hidden layer, recommended freeze depth."""
-    from ..io import check_writable
     from ..spectra import rank_report
 
-    if plot:
-        check_writable(plot, force)
+    check_outputs(force, [model], **{"--plot": plot})
     loaded = load_model(model, loading)
     rep = rank_report(loaded.model, grid=grid, tol=tol, device=device,
                       shared_layers=loaded.shared_layers, layer_names=loaded.layer_keys)  # fmt: skip

@@ -102,7 +102,7 @@ def fit(
     force: ForceOpt = False,
 ) -> None:
     """Fit an MLP to an image (MSE, PSNR) or occupancy grid (BCE, IoU at 0.5) from a chosen inlet init."""  # fmt: skip
-    check_outputs(force, **{"-o": output, "--recon": recon, "--plot": plot})
+    check_outputs(force, [target], **{"-o": output, "--recon": recon, "--plot": plot})
     from ..fitting import FitConfig, provenance
     from ..fitting import fit as run_fit
     from ..inits import get_scheme
@@ -158,7 +158,7 @@ def compare(
     force: ForceOpt = False,
 ) -> None:
     """The same budget under several inits and seeds: metric mean ± std and inlet rank at init, one table."""  # fmt: skip
-    check_outputs(force, **{"--plot": plot})
+    check_outputs(force, [target], **{"--plot": plot})
     from ..compare import compare as run_compare
     from ..errors import InrdiagError
     from ..fitting import FitConfig
@@ -204,7 +204,7 @@ def reinit(
 
     if not output:
         raise InrdiagError("give the output path with -o OUT.safetensors")
-    check_outputs(force, **{"-o": output})
+    check_outputs(force, [model], **{"-o": output})
     from ..checkpoint import save
     from ..inits import get_scheme, reinit_inlet
     from ..targets import file_sha256

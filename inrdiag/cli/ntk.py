@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from .app import (DeviceOpt, ForceOpt, JsonOpt, ModelArg,
-                  PlotOpt, app, load_model)  # fmt: skip
+                  PlotOpt, app, check_outputs, load_model)  # fmt: skip
 from .app import Loading, with_loading
 
 
@@ -66,13 +66,11 @@ def ntk(
     """Empirical NTK Theta = sum_c J_c J_c^T (SUM over output channels, not a mean) on a grid: spectrum,
     decay, effective rank, and the exact layer-wise split Theta = sum_g Theta_g (batch norm in eval mode)."""
     from ..fitting import tune_malloc
-    from ..io import check_writable
     from ..ntk import ntk_report
 
     tune_malloc()  # the command's N x N buffers are reused instead of returned to the OS and page-faulted back
 
-    if plot:
-        check_writable(plot, force)
+    check_outputs(force, [model, target], **{"--plot": plot})
     loaded = load_model(model, loading)
     tgt = None
     if target:
@@ -92,6 +90,7 @@ def ntk(
         y = tgt.values if rep.indices is None else tgt.values[rep.indices]
         lr = lr if lr is not None else rep.points * y.shape[1] / rep.eigenvalues[0]
         tres = target_ntk(rep, loaded.model, y, lr=lr, steps=fit_steps, fit=fit_steps > 0)
+        tres.notes.extend(tgt.notes)
         if channel_note:
             tres.notes.append(channel_note)
         if tgt.kind == "occupancy":

@@ -100,11 +100,18 @@ def sae_cmd(
     from ..sae_analysis import check_layer
     from ..sae_io import check_sae_out
 
-    check_outputs(force, **{"--atoms-png": atoms_png})
+    from ..io import check_not_input, user_path
+    from ..sae import CFG_FILE, WEIGHTS_FILE
+
+    inputs = [model, target] + ([str(Path(load_sae_dir) / n) for n in (WEIGHTS_FILE, CFG_FILE)] if load_sae_dir else [])
+    check_outputs(force, inputs, **{"--atoms-png": atoms_png})
     if out:
-        clash = {Path(out).resolve()} | {p.resolve() for p in check_sae_out(out, force)}
-        if atoms_png and Path(atoms_png).resolve() in clash:
+        clash = {user_path(out).resolve()} | {p.resolve() for p in check_sae_out(out, force, inputs)}
+        if atoms_png and user_path(atoms_png).resolve() in clash:
             raise SAEError(f"--atoms-png {atoms_png} and -o {out} would write the same path; give another path")
+        if atoms_png and user_path(atoms_png).resolve().parent == user_path(out).resolve():
+            raise SAEError(f"--atoms-png {atoms_png} is inside the -o folder {out}, which is written as a whole "
+                           "(the SAE files only); give a path outside it")  # fmt: skip
     cfg = SAEConfig(atoms=atoms, kind=kind, k=k, l1=l1, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
     cfg.validate()
     if show_n < 0:
@@ -117,7 +124,7 @@ def sae_cmd(
     if load_sae_dir:
         from ..sae_io import load_sae, loaded_config
 
-        sae, scfg = load_sae(load_sae_dir)
+        sae, scfg = load_sae(user_path(load_sae_dir))
         cfg = loaded_config(sae, scfg)
         meta = scfg.get("metadata") if isinstance(scfg.get("metadata"), dict) else {}
         snotes.append(f"SAE loaded from {load_sae_dir} (training flags ignored); its metadata: model "
@@ -126,6 +133,9 @@ def sae_cmd(
         if hook.startswith("layer ") and not hook.startswith(f"layer {layer} "):
             snotes.append(f"the SAE was trained on {hook.split(' (')[0]}, not on layer {layer}")
     tgt, tnotes = resolve_target(loaded, target, grid)
+    for path in (atoms_png, *(check_sae_out(out, force) if out else [])):  # the target found in the provenance
+        if path:
+            check_not_input(user_path(path), [tgt.path], "--atoms-png" if path == atoms_png else "-o")
     rep, sae, codes = _run(loaded, layer, tgt, cfg, device, ablate, json, sae)
     rep.notes = snotes + tnotes + rep.notes
     if atoms_png:
@@ -137,7 +147,7 @@ def sae_cmd(
 
         meta = {"model_name": str(model), "hook_name": f"layer {layer} ({rep.layer_name}) activations",
                 "target": tgt.path, "grid": list(tgt.shape)}  # fmt: skip
-        rep.notes.append("saved " + ", ".join(save_sae(sae, rep.config, out, meta, force)))
+        rep.notes.append("saved " + ", ".join(save_sae(sae, rep.config, out, meta, force, [*inputs, tgt.path])))
     show(json, rep.to_dict(), "sae:render_sae", rep, show_n)
 
 
@@ -193,6 +203,7 @@ def resolve_target(loaded, target: str | None, grid: int | None):
         notes.append(f"target: {what} ({found})")
     else:
         tgt = load_target(target, size=size)
+    notes.extend(tgt.notes)
     if shape and list(tgt.shape) != shape and grid is None:
         notes.append(f"grid {list(tgt.shape)} differs from the fitted resolution {shape}")
     note = fit_to_model(tgt, spec.in_features, spec.out_features)
