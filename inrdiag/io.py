@@ -124,10 +124,13 @@ def check_writable_dir(folder: str | os.PathLike, names: Iterable[str], force: b
     existing files without ``force``, one of ``inputs`` among them, a missing or unwritable parent."""
     d = user_path(folder, "output folder")
     names = list(names)
-    if d.exists() and not d.is_dir():
-        raise InrdiagError(f"{d} exists and is not a folder")
-    if d.is_dir():
-        entries = sorted(e.name for e in d.iterdir())
+    try:  # one look at the folder (another run may be swapping it at this moment)
+        entries: list[str] | None = sorted(os.listdir(d))
+    except FileNotFoundError:
+        entries = None
+    except NotADirectoryError:
+        raise InrdiagError(f"{d} exists and is not a folder") from None
+    if entries is not None:
         other = [e for e in entries if e not in names]
         if other:
             shown = ", ".join(other[:5]) + (" ..." if len(other) > 5 else "")

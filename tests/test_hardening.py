@@ -410,3 +410,131 @@ def test_load_target_validates_its_arguments(tmp_path, path, size, text):
         iio.imwrite(path, np.zeros((4, 4), np.uint8))
     with pytest.raises(InrdiagError, match=text):
         inrdiag.load_target(path, size)
+
+
+# ---------------------------------------------------------------- seeds
+@pytest.mark.parametrize("seed", ["18446744073709551616", "4294967296", "-1"])
+def test_seed_outside_the_range_used_is_refused(cli, model_file, image, tmp_path, seed):
+    """torch's CPU generator uses the low 32 bits of a seed: 0 and 2^32 gave identical fits, 2^64 overflowed."""
+    for args in (("fit", image, *FAST), ("compare", image, *FAST), ("reinit", model_file, "-o", tmp_path / "r.st"),
+                 ("ntk", model_file), ("sae", model_file, "--layer", "0"), ("cohort-train", tmp_path, "-o", tmp_path / "c"),
+                 ("freeze-sweep", tmp_path)):  # fmt: skip
+        r = cli(*args, "--seed", seed)
+        assert r.code == 2 and "[0, 4294967295]" in r.err and seed in r.err, (args, r.err)
+        _one_line(r)
+
+
+def test_seed_range_in_the_library():
+    from inrdiag.errors import InrdiagError
+
+    for bad in (2**32, -1, 2**64, 1.5, "0", None, True):
+        with pytest.raises(InrdiagError, match="seed"):
+            inrdiag.build_model("default", 2, 1, 1, 4, seed=bad)
+        with pytest.raises(InrdiagError, match="seed"):
+            inrdiag.FitConfig(seed=bad).validate()
+        with pytest.raises(InrdiagError, match="seed"):
+            inrdiag.reinit_inlet(tiny_model(), "default", seed=bad)
+
+
+def test_top_seed_differs_from_seed_zero():
+    a = inrdiag.build_model("default", 2, 1, 1, 8, seed=0)
+    b = inrdiag.build_model("default", 2, 1, 1, 8, seed=2**32 - 1)
+    c = inrdiag.build_model("default", 2, 1, 1, 8, seed=2**32 - 1)
+    assert not torch.equal(a.linears[0].weight, b.linears[0].weight)
+    assert torch.equal(b.linears[0].weight, c.linears[0].weight)
+
+
+# ---------------------------------------------------------------- memory before allocation
+def test_huge_width_refused_before_building(cli, image, monkeypatch):
+    """Issue 11 item 3b: `fit --width 1000000000` was OOM-killed after 50 s."""
+    monkeypatch.setattr("inrdiag.model.CoordMLP.__init__", lambda *a, **k: pytest.fail("built before the estimate"))
+    t0 = time.perf_counter()
+    for args in (("--width", "1000000000"), ("--width", "1000000000", "--depth", "1"), ("--depth", "100000000")):
+        r = cli("fit", image, "--device", "cpu", *args)
+        assert r.code == 2 and "GiB" in r.err and "--width or --depth" in r.err, r.err
+        _one_line(r)
+    assert time.perf_counter() - t0 < 10
+
+
+def test_build_model_refuses_a_model_too_large():
+    from inrdiag.errors import ResourceError
+
+    with pytest.raises(ResourceError, match="--width"):
+        inrdiag.build_model("default", 2, 1, 3, 10**9)
+
+
+# ---------------------------------------------------------------- ntk
+def test_ntk_fit_steps_or_lr_without_target_refused(cli, model_file):
+    for args in (("--fit-steps", "5"), ("--lr", "0.1")):
+        r = cli("ntk", model_file, "--grid", "4", *args)
+        assert r.code == 2 and "--target" in r.err, r.err
+        _one_line(r)
+
+
+def test_ntk_target_on_a_model_with_a_zero_kernel(cli, tmp_path, image):
+    """All weights zero and no biases: every output is 0 and no parameter moves it (was a ZeroDivisionError)."""
+    m = inrdiag.CoordMLP(inrdiag.ArchSpec(in_features=2, out_features=3, hidden=[8, 8], bias=False))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.zero_()
+    mf = tmp_path / "zero.safetensors"
+    inrdiag.save(m, mf)
+    r = cli("ntk", mf, "--target", image, "--grid", "8")
+    assert r.code == 2 and "NTK is zero" in r.err and "--lr" in r.err, r.err
+    _one_line(r)
+    r = cli("ntk", mf, "--target", image, "--grid", "8", "--lr", "1", "--fit-steps", "2", "--json")
+    assert r.code == 0, r.err
+
+
+# ---------------------------------------------------------------- Python API validation
+@pytest.mark.parametrize(
+    "kw, text",
+    [({"depth": 2.5}, "depth"), ({"width": "8"}, "width"), ({"steps": None}, "steps"), ({"lr": "x"}, "lr"),
+     ({"lr": float("nan")}, "lr"), ({"batch_size": 0}, "batch_size"), ({"init": None}, "init"),
+     ({"init": "xavier"}, "xavier"), ({"threads": 1.5}, "threads"), ({"device": 3}, "device"),
+     ({"holdout_stride": True}, "holdout_stride"), ({"tol": -1}, "tol"), ({"curve_points": 0}, "curve_points"),
+     ({"tune_malloc": "yes"}, "tune_malloc")],
+)  # fmt: skip
+def test_fit_config_validates_types(kw, text):
+    from inrdiag.errors import InrdiagError
+
+    with pytest.raises(InrdiagError, match=text):
+        inrdiag.FitConfig(**kw).validate()
+
+
+def test_fit_and_build_model_validate_arguments(image):
+    from inrdiag.errors import InrdiagError
+
+    with pytest.raises(InrdiagError, match="Target"):
+        inrdiag.fit(str(image))
+    with pytest.raises(InrdiagError, match="FitConfig"):
+        inrdiag.fit(inrdiag.load_target(image), {"steps": 3})
+    with pytest.raises(InrdiagError, match="progress"):
+        inrdiag.fit(inrdiag.load_target(image), inrdiag.FitConfig(steps=1), progress=3)
+    for args in ((None, 2, 1, 1, 4), ("default", 2.0, 1, 1, 4), ("default", 2, 0, 1, 4), ("default", 2, 1, "3", 4)):
+        with pytest.raises(InrdiagError):
+            inrdiag.build_model(*args)
+    loaded = inrdiag.load(_saved(tiny_model()))
+    with pytest.raises(InrdiagError, match="loaded.model"):
+        inrdiag.reinit_inlet(loaded, "default")
+    with pytest.raises(InrdiagError, match="scheme"):
+        inrdiag.reinit_inlet(loaded.model, None)
+
+
+def _saved(model) -> Path:
+    import tempfile
+
+    d = Path(tempfile.mkdtemp())
+    inrdiag.save(model, d / "m.safetensors")
+    return d / "m.safetensors"
+
+
+@pytest.mark.parametrize("bad", [None, 3, b"x.bin", ""])
+def test_io_helpers_validate_paths(tmp_path, bad):
+    from inrdiag.errors import InrdiagError
+    from inrdiag.io import atomic_write, check_writable
+
+    with pytest.raises(InrdiagError, match="path"):
+        check_writable(bad)
+    with pytest.raises(InrdiagError, match="path"):
+        atomic_write(bad, lambda tmp: None)

@@ -96,6 +96,26 @@ GridOpt = Annotated[
 TolOpt = Annotated[float, typer.Option("--tol", help="Numerical rank counts singular values above tol * s_max.")]
 
 
+def _seed_in_range(value: int) -> int:
+    from ..errors import InrdiagError
+    from ..seeds import check_seed
+
+    try:
+        return check_seed(value)
+    except InrdiagError as exc:
+        raise typer.BadParameter(str(exc).removeprefix("--seed "), param_hint="'--seed'") from None
+
+
+def seed_option(help: str, panel: str | None = None) -> Any:
+    """The one ``--seed`` option type of every command: an integer in [0, 2^32 - 1] (``inrdiag.seeds``), refused
+    with the range outside it (torch's CPU generator would silently use only the low 32 bits)."""
+    return Annotated[
+        int,
+        typer.Option("--seed", help=f"{help} An integer in [0, 2^32 - 1].", callback=_seed_in_range,
+                     rich_help_panel=panel),
+    ]  # fmt: skip
+
+
 #: The loading options every MODEL-taking command accepts, in --help order: (parameter name, annotated type).
 #: Adding an option here (and a field of the same name to ``inrdiag.layouts.LoadOptions``) adds it to
 #: every command; commands never list these parameters themselves.

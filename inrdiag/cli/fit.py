@@ -9,7 +9,7 @@ import typer
 
 from .app import (DeviceOpt, ForceOpt, JsonOpt, ModelArg,
                   PlotOpt, app, check_outputs, load_model, show)  # fmt: skip
-from .app import Loading, progress_bar, with_loading
+from .app import Loading, progress_bar, seed_option, with_loading
 
 TRAIN = "Training budget"
 
@@ -27,7 +27,7 @@ BatchOpt = Annotated[
     typer.Option("--batch-size", help="Points per step (default: full batch up to 131,072 points, else 65,536 "
                  "sampled).", rich_help_panel=TRAIN, show_default=False),
 ]  # fmt: skip
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the init and the batch sampling.")]
+SeedOpt = seed_option("Seed of the init and the batch sampling.")
 SizeOpt = Annotated[
     int | None,
     typer.Option("--size", help="Resample the target to SIZE points per axis first.", show_default=False),

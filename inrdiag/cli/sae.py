@@ -8,9 +8,10 @@ import typer
 
 from .app import (DeviceOpt, ForceOpt, JsonOpt, ModelArg,
                   app, check_outputs, load_model, show)  # fmt: skip
-from .app import Loading, progress_bar, with_loading
+from .app import Loading, progress_bar, seed_option, with_loading
 
 SAE = "Sparse autoencoder"
+SeedOpt = seed_option("Seed of the SAE init and batches.", SAE)
 
 
 @app.command("sae")
@@ -55,7 +56,7 @@ def sae_cmd(
     steps: Annotated[int, typer.Option("--steps", help="Adam steps.", rich_help_panel=SAE)] = 1000,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Points per step.", rich_help_panel=SAE)] = 1024,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.", rich_help_panel=SAE)] = 1e-3,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the SAE init and batches.", rich_help_panel=SAE)] = 0,
+    seed: SeedOpt = 0,
     load_sae_dir: Annotated[
         str | None,
         typer.Option(
