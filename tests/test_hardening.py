@@ -538,3 +538,69 @@ def test_io_helpers_validate_paths(tmp_path, bad):
         check_writable(bad)
     with pytest.raises(InrdiagError, match="path"):
         atomic_write(bad, lambda tmp: None)
+
+
+# ---------------------------------------------------------------- policy files
+@pytest.mark.parametrize(
+    "body, text",
+    [('grid = "abc"', "grid"), ('tol = "x"', "tol"), ("tol = 0", "tol"), ("grid = 8.9", "grid"),
+     ("max_dead_fraction = true", "max_dead_fraction"), ("min_weight_stable_rank = -1", "min_weight_stable_rank"),
+     ("allow_nonfinite = 1", "allow_nonfinite"), ("min-weight-stable-rank = 1\nmin_weight_stable_rank = 2", "spelt twice"),
+     ("nan_key = 1", "unknown keys"), ("min_inlet_effective_rank_fraction = nan", "min_inlet_effective_rank_fraction")],
+)  # fmt: skip
+def test_bad_policy_values_named(cli, model_file, tmp_path, body, text):
+    p = tmp_path / "pyproject.toml"
+    p.write_text("[tool.inrdiag.check]\n" + body + "\n")
+    r = cli("check", model_file, "--policy", p)
+    assert r.code == 2 and text in r.err and str(p) in r.err, r.err
+    _one_line(r)
+
+
+@pytest.mark.parametrize("text", ['[tool]\ninrdiag = "x"\n', '[tool.inrdiag]\ncheck = "abc"\n', "[tool.inrdiag]\nx = 1\n",
+                                  "[project]\nname = 'x'\n", "= broken"])  # fmt: skip
+def test_bad_policy_tables_named(cli, model_file, tmp_path, text):
+    p = tmp_path / "pyproject.toml"
+    p.write_text(text)
+    r = cli("check", model_file, "--policy", p)
+    assert r.code == 2 and str(p) in r.err, r.err
+    _one_line(r)
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '{"check": 3}', '{"grid": "8"}', "{"])
+def test_bad_json_policies(cli, model_file, tmp_path, text):
+    p = tmp_path / "policy.json"
+    p.write_text(text)
+    r = cli("check", model_file, "--policy", p)
+    assert r.code == 2 and str(p) in r.err, r.err
+    _one_line(r)
+
+
+def test_check_tol_zero_refused(cli, model_file):
+    r = cli("check", model_file, "--tol", "0")
+    assert r.code == 2 and "tol" in r.err and "> 0" in r.err, r.err
+
+
+@pytest.mark.parametrize("kw", [{"tol": -1}, {"tol": 0}, {"grid": 2.5}, {"grid": True}, {"max_dead_fraction": True},
+                                {"min_weight_stable_rank": "3"}, {"allow_nonfinite": None}])  # fmt: skip
+def test_check_policy_constructor_validates(kw):
+    from inrdiag.errors import InrdiagError
+
+    with pytest.raises(InrdiagError, match=next(iter(kw))):
+        inrdiag.CheckPolicy(**kw)
+
+
+def test_check_reads_the_nearest_pyproject_by_default(cli, model_file, tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text("[tool.inrdiag.check]\nmin-weight-stable-rank = 1000\ngrid = 8\n")
+    sub = tmp_path / "a" / "b"
+    sub.mkdir(parents=True)
+    monkeypatch.chdir(sub)
+    r = cli("check", model_file, "--json")
+    assert r.code == 1, r.err  # the threshold from the file applied
+    d = r.json()
+    assert d["policy"]["source"] == str(tmp_path / "pyproject.toml") and d["policy"]["grid"] == 8
+    assert d["notes"][0] == f"policy file: {tmp_path / 'pyproject.toml'}"
+    r = cli("check", model_file)
+    assert r.code == 1 and str(tmp_path / "pyproject.toml") in r.out
+    (sub / "pyproject.toml").write_text("[project]\nname = 'x'\n")  # the nearest one has no table: no policy
+    r = cli("check", model_file, "--json")
+    assert r.code == 0 and r.json()["policy"]["source"] is None, r.err
