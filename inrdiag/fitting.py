@@ -32,6 +32,8 @@ DEFAULT_DEPTH = 3
 DEFAULT_WIDTH = 128
 DEFAULT_STEPS = 1000
 DEFAULT_LR = 1e-3
+#: Most CPU threads accepted (torch's set_num_threads takes a C int; no machine has more cores).
+MAX_THREADS = 4096
 #: Points per chunk when evaluating the whole grid.
 EVAL_CHUNK = 65536
 
@@ -74,7 +76,7 @@ class FitConfig:
         from .seeds import check_seed
 
         if not isinstance(self.init, str):
-            raise InrdiagError(f"init (--init) must be a scheme name (str), got {self.init!r}")
+            raise InrdiagError(f"--init must be a scheme name (FitConfig.init, a str), got {self.init!r}")
         get_scheme(self.init)
         for name in ("depth", "width", "steps"):
             _int_field(name, getattr(self, name), 1)
@@ -84,33 +86,34 @@ class FitConfig:
         _int_field("track_rank", self.track_rank, 0)
         if self.threads is not None:
             _int_field("threads", self.threads, 1)
+            if self.threads > MAX_THREADS:
+                raise InrdiagError(f"--threads must be at most {MAX_THREADS} (FitConfig.threads), got {self.threads}")
         _int_field("holdout_stride", self.holdout_stride, 1)
         _int_field("curve_points", self.curve_points, 1)
         _positive_number("tol", self.tol)
         if not isinstance(self.device, str):
-            raise InrdiagError(f"device (--device) must be a str (auto, cpu, cuda, cuda:N), got {self.device!r}")
+            raise InrdiagError(
+                f"--device must be auto, cpu, cuda or cuda:N (FitConfig.device, a str), got {self.device!r}"
+            )
         if not isinstance(self.tune_malloc, bool):
-            raise InrdiagError(f"tune_malloc must be true or false, got {self.tune_malloc!r}")
+            raise InrdiagError(f"FitConfig.tune_malloc must be True or False, got {self.tune_malloc!r}")
         check_seed(self.seed, "seed (--seed)")
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
-def _flag(name: str) -> str:
-    return f"{name} (--{name.replace('_', '-')})"
-
-
 def _int_field(name: str, value: Any, low: int) -> None:
+    flag = "--" + name.replace("_", "-")
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise InrdiagError(f"{_flag(name)} must be an integer >= {low}, got {value!r}")
+        raise InrdiagError(f"{flag} must be an integer >= {low} (FitConfig.{name}), got {value!r}")
     if value < low:
-        raise InrdiagError(f"{_flag(name)} must be >= {low}, got {value}")
+        raise InrdiagError(f"{flag} must be >= {low} (FitConfig.{name}), got {value}")
 
 
 def _positive_number(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (value > 0 and math.isfinite(value)):
-        raise InrdiagError(f"{_flag(name)} must be a positive finite number, got {value!r}")
+        raise InrdiagError(f"--{name} must be a positive number (FitConfig.{name}), got {value!r}")
 
 
 def fit_memory(spec, points: int, batch: int) -> tuple[float, str]:
@@ -271,6 +274,9 @@ def _fit(target, cfg: FitConfig, progress: Progress | None) -> FitResult:
     notes: list[str] = list(getattr(target, "notes", []))
     if cfg.tune_malloc and not tune_malloc():
         notes.append("glibc malloc tuning not available on this platform")
+    if cfg.holdout_stride > 1 and cfg.holdout_stride >= max(target.shape):
+        raise InrdiagError(f"--holdout-stride {cfg.holdout_stride} leaves one point to fit on the {target.shape} grid; "
+                           f"it must be below the longest side ({max(target.shape)})")  # fmt: skip
     dev = resolve_device(cfg.device)
     spec = build_spec(cfg.init, target.dim, target.channels, cfg.depth, cfg.width)
     n_fit = target.points if cfg.holdout_stride == 1 else math.prod(-(-s // cfg.holdout_stride) for s in target.shape)

@@ -17,6 +17,7 @@ mapped here on purpose, and every non-zero exit prints exactly one line ``error:
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -183,7 +184,10 @@ def _click_exceptions():
     return exceptions
 
 
+@functools.lru_cache(maxsize=1)
 def _command():
+    """The Click command of the Typer app, built once (about 0.1 s: in-process callers such as the tests and
+    the fuzz test run ``main`` thousands of times; Click commands are reusable across invocations)."""
     import typer.main
 
     return typer.main.get_command(app)
