@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's inrdiag, not an installed one
 
 from inrdiag import ArchSpec, CoordMLP, make_grid
-from inrdiag.fit import tune_malloc
+from inrdiag.fitting import tune_malloc
 from inrdiag.ntk import lanczos_topk
 from inrdiag.ntk_factors import layer_factors, matmul_sum
 

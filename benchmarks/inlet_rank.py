@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from inrdiag.fit import layer_ranks
+from inrdiag.fitting import layer_ranks
 from inrdiag.inits import SCHEMES, build_model, rank_expand_points, rank_expand_weights
 
 

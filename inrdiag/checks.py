@@ -16,6 +16,25 @@ from typing import Any
 
 from .errors import InrdiagError
 
+#: The file name searched for (cwd upward) when ``check`` is given no ``--policy``.
+PYPROJECT = "pyproject.toml"
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+#: Every threshold field: (what is allowed, test).
+_RULES: dict[str, tuple[str, Any]] = {
+    "min_inlet_effective_rank_fraction": ("a number in [0, 1]", lambda v: _number(v) and 0 <= v <= 1),
+    "min_inlet_numerical_rank_fraction": ("a number in [0, 1]", lambda v: _number(v) and 0 <= v <= 1),
+    "min_weight_stable_rank": ("a number >= 0", lambda v: _number(v) and v >= 0),
+    "max_dead_fraction": ("a number in [0, 1]", lambda v: _number(v) and 0 <= v <= 1),
+    "allow_nonfinite": ("true or false", lambda v: isinstance(v, bool)),
+    "grid": ("an integer >= 2 (points per axis)", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 2),
+    "tol": ("a number > 0 (e.g. 1e-3)", lambda v: _number(v) and v > 0),
+}
+
 
 @dataclass
 class CheckPolicy:
@@ -31,20 +50,21 @@ class CheckPolicy:
     max_dead_fraction: float | None = None
     #: Fail when any weight is NaN/Inf (on unless set to true).
     allow_nonfinite: bool = False
-    #: Grid points per axis and rank tolerance used for the spectra (None: rank's defaults).
+    #: Grid points per axis and rank tolerance used for the spectra (None: rank's defaults). A tolerance of 0
+    #: is refused, not replaced by the default: every singular value would count, and it once silently did not.
     grid: int | None = None
     tol: float | None = None
+    #: The policy file these thresholds were read from (None: flags and defaults only). Not a threshold.
+    source: str | None = None
 
     def __post_init__(self) -> None:
-        for f in ("min_inlet_effective_rank_fraction", "min_inlet_numerical_rank_fraction", "max_dead_fraction"):
-            v = getattr(self, f)
-            if v is not None and not (isinstance(v, (int, float)) and 0 <= v <= 1):
-                raise InrdiagError(f"{f} must be a number in [0, 1], got {v!r}")
-        v = self.min_weight_stable_rank
-        if v is not None and not (isinstance(v, (int, float)) and v >= 0):
-            raise InrdiagError(f"min_weight_stable_rank must be a number >= 0, got {v!r}")
-        if not isinstance(self.allow_nonfinite, bool):
-            raise InrdiagError(f"allow_nonfinite must be true or false, got {self.allow_nonfinite!r}")
+        for name, (allowed, ok) in _RULES.items():
+            v = getattr(self, name)
+            if (v is not None or name == "allow_nonfinite") and not ok(v):
+                flag = "--" + name.replace("_", "-")
+                raise InrdiagError(f"policy {name} ({flag}) must be {allowed}, got {v!r}")
+        if self.source is not None and not isinstance(self.source, str):
+            raise InrdiagError(f"policy source must be a file path (str) or None, got {self.source!r}")
 
     def merged(self, **flags: Any) -> CheckPolicy:
         """This policy with every non-None flag value replacing the file's."""
@@ -54,35 +74,109 @@ class CheckPolicy:
         return dataclasses.asdict(self)
 
 
+#: Keys a policy table may hold (``-`` or ``_`` spelling).
+POLICY_KEYS = tuple(_RULES)
+
+
+def find_policy(start: str | Path | None = None) -> Path | None:
+    """The nearest ``pyproject.toml`` from ``start`` (default: the working folder) upward, or None."""
+    here = Path.cwd() if start is None else Path(start)
+    for folder in (here.resolve(), *here.resolve().parents):
+        candidate = folder / PYPROJECT
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def default_policy(start: str | Path | None = None) -> CheckPolicy:
+    """The ``[tool.inrdiag.check]`` table of the nearest ``pyproject.toml`` (``find_policy``); an empty policy
+    when there is none or it has no such table. ``source`` says which file was used."""
+    found = find_policy(start)
+    if found is None:
+        return CheckPolicy()
+    data = _parse(found)
+    tool = data.get("tool")
+    if not isinstance(tool, dict) or "inrdiag" not in tool:
+        return CheckPolicy()
+    table = _tool_table(tool, found)
+    return CheckPolicy() if table is None else _policy(table, found)
+
+
 def read_policy(path: str | Path) -> CheckPolicy:
-    p = Path(path)
+    """Thresholds from a policy file: a ``pyproject.toml``'s ``[tool.inrdiag.check]``, a TOML/JSON ``check``
+    table, or a flat table of ``POLICY_KEYS``. Keys may be spelt with ``-`` or ``_`` (not both for one key)."""
+    from .io import user_path
+
+    p = user_path(path, "policy file")
     if not p.is_file():
         raise InrdiagError(f"policy file {p} not found")
-    text = p.read_text(encoding="utf-8", errors="replace")
+    data = _parse(p)
+    tool = data.get("tool")
+    if isinstance(tool, dict) and "inrdiag" in tool:
+        table = _tool_table(tool, p)
+        if table is None:
+            raise InrdiagError(f"policy file {p}: [tool.inrdiag] has no check table; add [tool.inrdiag.check]")
+    elif p.name == PYPROJECT and "check" not in data:
+        raise InrdiagError(f"policy file {p}: no [tool.inrdiag.check] table")
+    elif "check" in data:
+        table = data["check"]
+        if not isinstance(table, dict):
+            raise InrdiagError(f"policy file {p}: 'check' must be a table/object of thresholds, got {table!r}")
+    else:
+        table = data
+    return _policy(table, p)
+
+
+def _parse(p: Path) -> dict[str, Any]:
+    try:
+        text = p.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise InrdiagError(f"policy file {p}: cannot read it ({exc.strerror or exc})") from None
     if p.suffix == ".json":
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InrdiagError(f"policy file {p}: invalid JSON ({exc})") from None
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise InrdiagError(f"policy file {p}: invalid JSON ({str(exc)[:120]})") from None
     else:
         import tomllib
 
         try:
             data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise InrdiagError(f"policy file {p}: invalid TOML ({exc}); use .json for JSON") from None
+        except (tomllib.TOMLDecodeError, RecursionError) as exc:
+            raise InrdiagError(f"policy file {p}: invalid TOML ({str(exc)[:120]}); use .json for JSON") from None
     if not isinstance(data, dict):
-        raise InrdiagError(f"policy file {p} must hold a table/object")
-    if isinstance(data.get("tool"), dict) and "inrdiag" in data["tool"]:
-        data = data["tool"]["inrdiag"].get("check", {})
-    elif isinstance(data.get("check"), dict):
-        data = data["check"]
-    data = {str(k).replace("-", "_"): v for k, v in data.items()}
-    allowed = {f.name for f in dataclasses.fields(CheckPolicy)}
-    unknown = sorted(set(data) - allowed)
+        raise InrdiagError(f"policy file {p} must hold a table/object, got {type(data).__name__}")
+    return data
+
+
+def _tool_table(tool: dict[str, Any], p: Path) -> dict[str, Any] | None:
+    ours = tool["inrdiag"]
+    if not isinstance(ours, dict):
+        raise InrdiagError(f"policy file {p}: [tool.inrdiag] must be a table, got {ours!r}")
+    if "check" not in ours:
+        return None
+    table = ours["check"]
+    if not isinstance(table, dict):
+        raise InrdiagError(f"policy file {p}: [tool.inrdiag.check] must be a table of thresholds, got {table!r}")
+    return table
+
+
+def _policy(table: dict[str, Any], p: Path) -> CheckPolicy:
+    data: dict[str, Any] = {}
+    spelt: dict[str, str] = {}
+    for key, value in table.items():
+        name = str(key).replace("-", "_")
+        if name in spelt:
+            raise InrdiagError(f"policy file {p}: {spelt[name]!r} and {key!r} are one key spelt twice; keep one")
+        spelt[name] = str(key)
+        data[name] = value
+    unknown = sorted(set(data) - set(POLICY_KEYS))
     if unknown:
-        raise InrdiagError(f"policy file {p}: unknown keys {unknown}; allowed: {', '.join(sorted(allowed))}")
-    return CheckPolicy(**data)
+        raise InrdiagError(f"policy file {p}: unknown keys {unknown}; allowed: {', '.join(POLICY_KEYS)}")
+    try:
+        return CheckPolicy(**data, source=str(p))
+    except InrdiagError as exc:
+        raise InrdiagError(f"policy file {p}: {exc}") from None
 
 
 @dataclass

@@ -275,7 +275,7 @@ def train_cohort(data: CohortData, recipe: CohortRecipe, device: str = "auto", p
     import torch
 
     from .device import resolve_device
-    from .fit import tune_malloc
+    from .fitting import tune_malloc
     from .targets import psnr
 
     tune_malloc()

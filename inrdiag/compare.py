@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import InrdiagError
-from .fit import FitConfig, FitResult, fit
+from .fitting import FitConfig, FitResult, fit
 
 
 @dataclass

@@ -166,7 +166,7 @@ def freeze_sweep(
 ) -> SweepReport:
     """Sweep k = 0..K frozen layers for every held-out image in ``test`` (a CohortData), plus scratch."""
     from .device import resolve_device
-    from .fit import tune_malloc
+    from .fitting import tune_malloc
     from .spectra import recommend_freeze_depth, weight_stable_rank
 
     if steps < 1:

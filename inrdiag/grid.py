@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 from .errors import ResourceError, SpecError
 
 #: Default points per axis by coordinate dimension (2-D images: 256, 3-D volumes: 48).
 DEFAULT_POINTS = {1: 4096, 2: 256, 3: 48}
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 def default_points(dim: int) -> int:
@@ -13,22 +20,40 @@ def default_points(dim: int) -> int:
 
 
 def grid_shape(dim: int, n: int | tuple[int, ...] | None) -> tuple[int, ...]:
-    """``(n,) * dim`` (default points per axis when None); a tuple of ``dim`` sizes is taken as the shape."""
+    """``(n,) * dim`` (n: the default for ``dim`` when None; an integer >= 2); a tuple/list of ``dim``
+    integer sizes >= 2 is taken as the shape itself."""
+    if not _is_int(dim) or dim < 1:
+        raise SpecError(f"the input dimension must be an integer >= 1, got {dim!r}")
     if isinstance(n, (tuple, list)):
-        if len(n) != dim or min(n) < 2:
-            raise SpecError(f"grid shape {list(n)} must have {dim} axes of at least 2 points")
+        if len(n) != dim or not all(_is_int(v) for v in n) or min(n) < 2:
+            raise SpecError(f"grid shape {list(n)} must have {dim} integer axes of at least 2 points")
         return tuple(int(v) for v in n)
-    n = default_points(dim) if n is None else int(n)
+    if n is None:
+        n = default_points(int(dim))
+    elif not _is_int(n):
+        raise SpecError(f"--grid must be an integer number of points per axis (>= 2), got {n!r}")
     if n < 2:
         raise SpecError(f"--grid must be at least 2 points per axis, got {n}")
-    return (n,) * dim
+    return (int(n),) * int(dim)
 
 
 def make_grid(shape: tuple[int, ...], dtype=None, device=None):
-    """The N x d matrix of grid coordinates, N = prod(shape); axis 0 varies slowest."""
+    """The N x d matrix of grid coordinates, N = prod(shape); axis 0 varies slowest.
+
+    ``shape`` is a non-empty sequence of integers >= 1 (1: the single coordinate -1 on that axis).
+    """
     import torch
 
-    axes = [torch.linspace(-1.0, 1.0, n, dtype=dtype or torch.float64, device=device) for n in shape]
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or len(shape) == 0:
+        raise SpecError(f"grid shape must be a non-empty tuple of integers >= 1, got {shape!r}")
+    if not all(_is_int(n) and n >= 1 for n in shape):
+        raise SpecError(f"grid shape must hold integers >= 1 points per axis, got {tuple(shape)!r}")
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise SpecError(f"grid dtype must be a floating torch dtype (torch.float32, torch.float64), got {dtype!r}")
+    n = math.prod(int(v) for v in shape)
+    item = torch.finfo(dtype or torch.float64).bits // 8
+    check_memory(2.0 * n * len(shape) * item, f"a grid of {n:,} points", "--grid")
+    axes = [torch.linspace(-1.0, 1.0, int(n), dtype=dtype or torch.float64, device=device) for n in shape]
     mesh = torch.meshgrid(*axes, indexing="ij")
     return torch.stack([m.reshape(-1) for m in mesh], dim=-1)
 

@@ -236,13 +236,15 @@ SCHEMES: dict[str, Scheme] = {
 
 
 def get_scheme(name: str) -> Scheme:
-    if name not in SCHEMES:
+    if not isinstance(name, str) or name not in SCHEMES:
         raise InitError(f"unknown init {name!r}; allowed: {', '.join(SCHEMES)}")
     return SCHEMES[name]
 
 
 def parse_schemes(text: str) -> list[str]:
     """Comma-separated scheme names, validated, in order, without duplicates."""
+    if not isinstance(text, str):
+        raise InitError(f"--inits must be comma-separated scheme names (str), got {text!r}")
     names = [s.strip() for s in text.split(",") if s.strip()]
     if not names:
         raise InitError("--inits is empty; give comma-separated names, e.g. default,rank-expand")
@@ -251,21 +253,50 @@ def parse_schemes(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _int_arg(name: str, value, low: int = 1) -> int:
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InitError(f"{name} must be an integer >= {low}, got {value!r}")
+    if value < low:
+        raise InitError(f"{name} must be >= {low}, got {value}")
+    return int(value)
+
+
+def build_spec(scheme: str, in_features: int, out_features: int, depth: int, width: int) -> ArchSpec:
+    """The architecture ``build_model`` would build (nothing allocated): for estimates before building."""
+    if not isinstance(scheme, str):
+        raise InitError(f"scheme must be a scheme name (str; allowed: {', '.join(SCHEMES)}), got {scheme!r}")
+    sch = get_scheme(scheme)
+    in_features = _int_arg("in_features", in_features)
+    out_features = _int_arg("out_features", out_features)
+    depth, width = _int_arg("depth (--depth)", depth), _int_arg("width (--width)", width)
+    from .grid import check_memory
+
+    # the float32 weights alone, from the plain architecture (before a list of ``depth`` widths is even built)
+    params = (in_features + 1) * width + (depth - 1) * (width + 1) * width + (width + 1) * out_features
+    check_memory(4.0 * params, f"a {depth}x{width} MLP ({params:,} parameters)", "--width or --depth")
+    return sch.arch(ArchSpec(in_features=in_features, out_features=out_features, hidden=[width] * depth))
+
+
 def build_model(scheme: str, in_features: int, out_features: int, depth: int, width: int, seed: int = 0):
     """A CoordMLP with ``depth`` hidden layers of ``width`` units, built and initialised by ``scheme``.
 
-    Deterministic: torch's default init draws from a private generator seeded with ``seed`` (the
-    global RNG is neither used nor changed).
+    Deterministic: torch's default init draws from a private generator seeded with ``seed`` (an integer
+    in [0, 2^32 - 1], ``inrdiag.seeds``; the global RNG is neither used nor changed). Refused before any
+    allocation when the float32 weights (and the init's temporaries) would not fit in memory.
     """
     import torch
 
+    from .grid import check_memory
     from .model import CoordMLP
+    from .seeds import check_seed
 
+    spec = build_spec(scheme, in_features, out_features, depth, width)
+    seed = check_seed(seed, "seed (--seed)")
+    params = sum(o * i + o for o, i in spec.layer_shapes)
+    check_memory(12.0 * params, f"a {depth}x{width} MLP ({params:,} parameters)", "--width or --depth")
     sch = get_scheme(scheme)
-    if depth < 1 or width < 1:
-        raise InitError(f"--depth and --width must be >= 1, got {depth} and {width}")
-    base = ArchSpec(in_features=in_features, out_features=out_features, hidden=[width] * depth)
-    spec = sch.arch(base)
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
@@ -275,10 +306,19 @@ def build_model(scheme: str, in_features: int, out_features: int, depth: int, wi
 
 
 def reinit_inlet(model, scheme: str, seed: int = 0) -> None:
-    """Re-initialise only linear layer 0 of ``model`` in place by ``scheme``."""
+    """Re-initialise only linear layer 0 of ``model`` (a CoordMLP: ``inrdiag.load(...).model``) in place."""
     import torch
 
+    from .model import CoordMLP
+    from .seeds import check_seed
+
+    if not isinstance(model, CoordMLP):
+        hint = " (pass loaded.model, not the Loaded object)" if hasattr(model, "model") else ""
+        raise InitError(f"reinit_inlet needs a CoordMLP{hint}, got {type(model).__name__}")
+    if not isinstance(scheme, str):
+        raise InitError(f"scheme must be a scheme name (str), got {scheme!r}")
     sch = get_scheme(scheme)
+    seed = check_seed(seed, "seed (--seed)")
     if sch.reinit_inlet is None:
         raise InitError(f"init {scheme!r} changes the architecture (encoding or batch norm), not just the "
                         f"inlet weights; re-initialisable: "

@@ -57,35 +57,29 @@ def saelens_cfg(sae, cfg: SAEConfig, meta: dict | None = None) -> dict[str, Any]
     return out
 
 
-def check_sae_out(folder, force: bool = False) -> list[Path]:
+def check_sae_out(folder, force: bool = False, inputs=()) -> list[Path]:
     """Refuse (before any work) an -o folder whose SAE files exist (without ``force``), a file in its place,
-    or a missing parent folder. Returns the two file paths."""
-    from .io import check_writable
+    a folder holding other files (it is replaced as a whole), an input among its files, or a missing parent
+    folder. Returns the two file paths."""
+    from .io import check_writable_dir
 
-    d = Path(folder)
-    if d.exists() and not d.is_dir():
-        raise SAEError(f"-o {d}: exists and is not a folder")
-    paths = [d / WEIGHTS_FILE, d / CFG_FILE]
-    if d.is_dir():
-        for p in paths:
-            check_writable(str(p), force)
-    else:
-        check_writable(str(d), force)
-    return paths
+    d = check_writable_dir(folder, [WEIGHTS_FILE, CFG_FILE], force, inputs)
+    return [d / WEIGHTS_FILE, d / CFG_FILE]
 
 
-def save_sae(sae, cfg: SAEConfig, folder, meta: dict | None = None, force: bool = False) -> list[str]:
-    """Write ``folder/sae_weights.safetensors`` and ``folder/cfg.json`` (SAELens's layout), each atomically."""
+def save_sae(sae, cfg: SAEConfig, folder, meta: dict | None = None, force: bool = False, inputs=()) -> list[str]:
+    """Write ``folder/sae_weights.safetensors`` and ``folder/cfg.json`` (SAELens's layout), as a whole: both go
+    to a temp folder that replaces ``folder`` (``inrdiag.io.atomic_dir``), so the pair always belongs together."""
     from safetensors.torch import save_file
 
-    from .io import atomic_write
+    from .io import atomic_dir
 
-    paths = check_sae_out(folder, force)
-    Path(folder).mkdir(exist_ok=True)
+    paths = check_sae_out(folder, force, inputs)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in sae.state_dict().items()}
-    atomic_write(paths[0], lambda tmp: save_file(tensors, tmp), force)
     text = json.dumps(saelens_cfg(sae, cfg, meta), indent=2) + "\n"
-    atomic_write(paths[1], lambda tmp: Path(tmp).write_text(text), force)
+    with atomic_dir(folder, [WEIGHTS_FILE, CFG_FILE], force, inputs) as tmp:
+        save_file(tensors, str(tmp / WEIGHTS_FILE))
+        (tmp / CFG_FILE).write_text(text)
     return [str(p) for p in paths]
 
 

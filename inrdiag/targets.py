@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ class Target:
     meta: dict[str, Any] = field(default_factory=dict)
     #: Optional ``evaluate(model, out) -> dict`` run after a fit (dense held-out IoU, per-frame PSNR).
     evaluate: Any = field(default=None, repr=False, compare=False)
+    #: What was done to the file's data on the way in (first frame of an animation, a rescaled range ...).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def channels(self) -> int:
@@ -55,7 +58,8 @@ class Target:
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "path": self.path, "sha256": self.sha256, "shape": list(self.shape),
-                "channels": self.channels, "points": self.points, **({"meta": self.meta} if self.meta else {})}  # fmt: skip
+                "channels": self.channels, "points": self.points, "notes": list(self.notes),
+                **({"meta": self.meta} if self.meta else {})}  # fmt: skip
 
 
 def file_sha256(path: str | Path) -> str:
@@ -68,14 +72,20 @@ def file_sha256(path: str | Path) -> str:
 
 def load_target(path: str | Path, size: int | None = None, kind: str | None = None,
                 seconds: float | None = None) -> Target:  # fmt: skip
-    """Load an image (gray/RGB/RGBA -> RGB, 8/16-bit) or a 3-D occupancy grid (.npy/.npz); meshes,
+    """Load an image (gray/RGB/RGBA -> RGB, 8/16-bit or float) or a 3-D occupancy grid (.npy/.npz); meshes,
     point clouds, audio and video through ``inrdiag.signals.load_signal`` (``kind``: None/"auto" or a
     target kind; ``seconds``: audio crop).
 
     ``size`` resamples to ``size`` points per axis (images: antialiased bilinear with
-    ``align_corners=True``, matching the linspace grid; volumes: nearest).
+    ``align_corners=True``, matching the linspace grid; volumes: nearest). The size of the data is
+    read from the file's header and checked before the data is decoded.
     """
-    p = Path(path)
+    from .io import user_path
+
+    p = user_path(path, "target")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 2):
+        raise TargetError(f"--size must be an integer >= 2, got {size!r}")
+    size = None if size is None else int(size)
     if not p.exists():
         raise TargetError(f"{p}: no such file")
     from .signals import load_signal
@@ -97,6 +107,31 @@ def load_target(path: str | Path, size: int | None = None, kind: str | None = No
     )
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:120] if text else type(exc).__name__
+
+
+def _image_header(p: Path) -> tuple[int, int, int, int] | None:
+    """(height, width, channels as decoded, frames) from the file's header (PIL, lazy: no pixel is decoded);
+    None when PIL cannot tell (imageio may still read the file)."""
+    import warnings
+
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow comes with imageio
+        return None
+    try:
+        with warnings.catch_warnings():  # DecompressionBombWarning: our own guard follows
+            warnings.simplefilter("ignore")
+            with Image.open(p) as im:
+                w, h = im.size
+                bands = 3 if im.mode in ("P", "PA") else len(im.getbands())
+                return int(h), int(w), bands, int(getattr(im, "n_frames", 1) or 1)
+    except Exception:  # noqa: BLE001 - PIL raises many types for files it does not know
+        return None
+
+
 def _load_image(p: Path, size: int | None) -> Target:
     import warnings
 
@@ -104,43 +139,61 @@ def _load_image(p: Path, size: int | None) -> Target:
     import numpy as np
     import torch
 
+    from .grid import check_memory
+
+    notes: list[str] = []
+    head = _image_header(p)
+    if head is not None:
+        h, w, bands, frames = head
+        if size is None:
+            _check_points(h * w * min(bands, 3), p)
+        # decoded pixels (up to 8 bytes each: 16-bit or float) + a float32 copy + the tensor
+        check_memory(h * w * bands * 16.0, f"decoding {p.name} ({h}x{w}, {bands} channel(s))", "image (resample it)")
     try:
         with warnings.catch_warnings():  # imageio's plugin probing warns about legacy plugins
             warnings.simplefilter("ignore")
-            img = np.asarray(iio.imread(p))
+            img = np.asarray(iio.imread(p, index=0) if head is not None and head[3] > 1 else iio.imread(p))
     except Exception as exc:  # imageio raises many types for unreadable files
-        msg = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-        raise TargetError(f"{p}: cannot read as an image ({msg})") from None
-    if img.ndim == 3 and img.shape[0] > 1 and img.shape[-1] not in (1, 2, 3, 4) and p.suffix.lower() == ".gif":
-        img = img[0]  # first frame of an animation
+        raise TargetError(f"{p}: cannot read as an image ({_first_line(exc)})") from None
+    if head is not None and head[3] > 1:
+        notes.append(f"{p.name} holds {head[3]} frames; the first one is used")
+    elif img.ndim == 4 or (img.ndim == 3 and img.shape[0] > 1 and img.shape[-1] not in (1, 2, 3, 4)
+                           and p.suffix.lower() == ".gif"):  # fmt: skip
+        notes.append(f"{p.name} holds {img.shape[0]} frames; the first one is used")
+        img = img[0]  # first frame of an animation / a multi-page file
     if img.ndim == 2:
         img = img[..., None]
     if img.ndim != 3 or img.shape[-1] not in (1, 2, 3, 4):
         raise TargetError(f"{p}: unsupported image shape {list(img.shape)}; expected H x W (x 1/3/4)")
+    h, w = img.shape[:2]
+    if min(h, w) < 2:
+        raise TargetError(f"{p}: image is {h}x{w}; at least 2x2 pixels are needed")
+    if size is None:
+        _check_points(h * w * min(img.shape[-1], 3), p)
     if img.dtype == np.uint8:
-        scale = 255.0
+        x = img.astype(np.float32) / 255.0
     elif img.dtype == np.uint16:
-        scale = 65535.0
+        x = img.astype(np.float32) / 65535.0
     elif img.dtype == bool:
-        scale = 1.0
+        x = img.astype(np.float32)
     elif np.issubdtype(img.dtype, np.floating):
-        scale = 1.0
-        if not np.isfinite(img).all():
+        x = img.astype(np.float32)
+        if not np.isfinite(x).all():
             raise TargetError(f"{p}: image holds NaN/Inf values")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0 or hi > 1:  # a float image is taken as [0, 1] data; anything else is rescaled, and said
+            if hi == lo:
+                raise TargetError(f"{p}: float image holds the single value {lo:g}, outside [0, 1]")
+            x = (x - lo) / (hi - lo)
+            notes.append(f"float image values in [{lo:.6g}, {hi:.6g}] (outside [0, 1]) rescaled linearly to [0, 1]")
     else:
-        raise TargetError(f"{p}: unsupported pixel type {img.dtype}; expected 8- or 16-bit")
-    x = img.astype(np.float32) / scale
+        raise TargetError(f"{p}: unsupported pixel type {img.dtype}; expected 8- or 16-bit unsigned, bool or float")
     if x.shape[-1] == 2:  # gray + alpha
         x = x[..., :1]
     elif x.shape[-1] == 4:  # RGBA -> RGB (alpha dropped, not composited)
         x = x[..., :3]
-    h, w = x.shape[:2]
-    if min(h, w) < 2:
-        raise TargetError(f"{p}: image is {h}x{w}; at least 2x2 pixels are needed")
     t = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None]  # 1 x C x H x W
     if size is not None:
-        if size < 2:
-            raise TargetError(f"--size must be at least 2, got {size}")
         _check_points(size * size * t.shape[1], p)
         t = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=True,
                                             antialias=size < max(h, w))  # fmt: skip
@@ -148,40 +201,80 @@ def _load_image(p: Path, size: int | None) -> Target:
     _check_points(t.shape[2] * t.shape[3] * t.shape[1], p)
     c, hh, ww = t.shape[1:]
     values = t[0].permute(1, 2, 0).reshape(hh * ww, c).contiguous()
-    return Target("image", str(p), file_sha256(p), (int(hh), int(ww)), values)
+    return Target("image", str(p), file_sha256(p), (int(hh), int(ww)), values, notes)
 
 
-def _load_volume(p: Path, size: int | None) -> Target:
+#: Names tried, in order, for the occupancy array of an .npz holding several.
+NPZ_KEYS = ("occupancy", "occ", "voxels", "volume", "data")
+
+
+def _npy_header(f) -> tuple[tuple[int, ...], Any]:
+    """(shape, dtype) from an .npy stream's header (``numpy.lib.format``), leaving the data unread."""
     import numpy as np
-    import torch
 
-    try:
-        data = np.load(p, allow_pickle=False)
-    except Exception as exc:
-        raise TargetError(
-            f"{p}: cannot read as .npy/.npz ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})"
-        ) from None
-    if isinstance(data, np.lib.npyio.NpzFile):
-        keys = list(data.keys())
-        key = next((k for k in ("occupancy", "occ", "voxels", "volume", "data") if k in keys), None)
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0  # 3.0: 2.0's layout
+    shape, _fortran, dtype = read(f)
+    return tuple(int(s) for s in shape), dtype
+
+
+def _volume_header(p: Path) -> tuple[str | None, tuple[int, ...], Any]:
+    """(npz key or None, shape, dtype) of the occupancy array, read from headers only."""
+    import zipfile
+
+    if p.suffix.lower() == ".npy":
+        with open(p, "rb") as f:
+            return None, *_npy_header(f)
+    with zipfile.ZipFile(p) as z:
+        keys = [n[:-4] for n in z.namelist() if n.endswith(".npy")]
+        key = next((k for k in NPZ_KEYS if k in keys), None)
         if key is None and len(keys) == 1:
             key = keys[0]
         if key is None:
             raise TargetError(f"{p}: .npz holds {keys}; name the array 'occupancy' (or store just one array)")
-        vol = data[key]
-    else:
-        vol = data
-    if vol.ndim != 3:
-        raise TargetError(f"{p}: occupancy grid must be 3-D, got shape {list(vol.shape)}")
-    if min(vol.shape) < 2:
-        raise TargetError(f"{p}: occupancy grid {list(vol.shape)} needs at least 2 voxels per axis")
+        with z.open(key + ".npy") as f:
+            return key, *_npy_header(f)
+
+
+def _load_volume(p: Path, size: int | None) -> Target:
+    import zipfile
+
+    import numpy as np
+    import torch
+
+    from .grid import check_memory
+
+    try:
+        key, shape, dtype = _volume_header(p)
+    except TargetError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - numpy/zipfile raise many types for damaged files
+        raise TargetError(f"{p}: cannot read as .npy/.npz ({_first_line(exc)})") from None
+    if dtype.hasobject:
+        raise TargetError(f"{p}: the array holds Python objects (dtype {dtype}); store a bool or 0/1 number array")
+    if len(shape) != 3:
+        raise TargetError(f"{p}: occupancy grid must be 3-D, got shape {list(shape)}")
+    if min(shape) < 2:
+        raise TargetError(f"{p}: occupancy grid {list(shape)} needs at least 2 voxels per axis")
+    n = math.prod(shape)
+    if size is None:
+        _check_points(n, p)
+    check_memory(n * (dtype.itemsize + 8.0), f"decoding {p.name} ({'x'.join(map(str, shape))} voxels)",
+                 "volume (resample it)")  # fmt: skip
+    try:
+        if key is None:
+            vol = np.load(p, allow_pickle=False)
+        else:
+            with np.load(p, allow_pickle=False) as data:
+                vol = data[key]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:  # e.g. a bad CRC, truncated data
+        raise TargetError(f"{p}: cannot read as .npy/.npz ({_first_line(exc)})") from None
     if vol.dtype != bool:
         if not np.issubdtype(vol.dtype, np.number) or not np.isin(vol, (0, 1)).all():
             raise TargetError(f"{p}: occupancy grid must be boolean or hold only 0 and 1 (dtype {vol.dtype})")
     t = torch.from_numpy(np.ascontiguousarray(vol.astype(np.float32)))
     if size is not None:
-        if size < 2:
-            raise TargetError(f"--size must be at least 2, got {size}")
         _check_points(size**3, p)
         t = torch.nn.functional.interpolate(t[None, None], size=(size,) * 3, mode="nearest")[0, 0]
     _check_points(t.numel(), p)

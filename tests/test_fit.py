@@ -11,7 +11,7 @@ import torch
 
 from inrdiag.compare import compare
 from inrdiag.errors import InrdiagError
-from inrdiag.fit import FitConfig, fit, holdout_mask, predict
+from inrdiag.fitting import FitConfig, fit, holdout_mask, predict
 from inrdiag.targets import load_target
 
 

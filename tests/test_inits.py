@@ -9,7 +9,7 @@ import torch
 from conftest import tiny_model
 
 from inrdiag.errors import InrdiagError
-from inrdiag.fit import layer_ranks
+from inrdiag.fitting import layer_ranks
 from inrdiag.inits import (
     FF_SIGMA,
     SCHEMES,

@@ -79,7 +79,7 @@ def test_dense_heldout_grid_is_disjoint_and_denser():
 
 
 def test_dense_heldout_iou_reported_by_fit(box_obj):
-    from inrdiag.fit import FitConfig, fit
+    from inrdiag.fitting import FitConfig, fit
 
     t = load_target(box_obj, size=9)
     res = fit(t, FitConfig(steps=5, width=16, depth=1, seed=0))

@@ -49,7 +49,7 @@ def test_apply_before_torch_sets_the_environment(monkeypatch):
 
 def test_thread_count_does_not_change_a_fit():
     """The reason the policy may vary threads with the load: same seed, same numbers, 1 or 2 threads."""
-    import inrdiag.fit as fitting
+    import inrdiag.fitting as fitting
     from inrdiag.targets import Target
 
     g = torch.Generator().manual_seed(0)

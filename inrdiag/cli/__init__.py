@@ -1,11 +1,23 @@
 """The command line: parse, call the engine, render. The only place that prints errors and exits.
 
-Every error the user can cause (an ``InrdiagError`` or a usage error) becomes one line
-``error: ...`` on stderr and exit code 2. Set ``INRDIAG_DEBUG=1`` to see tracebacks.
+Exit codes (also in README.md and ``inrdiag --help``); every exception that can reach the user is
+mapped here on purpose, and every non-zero exit prints exactly one line ``error: ...`` on stderr:
+
+====  ===========================================================================================
+0     success
+1     ``inrdiag check``: a threshold failed
+2     bad input or usage: an ``InrdiagError``, a usage error, a path that cannot be read or written
+      (``OSError`` naming the path), ``MemoryError`` / a device out of memory (with the flag to lower)
+70    internal error, i.e. a bug (any other exception; ``EX_SOFTWARE`` of sysexits.h). The line says
+      so; ``INRDIAG_DEBUG=1`` prints the traceback before it
+130   interrupted (SIGINT, Ctrl-C); 143 terminated (SIGTERM). Outputs are written atomically, so an
+      interrupted run leaves no partial file and every earlier file intact
+====  ===========================================================================================
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -18,7 +30,28 @@ from . import sae  # noqa: F401
 from . import examples  # noqa: F401
 from .app import app
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "EXIT_OK", "EXIT_CHECK_FAILED", "EXIT_BAD_INPUT", "EXIT_INTERNAL", "EXIT_INTERRUPTED"]
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM exits 128 + 15 = 143
+
+#: OSError numbers that describe the user's files or machine (a path that is missing, not writable, a
+#: full disk), not a bug: exit 2 with the path. Any other OSError is an internal error.
+_USER_ERRNOS = {"ENOENT", "EACCES", "EPERM", "EROFS", "ENOSPC", "EDQUOT", "EISDIR", "ENOTDIR", "EEXIST",
+                "ENAMETOOLONG", "ELOOP", "EFBIG", "EBUSY", "ETXTBSY", "EXDEV", "EIO", "ENXIO", "ENODEV"}  # fmt: skip
+
+
+class Interrupted(BaseException):
+    """Raised by the CLI's SIGINT/SIGTERM handlers. Not a KeyboardInterrupt, which Typer turns into a
+    silent ``Exit(130)`` before ``main`` could name it; a BaseException, so no ``except Exception`` in
+    the engine swallows it, while ``atomic_write`` (``except BaseException``) still removes its temp file."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,48 +60,114 @@ def main(argv: list[str] | None = None) -> int:
     # 1,000-step SAE trainings diverged; with MKL_DYNAMIC=FALSE they matched each other and an idle run).
     # Set before torch loads MKL; an explicit setting by the user wins.
     os.environ.setdefault("MKL_DYNAMIC", "FALSE")
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        with _signals():
+            code = _run(args)
+    except Interrupted as exc:  # a signal in the instant between the command's end and the handlers' reset
+        code = _interrupted(exc)
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+def _run(args: list[str]) -> int:
     import typer
 
     from ..errors import InrdiagError
 
     cx = _click_exceptions()
-
-    command = _command()
-    args = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get("INRDIAG_DEBUG") == "1"
     try:
-        rv = command.main(args=args, prog_name="inrdiag", standalone_mode=False)
-        code = rv if isinstance(rv, int) else 0
+        rv = _command().main(args=args, prog_name="inrdiag", standalone_mode=False)
+        if rv == EXIT_INTERRUPTED:  # Typer turns a KeyboardInterrupt into a silent Exit(130)
+            _fail("interrupted")
+        return rv if isinstance(rv, int) else EXIT_OK
     except typer.Exit as exc:
-        code = exc.exit_code
+        return exc.exit_code
+    except SystemExit as exc:  # e.g. Typer on a closed stdout pipe
+        return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_BAD_INPUT)
     except InrdiagError as exc:
-        _fail(str(exc))
-        code = 2
+        _fail(str(exc) or type(exc).__name__)
+        return EXIT_BAD_INPUT
     except cx.UsageError as exc:
         if exc.format_message():  # no_args_is_help raises with an empty message after the help
             _fail(exc.format_message())
-        code = 2
+        return EXIT_BAD_INPUT
     except cx.ClickException as exc:
         _fail(exc.format_message())
-        code = exc.exit_code or 2
+        return exc.exit_code or EXIT_BAD_INPUT
+    except Interrupted as exc:
+        return _interrupted(exc)
     except (typer.Abort, KeyboardInterrupt):
         _fail("interrupted")
-        code = 130
+        return EXIT_INTERRUPTED
     except MemoryError:
-        _fail("out of memory; try a smaller --grid or --points")
-        code = 2
+        _fail("out of memory; try a smaller --grid, --points, --size, --width or --batch-size")
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        import errno
+
+        if errno.errorcode.get(exc.errno or 0) in _USER_ERRNOS:
+            path = exc.filename if exc.filename is not None else ""
+            where = f"{path}: " if path != "" else ""
+            _fail(f"{where}{exc.strerror or exc}")
+            return EXIT_BAD_INPUT
+        return _internal(exc, debug)
     except Exception as exc:  # noqa: BLE001 - the promise is: no traceback, ever
-        if debug:
-            raise
         if isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower():  # e.g. torch.cuda.OutOfMemoryError
             _fail("out of memory on the device; try a smaller --grid/--points (or --atoms for sae), or --device cpu")
-        else:
-            _fail(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-                  "(please report it; INRDIAG_DEBUG=1 shows the traceback)")  # fmt: skip
-        code = 2
-    if argv is None:
-        sys.exit(code)
-    return code
+            return EXIT_BAD_INPUT
+        return _internal(exc, debug)
+
+
+def _interrupted(exc: Interrupted) -> int:
+    import signal
+
+    _fail("interrupted" if exc.signum == signal.SIGINT else "terminated")
+    return 128 + int(exc.signum)
+
+
+def _internal(exc: BaseException, debug: bool) -> int:
+    if debug:
+        import traceback
+
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    first = str(exc).splitlines()[0] if str(exc).strip() else ""
+    _fail(f"internal error (a bug in inrdiag, exit {EXIT_INTERNAL}): {type(exc).__name__}: {first} "
+          "(please report it; INRDIAG_DEBUG=1 shows the traceback)")  # fmt: skip
+    return EXIT_INTERNAL
+
+
+class _signals:
+    """While a command runs: SIGINT and SIGTERM raise ``Interrupted`` (previous handlers restored after).
+
+    Only in the main thread (``signal.signal`` is refused elsewhere), e.g. not under a threaded test runner.
+    """
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self.saved = {}
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.saved[sig] = signal.signal(sig, _raise_interrupted)
+            except (ValueError, OSError):  # pragma: no cover - e.g. an embedded interpreter
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted(signum)
 
 
 def _fail(msg: str) -> None:
@@ -86,7 +185,10 @@ def _click_exceptions():
     return exceptions
 
 
+@functools.lru_cache(maxsize=1)
 def _command():
+    """The Click command of the Typer app, built once (about 0.1 s: in-process callers such as the tests and
+    the fuzz test run ``main`` thousands of times; Click commands are reusable across invocations)."""
     import typer.main
 
     from .app import finish_help

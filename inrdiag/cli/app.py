@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any, get_type_hints
 
@@ -16,7 +17,9 @@ import typer
 app = typer.Typer(
     name="inrdiag",
     help="Diagnostics for coordinate MLPs (implicit neural representations): why an INR fits badly "
-    "and what to change. Exit codes: 0 ok, 1 a `check` threshold failed, 2 bad input or usage.",
+    "and what to change.\n\nExit codes: 0 ok; 1 a `check` threshold failed; 2 bad input or usage (one line "
+    "`error: ...` on stderr); 70 internal error, i.e. a bug in inrdiag (please report it; INRDIAG_DEBUG=1 prints "
+    "the traceback); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): no partial output is left.",
     add_completion=False,
     rich_markup_mode=None,
     no_args_is_help=True,
@@ -194,6 +197,26 @@ GridOpt = Annotated[
 TolOpt = Annotated[float, typer.Option("--tol", help="Numerical rank counts singular values above tol * s_max.")]
 
 
+def _seed_in_range(value: int) -> int:
+    from ..errors import InrdiagError
+    from ..seeds import check_seed
+
+    try:
+        return check_seed(value)
+    except InrdiagError as exc:
+        raise typer.BadParameter(str(exc).removeprefix("--seed "), param_hint="'--seed'") from None
+
+
+def seed_option(help: str, panel: str | None = None) -> Any:
+    """The one ``--seed`` option type of every command: an integer in [0, 2^32 - 1] (``inrdiag.seeds``), refused
+    with the range outside it (torch's CPU generator would silently use only the low 32 bits)."""
+    return Annotated[
+        int,
+        typer.Option("--seed", help=f"{help} An integer in [0, 2^32 - 1].", callback=_seed_in_range,
+                     rich_help_panel=panel),
+    ]  # fmt: skip
+
+
 #: The loading options every MODEL-taking command accepts, in --help order: (parameter name, annotated type).
 #: Adding an option here (and a field of the same name to ``inrdiag.layouts.LoadOptions``) adds it to
 #: every command; commands never list these parameters themselves.
@@ -238,7 +261,7 @@ class Loading:
             from ..layouts import LoadOptions
             from ..loader import load
 
-            return load(model, LoadOptions(**given))
+            return load(str(user_path(model)), LoadOptions(**given))
         if given:
             flags = ", ".join("--" + k.replace("_", "-") for k in given)
             raise InrdiagError(f"{flags}: with --model-code the architecture is your code's; drop {flags}")
@@ -246,7 +269,7 @@ class Loading:
             raise InrdiagError(f"--in-features must be >= 1, got {in_features}")
         from ..usercode import ModelCode, load_user_model
 
-        return load_user_model(model, ModelCode.parse(code, args), in_features=in_features)
+        return load_user_model(str(user_path(model)), ModelCode.parse(code, args), in_features=in_features)
 
 
 def with_loading(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -303,18 +326,18 @@ def wrote(json: bool, what: str, path: str | None) -> None:
         console().print(f"wrote {what}: {path}")
 
 
-def check_outputs(force: bool, **paths: str | None) -> None:
-    """Refuse existing outputs (without --force) and two outputs on one path, before any work."""
-    from pathlib import Path
-
+def check_outputs(force: bool, inputs: tuple | list = (), **paths: str | None) -> None:
+    """Before any work, refuse: existing outputs (without --force), two outputs on one path, an output that is
+    one of ``inputs`` (the same file after links, whatever --force says), a missing or unwritable folder."""
     from ..errors import InrdiagError
-    from ..io import check_writable
+    from ..io import check_not_input, check_writable
 
     given = {k: p for k, p in paths.items() if p}
     seen: dict[str, str] = {}
     for name, p in given.items():
-        check_writable(p, force)
-        key = str(Path(p).resolve())
+        check_not_input(user_path(p), inputs, name)
+        path = check_writable(p, force)
+        key = str(path.resolve())
         if key in seen:
             raise InrdiagError(f"{seen[key]} and {name} both write {p}; give different paths")
         seen[key] = name
@@ -385,3 +408,34 @@ def apply_metavars(group) -> None:
             p.metavar = METAVARS.get(p.name) or _BY_TYPE.get(kind) or "VALUE"
             if p.param_type_name == "argument":
                 p.display_type_rich = lambda ctx: None
+
+
+def user_path(path: str):
+    """A path given on the command line, ``~`` expanded (also inside ``--opt=~/x``, which shells leave as is)."""
+    from ..io import user_path as _user_path
+
+    return _user_path(path)
+
+
+@contextmanager
+def progress_bar(transient: bool = False, disable: bool = False) -> Iterator[Any]:
+    """A rich progress bar on stderr (description, bar, n/total, an ``info`` field, elapsed time).
+
+    When the command fails or is interrupted the bar is erased and rich's closing newline skipped, so the
+    one line ``error: ...`` stays the only thing a failed command leaves on stderr.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..report.common import console
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                   TimeElapsedColumn(), console=console(stderr=True), transient=transient, disable=disable)  # fmt: skip
+    bar.start()
+    try:
+        yield bar
+    except BaseException:
+        if not bar.disable:
+            bar.live.transient = True
+            bar.live.stop()
+        raise
+    bar.stop()

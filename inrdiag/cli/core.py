@@ -59,7 +59,7 @@ def rank(
     paths = expand_checkpoints(models)
     if plot and len(paths) > 1:
         raise InrdiagError(f"--plot draws one checkpoint; {len(paths)} were given (use --csv to compare them)")
-    check_outputs(force, **{"--plot": plot, "--csv": csv})
+    check_outputs(force, paths, **{"--plot": plot, "--csv": csv})
     reports = []
     for path in paths:
         loaded = load_model(path, loading)
@@ -90,7 +90,8 @@ def check(
         str | None,
         typer.Option(
             "--policy",
-            help="TOML/JSON file of thresholds (pyproject.toml: [tool.inrdiag.check]); flags override it.",
+            help="TOML/JSON file of thresholds (pyproject.toml: [tool.inrdiag.check]); flags override it. "
+            "Default: [tool.inrdiag.check] of the nearest pyproject.toml (working folder upward), if any.",
             show_default=False,
         ),
     ] = None,
@@ -143,9 +144,9 @@ def check(
     loading: Loading | None = None,
 ) -> None:
     """CI gate: exit 0 when every threshold passes, 1 when any fails, 2 on bad input."""
-    from ..checks import CheckPolicy, read_policy, run_checks
+    from ..checks import default_policy, read_policy, run_checks
 
-    base = read_policy(policy) if policy else CheckPolicy()
+    base = read_policy(policy) if policy else default_policy()
     pol = base.merged(
         min_inlet_effective_rank_fraction=min_inlet_effective_rank_fraction,
         min_inlet_numerical_rank_fraction=min_inlet_numerical_rank_fraction,
@@ -154,5 +155,6 @@ def check(
     )  # fmt: skip
     loaded = load_model(model, loading)
     rep = run_checks(loaded, pol, device=device)
+    rep.notes.insert(0, f"policy file: {pol.source}" if pol.source else "policy file: none (flags and defaults only)")
     show(json, rep.to_dict(), "core:render_check", rep)
     raise typer.Exit(rep.exit_code)

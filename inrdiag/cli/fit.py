@@ -9,7 +9,7 @@ import typer
 
 from .app import (DeviceOpt, ForceOpt, JsonOpt, ModelArg,
                   PlotOpt, app, check_outputs, load_model, show)  # fmt: skip
-from .app import Loading, with_loading
+from .app import Loading, progress_bar, seed_option, with_loading
 
 TRAIN = "Training budget"
 
@@ -37,7 +37,7 @@ BatchOpt = Annotated[
     typer.Option("--batch-size", help="Points per step (default: full batch up to 131,072 points, else 65,536 "
                  "sampled).", rich_help_panel=TRAIN, show_default=False),
 ]  # fmt: skip
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the init and the batch sampling.")]
+SeedOpt = seed_option("Seed of the init and the batch sampling.")
 SizeOpt = Annotated[
     int | None,
     typer.Option(
@@ -66,12 +66,7 @@ def _progress(enabled: bool, total_runs: int = 1):
     if not enabled:
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from ..report.common import console
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                  TimeElapsedColumn(), console=console(stderr=True), transient=False) as bar:  # fmt: skip
+    with progress_bar() as bar:
         tasks: dict[str, int] = {}
 
         def update(label: str, step: int, steps: int, info: str) -> None:
@@ -132,9 +127,9 @@ def fit(
 ) -> None:
     """Fit an MLP to an image (MSE, PSNR), occupancy grid or mesh (BCE, IoU at 0.5), SDF (clamped L1, IoU of f<0),
     audio or video (MSE, PSNR) from a chosen inlet init."""  # fmt: skip
-    check_outputs(force, **{"-o": output, "--recon": recon, "--plot": plot})
-    from ..fit import FitConfig, provenance
-    from ..fit import fit as run_fit
+    check_outputs(force, [target], **{"-o": output, "--recon": recon, "--plot": plot})
+    from ..fitting import FitConfig, provenance
+    from ..fitting import fit as run_fit
     from ..inits import get_scheme
     from ..targets import METRIC_NAME, load_target
 
@@ -194,10 +189,10 @@ def compare(
     force: ForceOpt = False,
 ) -> None:
     """The same budget under several inits and seeds: metric mean ± std and inlet rank at init, one table."""  # fmt: skip
-    check_outputs(force, **{"--plot": plot})
+    check_outputs(force, [target], **{"--plot": plot})
     from ..compare import compare as run_compare
     from ..errors import InrdiagError
-    from ..fit import FitConfig
+    from ..fitting import FitConfig
     from ..inits import parse_schemes
     from ..targets import METRIC_NAME, load_target
 
@@ -240,7 +235,7 @@ def reinit(
 
     if not output:
         raise InrdiagError("give the output path with -o OUT.safetensors")
-    check_outputs(force, **{"-o": output})
+    check_outputs(force, [model], **{"-o": output})
     from ..checkpoint import save
     from ..inits import get_scheme, reinit_inlet
     from ..targets import file_sha256

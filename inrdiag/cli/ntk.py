@@ -7,8 +7,10 @@ from typing import Annotated
 import typer
 
 from .app import (DeviceOpt, ForceOpt, JsonOpt, ModelArg,
-                  PlotOpt, app, load_model)  # fmt: skip
-from .app import Loading, with_loading, wrote
+                  PlotOpt, app, check_outputs, load_model)  # fmt: skip
+from .app import Loading, seed_option, with_loading, wrote
+
+SeedOpt = seed_option("Seed of --points and of the Lanczos start block.")
 
 
 @app.command()
@@ -29,7 +31,7 @@ def ntk(
             "--points", help="Use N random points of the grid instead (seeded by --seed).", show_default=False
         ),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of --points and of the Lanczos start block.")] = 0,
+    seed: SeedOpt = 0,
     top_k: Annotated[int, typer.Option("--top-k", help="Eigenpairs to compute / report (all in exact mode).")] = 32,
     method: Annotated[
         str,
@@ -65,14 +67,17 @@ def ntk(
 ) -> None:
     """Empirical NTK Theta = sum_c J_c J_c^T (SUM over output channels, not a mean) on a grid: spectrum,
     decay, effective rank, and the exact layer-wise split Theta = sum_g Theta_g (batch norm in eval mode)."""
-    from ..fit import tune_malloc
-    from ..io import check_writable
+    from ..fitting import tune_malloc
     from ..ntk import ntk_report
 
+    from ..errors import InrdiagError
+
+    if not target and (fit_steps or lr is not None):
+        given = "--fit-steps" if fit_steps else "--lr"
+        raise InrdiagError(f"{given} applies to the plain-GD fit of a target; give --target IMAGE too")
     tune_malloc()  # the command's N x N buffers are reused instead of returned to the OS and page-faulted back
 
-    if plot:
-        check_writable(plot, force)
+    check_outputs(force, [model, target], **{"--plot": plot})
     from ..adapter import as_adapter
 
     loaded = load_model(model, loading)
@@ -93,8 +98,12 @@ def ntk(
         from ..ntk_target import target_ntk
 
         y = tgt.values if rep.indices is None else tgt.values[rep.indices]
+        if lr is None and not rep.eigenvalues[0] > 0:
+            raise InrdiagError(f"{model}: the NTK is zero on the grid (lambda_1 = {rep.eigenvalues[0]:g}: no output moves "
+                               "with any parameter, e.g. all weights zero), so there is no default step; give --lr")  # fmt: skip
         lr = lr if lr is not None else rep.points * y.shape[1] / rep.eigenvalues[0]
         tres = target_ntk(rep, ad, y, lr=lr, steps=fit_steps, fit=fit_steps > 0)
+        tres.notes.extend(tgt.notes)
         if channel_note:
             tres.notes.append(channel_note)
         if tgt.kind == "occupancy":

@@ -8,9 +8,10 @@ import typer
 
 from .app import (DeviceOpt, ForceOpt, JsonOpt, ModelArg,
                   app, check_outputs, load_model, show)  # fmt: skip
-from .app import Loading, with_loading, wrote
+from .app import Loading, progress_bar, seed_option, with_loading, wrote
 
 SAE = "Sparse autoencoder"
+SeedOpt = seed_option("Seed of the SAE init and batches.", SAE)
 
 
 @app.command("sae")
@@ -55,7 +56,7 @@ def sae_cmd(
     steps: Annotated[int, typer.Option("--steps", help="Adam steps.", rich_help_panel=SAE)] = 1000,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Points per step.", rich_help_panel=SAE)] = 1024,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.", rich_help_panel=SAE)] = 1e-3,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the SAE init and batches.", rich_help_panel=SAE)] = 0,
+    seed: SeedOpt = 0,
     load_sae_dir: Annotated[
         str | None,
         typer.Option(
@@ -100,11 +101,18 @@ def sae_cmd(
     from ..sae_analysis import check_layer
     from ..sae_io import check_sae_out
 
-    check_outputs(force, **{"--atoms-png": atoms_png})
+    from ..io import check_not_input, user_path
+    from ..sae import CFG_FILE, WEIGHTS_FILE
+
+    inputs = [model, target] + ([str(Path(load_sae_dir) / n) for n in (WEIGHTS_FILE, CFG_FILE)] if load_sae_dir else [])
+    check_outputs(force, inputs, **{"--atoms-png": atoms_png})
     if out:
-        clash = {Path(out).resolve()} | {p.resolve() for p in check_sae_out(out, force)}
-        if atoms_png and Path(atoms_png).resolve() in clash:
+        clash = {user_path(out).resolve()} | {p.resolve() for p in check_sae_out(out, force, inputs)}
+        if atoms_png and user_path(atoms_png).resolve() in clash:
             raise SAEError(f"--atoms-png {atoms_png} and -o {out} would write the same path; give another path")
+        if atoms_png and user_path(atoms_png).resolve().parent == user_path(out).resolve():
+            raise SAEError(f"--atoms-png {atoms_png} is inside the -o folder {out}, which is written as a whole "
+                           "(the SAE files only); give a path outside it")  # fmt: skip
     cfg = SAEConfig(atoms=atoms, kind=kind, k=k, l1=l1, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
     cfg.validate()
     if show_n < 0:
@@ -120,7 +128,7 @@ def sae_cmd(
     if load_sae_dir:
         from ..sae_io import load_sae, loaded_config, sae_file_info
 
-        sae, scfg = load_sae(load_sae_dir)
+        sae, scfg = load_sae(user_path(load_sae_dir))
         cfg = loaded_config(sae, scfg)
         source = sae_file_info(load_sae_dir, sae, scfg)
         snotes.append(f"SAE loaded from {load_sae_dir} (training flags ignored)")
@@ -128,6 +136,9 @@ def sae_cmd(
         if hook.startswith("layer ") and not hook.startswith(f"layer {layer} "):
             snotes.append(f"the SAE was trained on {hook.split(' (')[0]}, not on layer {layer}")
     tgt, tnotes = resolve_target(loaded, ad, target, grid)
+    for path in (atoms_png, *(check_sae_out(out, force) if out else [])):  # the target found in the provenance
+        if path:
+            check_not_input(user_path(path), [tgt.path], "--atoms-png" if path == atoms_png else "-o")
     rep, sae, codes = _run(loaded, ad, layer, tgt, cfg, device, ablate, json, sae)
     rep.notes = snotes + tnotes + rep.notes
     if atoms_png:
@@ -139,7 +150,7 @@ def sae_cmd(
 
         meta = {"model_name": str(model), "hook_name": f"layer {layer} ({rep.layer_name}) activations",
                 "target": tgt.path, "grid": list(tgt.shape)}  # fmt: skip
-        rep.notes.append("saved " + ", ".join(save_sae(sae, rep.config, out, meta, force)))
+        rep.notes.append("saved " + ", ".join(save_sae(sae, rep.config, out, meta, force, [*inputs, tgt.path])))
     data = rep.to_dict()
     if source:  # the file's own description, not training defaults it never stated
         ours = (source["training"] or {}).get("by") == "inrdiag"
@@ -203,6 +214,7 @@ def resolve_target(loaded, ad, target: str | None, grid: int | None):
         notes.append(f"target: {what} ({found})")
     else:
         tgt = load_target(target, size=size)
+    notes.extend(tgt.notes)
     if shape and list(tgt.shape) != shape and grid is None:
         notes.append(f"grid {list(tgt.shape)} differs from the fitted resolution {shape}")
     note = fit_to_model(tgt, ad.in_features, ad.out_features)
@@ -212,14 +224,10 @@ def resolve_target(loaded, ad, target: str | None, grid: int | None):
 
 
 def _run(loaded, ad, layer, tgt, cfg, device, ablate, json, sae):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from ..report.common import console
     from ..sae_analysis import analyse
 
     name = ad.layers[layer].name if layer < len(ad.layers) else f"linears.{layer}"
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                  TimeElapsedColumn(), console=console(stderr=True), transient=True, disable=json) as bar:  # fmt: skip
+    with progress_bar(transient=True, disable=json) as bar:
         task = bar.add_task(f"SAE on layer {layer}", total=cfg.steps, info="")
 
         def cb(step, total, loss):

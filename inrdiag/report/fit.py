@@ -107,7 +107,7 @@ def _images(fig, model, target, rows: int, cols: int) -> None:
     import numpy as np
     import torch
 
-    from ..fit import predict
+    from ..fitting import predict
 
     model = model.eval()
     out = predict(model, target.coords(dtype=next(model.parameters()).dtype)).to(torch.float64)
@@ -152,7 +152,7 @@ def save_reconstruction(model, target, path: str, force: bool = False) -> None:
     import numpy as np
     import torch
 
-    from ..fit import predict
+    from ..fitting import predict
     from ..io import atomic_write
 
     model = model.eval()

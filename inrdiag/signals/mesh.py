@@ -284,7 +284,7 @@ def _dense_evaluator(geom: Geometry, n: int, kind: str, meta: dict):
     def evaluate(model, out) -> dict:
         import torch
 
-        from ..fit import predict
+        from ..fitting import predict
 
         axis = heldout_axis(n)
         if "truth" not in cache:  # computed once per target (compare reuses it over inits and seeds)
@@ -319,7 +319,7 @@ def extract_surface(model, target, path: str, force: bool = False) -> dict[str, 
     import torch
 
     from ..errors import TargetError
-    from ..fit import predict
+    from ..fitting import predict
     from ..io import atomic_write
 
     if target.kind not in ("occupancy", "sdf") or target.dim != 3:

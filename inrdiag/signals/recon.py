@@ -40,7 +40,7 @@ def save_signal_reconstruction(model, target, path: str, force: bool = False) ->
     import numpy as np
     import torch
 
-    from ..fit import predict
+    from ..fitting import predict
 
     check_recon_suffix(target.kind, path)
     suffix = Path(path).suffix.lower()

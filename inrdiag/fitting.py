@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ DEFAULT_DEPTH = 3
 DEFAULT_WIDTH = 128
 DEFAULT_STEPS = 1000
 DEFAULT_LR = 1e-3
+#: Most CPU threads accepted (torch's set_num_threads takes a C int; no machine has more cores).
+MAX_THREADS = 4096
 #: Points per chunk when evaluating the whole grid.
 EVAL_CHUNK = 65536
 
@@ -68,25 +71,67 @@ class FitConfig:
     threads: int | None = None
 
     def validate(self) -> None:
+        """Raise an InrdiagError naming the field (and its flag), the value and what is allowed."""
         from .inits import get_scheme
+        from .seeds import check_seed
 
+        if not isinstance(self.init, str):
+            raise InrdiagError(f"--init must be a scheme name (FitConfig.init, a str), got {self.init!r}")
         get_scheme(self.init)
         for name in ("depth", "width", "steps"):
-            if getattr(self, name) < 1:
-                raise InrdiagError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise InrdiagError(f"--lr must be a positive number, got {self.lr}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise InrdiagError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.track_rank < 0:
-            raise InrdiagError(f"--track-rank must be >= 0, got {self.track_rank}")
-        if self.threads is not None and self.threads < 1:
-            raise InrdiagError(f"--threads must be >= 1, got {self.threads}")
-        if self.holdout_stride < 1:
-            raise InrdiagError(f"--holdout-stride must be >= 1, got {self.holdout_stride}")
+            _int_field(name, getattr(self, name), 1)
+        _positive_number("lr", self.lr)
+        if self.batch_size is not None:
+            _int_field("batch_size", self.batch_size, 1)
+        _int_field("track_rank", self.track_rank, 0)
+        if self.threads is not None:
+            _int_field("threads", self.threads, 1)
+            if self.threads > MAX_THREADS:
+                raise InrdiagError(f"--threads must be at most {MAX_THREADS} (FitConfig.threads), got {self.threads}")
+        _int_field("holdout_stride", self.holdout_stride, 1)
+        _int_field("curve_points", self.curve_points, 1)
+        _positive_number("tol", self.tol)
+        if not isinstance(self.device, str):
+            raise InrdiagError(
+                f"--device must be auto, cpu, cuda or cuda:N (FitConfig.device, a str), got {self.device!r}"
+            )
+        if not isinstance(self.tune_malloc, bool):
+            raise InrdiagError(f"FitConfig.tune_malloc must be True or False, got {self.tune_malloc!r}")
+        check_seed(self.seed, "seed (--seed)")
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def _int_field(name: str, value: Any, low: int) -> None:
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InrdiagError(f"{flag} must be an integer >= {low} (FitConfig.{name}), got {value!r}")
+    if value < low:
+        raise InrdiagError(f"{flag} must be >= {low} (FitConfig.{name}), got {value}")
+
+
+def _positive_number(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (value > 0 and math.isfinite(value)):
+        raise InrdiagError(f"--{name} must be a positive number (FitConfig.{name}), got {value!r}")
+
+
+def fit_memory(spec, points: int, batch: int) -> tuple[float, str]:
+    """Bytes a fit of an MLP ``spec`` on ``points`` grid points with ``batch`` points per step needs, roughly,
+    and the flag that lowers the largest part.
+
+    Parameters P: weights, gradients and Adam's two moments in float32 (16 P) plus the float64 copy for the
+    inlet rank at init (8 P); Gram matrices of every hidden layer and their eigendecomposition (16 sum w^2);
+    training activations and their gradients (16 batch * (sum w + encoded)); coordinates, values and the
+    final prediction on the whole grid.
+    """
+    params = sum(o * i + o for o, i in spec.layer_shapes) + 4 * sum(spec.hidden[k] for k in spec.batchnorm)
+    parts = {
+        "--width or --depth": 24.0 * params + 16.0 * sum(w * w for w in spec.hidden),
+        "--batch-size": 16.0 * batch * (sum(spec.hidden) + spec.encoded_features),
+        "--size": 4.0 * points * (2 * spec.in_features + 2 * spec.out_features),
+    }
+    return sum(parts.values()), max(parts, key=parts.get)
 
 
 @dataclass
@@ -204,6 +249,14 @@ def fit(target, config: FitConfig | None = None, progress: Progress | None = Non
     """Fit a new MLP (built by ``config.init``) to ``target`` (``inrdiag.targets.Target``)."""
     import torch
 
+    from .targets import Target
+
+    if not isinstance(target, Target):
+        raise InrdiagError(f"fit needs a Target (inrdiag.load_target(path)), got {type(target).__name__}")
+    if config is not None and not isinstance(config, FitConfig):
+        raise InrdiagError(f"config must be a FitConfig or None, got {type(config).__name__}")
+    if progress is not None and not callable(progress):
+        raise InrdiagError(f"progress must be a callable (step, steps, loss, metric) or None, got {progress!r}")
     cfg = config or FitConfig()
     cfg.validate()
     if cfg.threads is None:
@@ -221,14 +274,22 @@ def _fit(target, cfg: FitConfig, progress: Progress | None) -> FitResult:
 
     from .device import resolve_device
     from .grid import check_memory
-    from .inits import build_model
+    from .inits import build_model, build_spec
     from .signals.kinds import loss_function
     from .targets import METRIC_NAME, metric
 
-    notes: list[str] = []
+    notes: list[str] = list(getattr(target, "notes", []))
     if cfg.tune_malloc and not tune_malloc():
         notes.append("glibc malloc tuning not available on this platform")
+    if cfg.holdout_stride > 1 and cfg.holdout_stride >= max(target.shape):
+        raise InrdiagError(f"--holdout-stride {cfg.holdout_stride} leaves one point to fit on the {target.shape} grid; "
+                           f"it must be below the longest side ({max(target.shape)})")  # fmt: skip
     dev = resolve_device(cfg.device)
+    spec = build_spec(cfg.init, target.dim, target.channels, cfg.depth, cfg.width)
+    n_fit = target.points if cfg.holdout_stride == 1 else math.prod(-(-s // cfg.holdout_stride) for s in target.shape)
+    batch = min(cfg.batch_size or (n_fit if n_fit <= FULL_BATCH_MAX else SAMPLED_BATCH), n_fit)
+    need, flag = fit_memory(spec, target.points, batch)
+    check_memory(need, f"fitting a {cfg.depth}x{cfg.width} MLP ({cfg.init}) with {batch:,} points per step", flag)
     model = build_model(cfg.init, target.dim, target.channels, cfg.depth, cfg.width, cfg.seed)
     init_rank = layer_ranks(model, target.shape, cfg.tol)[0]
     model = model.to(dev)
@@ -239,15 +300,10 @@ def _fit(target, cfg: FitConfig, progress: Progress | None) -> FitResult:
     coords = coords_all if mask is None else coords_all[mask]
     values = values_all if mask is None else values_all[mask]
     n = coords.shape[0]
-    batch = cfg.batch_size or (n if n <= FULL_BATCH_MAX else SAMPLED_BATCH)
-    batch = min(batch, n)
+    batch = min(cfg.batch_size or (n if n <= FULL_BATCH_MAX else SAMPLED_BATCH), n)  # n == n_fit
     full = batch == n
     if model.spec.batchnorm and batch < 2:
         raise InrdiagError(f"batch norm needs at least 2 points per batch, got {batch}; raise --batch-size")
-    widths = sum(model.spec.hidden) + model.spec.encoded_features
-    check_memory(
-        4.0 * batch * widths * 4, f"a batch of {batch:,} points through {cfg.depth}x{cfg.width}", "--batch-size"
-    )
 
     kind = target.kind
     loss_fn = loss_function(kind)
