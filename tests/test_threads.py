@@ -66,3 +66,30 @@ def test_thread_count_does_not_change_a_fit():
         torch.set_num_threads(before)
     assert out[0][0] == out[1][0]
     assert all(torch.equal(a, b) for a, b in zip(out[0][1], out[1][1]))
+
+
+def test_cli_policy_runs_only_in_a_fresh_process_for_computing_commands(monkeypatch):
+    from inrdiag.cli import thread_policy
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("INRDIAG_THREADS", raising=False)
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(threads, "runnable_tasks", lambda: 2)  # this process + one other busy one
+    assert thread_policy(["info", "m.safetensors"], torch_loaded=False) is None
+    assert thread_policy(["fit", "--help"], torch_loaded=False) is None
+    assert thread_policy(["rank", "m.safetensors"], torch_loaded=True) is None  # called from Python: hands off
+    choice = thread_policy(["rank", "m.safetensors"], torch_loaded=False)
+    import os
+
+    assert choice.threads == 1 and os.environ["OMP_NUM_THREADS"] == "1"
+
+
+def test_bad_inrdiag_threads_is_one_line_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_NUM_THREADS"}
+    env["INRDIAG_THREADS"] = "zero"
+    r = subprocess.run([sys.executable, "-m", "inrdiag", "rank", str(tmp_path / "m.safetensors")],
+                       capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and r.stderr.startswith("error: INRDIAG_THREADS") and len(r.stderr.splitlines()) == 1

@@ -62,10 +62,51 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MKL_DYNAMIC", "FALSE")
     args = list(sys.argv[1:] if argv is None else argv)
     try:
+        thread_policy(args)
+    except Exception as exc:  # noqa: BLE001 - a bad INRDIAG_THREADS is bad input like any other
+        from ..errors import InrdiagError
+
+        if not isinstance(exc, InrdiagError):
+            raise
+        _fail(str(exc))
+        return _exit(EXIT_BAD_INPUT, argv)
+    try:
         with _signals():
             code = _run(args)
     except Interrupted as exc:  # a signal in the instant between the command's end and the handlers' reset
         code = _interrupted(exc)
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+#: Commands that compute (the thread policy applies); info, examples and --help need no threads.
+COMPUTE_COMMANDS = {"rank", "check", "ntk", "fit", "compare", "reinit", "cohort-train", "freeze-sweep", "sae"}
+
+
+def thread_policy(args: list[str], torch_loaded: bool | None = None):
+    """Choose the CPU thread count before torch starts (``inrdiag.threads``) for a computing command.
+
+    Applies only in a fresh process: when torch is already imported (``main`` called from Python, as
+    the tests do), the host process has chosen its threads and is left alone. Returns the choice (or
+    None). A command's ``--threads N`` still wins: it sets torch's count when the work starts.
+    """
+    if not args or args[0] not in COMPUTE_COMMANDS or any(a in ("-h", "--help") for a in args):
+        return None
+    if torch_loaded is None:
+        torch_loaded = "torch" in sys.modules
+    if torch_loaded:
+        return None
+    from ..threads import apply_before_torch, choose_threads
+
+    choice = choose_threads()
+    apply_before_torch(choice)
+    if choice.source == "load policy" and choice.threads < choice.cpus and "--json" not in args:
+        sys.stderr.write(f"note: {choice.describe()}\n")
+    return choice
+
+
+def _exit(code: int, argv: list[str] | None) -> int:
     if argv is None:
         sys.exit(code)
     return code
