@@ -77,7 +77,8 @@ class FitConfig:
 
         if not isinstance(self.init, str):
             raise InrdiagError(f"--init must be a scheme name (FitConfig.init, a str), got {self.init!r}")
-        get_scheme(self.init)
+        if self.init != "keep":  # "keep": a user's module fitted with the init its code gave it
+            get_scheme(self.init)
         for name in ("depth", "width", "steps"):
             _int_field(name, getattr(self, name), 1)
         _positive_number("lr", self.lr)
@@ -212,11 +213,14 @@ def tune_malloc() -> bool:
 
 
 def layer_ranks(model, shape: tuple[int, ...], tol: float = DEFAULT_TOL, device=None) -> list:
-    """SpectrumStats of every hidden layer's Z_k on the grid of ``shape`` (float64, eval mode)."""
+    """SpectrumStats of every hidden layer's Z_k on the grid of ``shape`` (float64, eval mode); ``model``
+    is a CoordMLP or any module mapping ``len(shape)`` coordinates to outputs."""
     import torch
 
-    m64 = copy.deepcopy(model).to(device=device, dtype=torch.float64).eval()
-    grams, alive = gram_spectra(m64, shape, device)
+    from .adapter import cast_module
+
+    m64 = cast_module(copy.deepcopy(model), device, torch.float64).eval()
+    grams, alive = gram_spectra(m64, shape, device, in_features=len(shape))
     n = math.prod(shape)
     out = []
     for g, a in zip(grams, alive):
@@ -245,7 +249,7 @@ def predict(model, coords, chunk: int = EVAL_CHUNK):
         return torch.cat([model(coords[i : i + chunk]) for i in range(0, coords.shape[0], chunk)])
 
 
-def fit(target, config: FitConfig | None = None, progress: Progress | None = None) -> FitResult:
+def fit(target, config: FitConfig | None = None, progress: Progress | None = None, model=None) -> FitResult:
     """Fit a new MLP (built by ``config.init``) to ``target`` (``inrdiag.targets.Target``)."""
     import torch
 
@@ -257,19 +261,44 @@ def fit(target, config: FitConfig | None = None, progress: Progress | None = Non
         raise InrdiagError(f"config must be a FitConfig or None, got {type(config).__name__}")
     if progress is not None and not callable(progress):
         raise InrdiagError(f"progress must be a callable (step, steps, loss, metric) or None, got {progress!r}")
+    if model is not None and not isinstance(model, torch.nn.Module):
+        raise InrdiagError(f"model must be a torch.nn.Module (your own INR) or None, got {type(model).__name__}")
     cfg = config or FitConfig()
     cfg.validate()
     if cfg.threads is None:
-        return _fit(target, cfg, progress)
+        return _fit(target, cfg, progress, model)
     before = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
-        return _fit(target, cfg, progress)
+        return _fit(target, cfg, progress, model)
     finally:
         torch.set_num_threads(before)
 
 
-def _fit(target, cfg: FitConfig, progress: Progress | None) -> FitResult:
+def _prepare_user_model(model, target, cfg: FitConfig, batch: int, notes: list[str]):
+    """Check the user's module against the target (d coordinates in, C outputs out) and the memory a fit
+    needs; ``cfg.init`` other than "keep" re-initialises its inlet (the first nn.Linear it calls)."""
+    from .adapter import as_adapter
+    from .grid import check_memory
+
+    ad = as_adapter(model, in_features=target.dim)
+    if ad.out_features != target.channels:
+        raise InrdiagError(f"your module gives {ad.out_features} output(s) per point; the target has "
+                           f"{target.channels} channel(s)")  # fmt: skip
+    params = sum(p.numel() for p in model.parameters())
+    widths = sum(layer.module.out_features for layer in ad.layers)
+    need = 4.0 * (4 * params + 3 * batch * (widths + target.dim) + 2 * target.points * (target.dim + target.channels))
+    check_memory(need, f"fitting your module ({params:,} parameters) with {batch:,} points per step", "--batch-size")
+    if cfg.init != "keep":
+        from .usercode import reinit_module_inlet
+
+        notes.extend(reinit_module_inlet(ad, cfg.init, cfg.seed))
+    else:
+        notes.append("init: your module as its code built it (--init keep)")
+    return model
+
+
+def _fit(target, cfg: FitConfig, progress: Progress | None, user_model=None) -> FitResult:
     import torch
 
     from .device import resolve_device
@@ -285,12 +314,15 @@ def _fit(target, cfg: FitConfig, progress: Progress | None) -> FitResult:
         raise InrdiagError(f"--holdout-stride {cfg.holdout_stride} leaves one point to fit on the {target.shape} grid; "
                            f"it must be below the longest side ({max(target.shape)})")  # fmt: skip
     dev = resolve_device(cfg.device)
-    spec = build_spec(cfg.init, target.dim, target.channels, cfg.depth, cfg.width)
     n_fit = target.points if cfg.holdout_stride == 1 else math.prod(-(-s // cfg.holdout_stride) for s in target.shape)
     batch = min(cfg.batch_size or (n_fit if n_fit <= FULL_BATCH_MAX else SAMPLED_BATCH), n_fit)
-    need, flag = fit_memory(spec, target.points, batch)
-    check_memory(need, f"fitting a {cfg.depth}x{cfg.width} MLP ({cfg.init}) with {batch:,} points per step", flag)
-    model = build_model(cfg.init, target.dim, target.channels, cfg.depth, cfg.width, cfg.seed)
+    if user_model is None:
+        spec = build_spec(cfg.init, target.dim, target.channels, cfg.depth, cfg.width)
+        need, flag = fit_memory(spec, target.points, batch)
+        check_memory(need, f"fitting a {cfg.depth}x{cfg.width} MLP ({cfg.init}) with {batch:,} points per step", flag)
+        model = build_model(cfg.init, target.dim, target.channels, cfg.depth, cfg.width, cfg.seed)
+    else:  # the user's own module, as their code built it (its init; --init only re-initialises its inlet)
+        model = _prepare_user_model(user_model, target, cfg, batch, notes)
     init_rank = layer_ranks(model, target.shape, cfg.tol)[0]
     model = model.to(dev)
 
@@ -302,7 +334,7 @@ def _fit(target, cfg: FitConfig, progress: Progress | None) -> FitResult:
     n = coords.shape[0]
     batch = min(cfg.batch_size or (n if n <= FULL_BATCH_MAX else SAMPLED_BATCH), n)  # n == n_fit
     full = batch == n
-    if model.spec.batchnorm and batch < 2:
+    if getattr(getattr(model, "spec", None), "batchnorm", None) and batch < 2:
         raise InrdiagError(f"batch norm needs at least 2 points per batch, got {batch}; raise --batch-size")
 
     kind = target.kind
@@ -372,7 +404,7 @@ def _fit(target, cfg: FitConfig, progress: Progress | None) -> FitResult:
         init_inlet_effective_rank=init_rank.effective_rank, init_inlet_numerical_rank=init_rank.numerical_rank,
         curve_step=curve_step, curve_loss=curve_loss, curve_metric=curve_metric, ranks=ranks, seconds=seconds,
         steps_per_second=cfg.steps / seconds if seconds > 0 else math.inf, device=str(dev), batch_size=batch,
-        train_points=n, parameters=model.num_parameters, model=model.cpu(), notes=notes, heldout_step=held_step,
+        train_points=n, parameters=sum(p.numel() for p in model.parameters()), model=model.cpu(), notes=notes, heldout_step=held_step,
         heldout_curve=held_curve, details=details,
     )  # fmt: skip
 

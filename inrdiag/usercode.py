@@ -351,12 +351,17 @@ def reinit_user_inlet(loaded: UserLoaded, scheme: str, seed: int = 0) -> list[st
     reads the raw coordinates, and with a bias), ``siren`` (``U(-1/n_in, 1/n_in)`` weights). The module's
     activation is the user's code: what a scheme assumes about it is returned as a note, not checked.
     """
+    from .adapter import as_adapter
+
+    return reinit_module_inlet(as_adapter(loaded), scheme, seed)
+
+
+def reinit_module_inlet(ad, scheme: str, seed: int = 0) -> list[str]:
+    """``reinit_user_inlet`` on a ``ModuleAdapter`` (any module); returns the notes."""
     import torch
 
-    from .adapter import as_adapter
     from .inits import InitError, rank_expand_points, rank_expand_weights, siren_bounds
 
-    ad = as_adapter(loaded)
     lin = ad.linear(0)
     name = ad.layers[0].name
     gen = torch.Generator().manual_seed(seed)

@@ -9,7 +9,7 @@ import typer
 
 from .app import (DeviceOpt, ForceOpt, JsonOpt, ModelArg,
                   PlotOpt, app, check_outputs, load_model, show)  # fmt: skip
-from .app import Loading, progress_bar, seed_option, with_loading
+from .app import Loading, ModelArgsOpt, ModelCodeOpt, progress_bar, seed_option, with_loading
 
 TRAIN = "Training budget"
 
@@ -86,8 +86,14 @@ def _info(metric_name: str, loss: float, metric: float) -> str:
 def fit(
     target: TargetArg,
     init: Annotated[
-        str, typer.Option("--init", help="default|rank-expand|siren|pe|ff|bn (see docs/inits.md).")
-    ] = "rank-expand",
+        str | None,
+        typer.Option(
+            "--init",
+            help="default|rank-expand|siren|pe|ff|bn (see docs/inits.md); default rank-expand. With "
+            "--model-code: keep (default: the init your code gives) or default|rank-expand|siren for its inlet.",
+            show_default=False,
+        ),
+    ] = None,
     depth: DepthOpt = 3,
     width: WidthOpt = 128,
     steps: StepsOpt = 1000,
@@ -124,6 +130,8 @@ def fit(
     plot: PlotOpt = None,
     json: JsonOpt = False,
     force: ForceOpt = False,
+    model_code: ModelCodeOpt = None,
+    model_args: ModelArgsOpt = None,
 ) -> None:
     """Fit an MLP to an image (MSE, PSNR), occupancy grid or mesh (BCE, IoU at 0.5), SDF (clamped L1, IoU of f<0),
     audio or video (MSE, PSNR) from a chosen inlet init."""  # fmt: skip
@@ -133,11 +141,28 @@ def fit(
     from ..inits import get_scheme
     from ..targets import METRIC_NAME, load_target
 
-    get_scheme(init)
+    user = None
+    if model_code is not None:  # the user's own class, built by their code (this runs it)
+        from ..errors import InrdiagError
+        from ..usercode import ModelCode, build_module
+
+        code = ModelCode.parse(model_code, model_args)
+        init = init or "keep"
+        if init not in ("keep", "default", "rank-expand", "siren"):
+            raise InrdiagError(f"--init {init} with --model-code: allowed keep, default, rank-expand, siren")
+    elif model_args is not None:
+        from ..errors import InrdiagError
+
+        raise InrdiagError("--model-args applies only with --model-code FILE.py:Class")
+    init = init or "rank-expand"
+    if model_code is None:
+        get_scheme(init)
     cfg = FitConfig(init=init, depth=depth, width=width, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
                     device=device, track_rank=track_rank, holdout_stride=holdout_stride, threads=threads)  # fmt: skip
     cfg.validate()
     tgt = load_target(target, size, kind=target_kind, seconds=seconds)
+    if model_code is not None:
+        user = build_module(code)
     if recon:
         from ..signals.recon import check_recon_suffix
 
@@ -145,9 +170,15 @@ def fit(
     name = METRIC_NAME[tgt.kind]
     with _progress(True) as update:
         cb = None if update is None else (lambda st, n, lo, m: update(f"fit {init}", st, n, _info(name, lo, m)))
-        res = run_fit(tgt, cfg, cb)
+        res = run_fit(tgt, cfg, cb, model=user)
     saved: dict[str, str] = {}
-    if output:
+    if output and user is not None:  # a plain state dict in your module's key names (+ the code, provenance)
+        from ..usercode import UserLoaded, save_user_state
+
+        fitted = UserLoaded(model=res.model, path=str(output), code=code, file_format="", prefix="", tensors=[])
+        save_user_state(fitted, output, provenance(res), force)
+        saved["model"] = output
+    elif output:
         from ..checkpoint import save
 
         save(res.model, output, provenance(res), force)
