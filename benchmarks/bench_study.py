@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's inrdiag, also in the workers started below
 
 
 def run(cmd: list[str], env: dict[str, str]) -> float:

@@ -217,3 +217,12 @@ def test_single_freeze_job_equals_plain_sweep(cli, cohort_dir, tmp_path):
     assert plain.code == 0 and study.code == 0, plain.err + study.err
     a, b = plain.json(), study.json()
     assert a["rows"] == b["rows"] and a["stable_ranks"] == b["stable_ranks"] and a["test_images"] == b["test_images"]
+
+
+def test_compare_stays_a_function_after_submodule_imports():
+    import importlib
+
+    for mod in ("inrdiag.study.single", "inrdiag.study.compare_study", "inrdiag.study.api", "inrdiag.fit"):
+        importlib.import_module(mod)
+    assert callable(inrdiag.compare) and callable(inrdiag.compare_folder) and callable(inrdiag.load_study)
+    assert inrdiag.compare.__module__ == "inrdiag.study.single"

@@ -108,7 +108,7 @@ def _train_sharded(folder, recipe, device, json):
 
     paths, other = list_images(folder)
     r = D.init_from_env(device)
-    try:
+    with D.group(r):
         if r.main and not json:
             with _progress(json) as bar:
                 task = bar.add_task(f"cohort training ({r.world} ranks)", total=recipe.steps, info="")
@@ -120,8 +120,6 @@ def _train_sharded(folder, recipe, device, json):
                 models, res = train_cohort_sharded(paths, recipe, r, cb)
         else:
             models, res = train_cohort_sharded(paths, recipe, r)
-    finally:
-        D.finish(r)
     if res is not None:
         res.skipped = [f"{n} (not an image file)" for n in other] + res.skipped
     return models, res

@@ -14,6 +14,7 @@ does not leave the others hanging: torchrun stops the whole group when one worke
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -169,10 +170,23 @@ def all_gather(obj: Any, r: Rank) -> list:
     return out
 
 
-def finish(r: Rank) -> None:
-    """Leave the process group (after a last barrier so no rank exits under another's collective)."""
+def finish(r: Rank, ok: bool = True) -> None:
+    """Leave the process group: after a last barrier when this rank succeeded (so no rank exits under
+    another's collective); at once after an error (the launcher then stops the other ranks)."""
     import torch.distributed as dist
 
     if r.distributed and dist.is_initialized():
-        dist.barrier()
+        if ok:
+            dist.barrier()
         dist.destroy_process_group()
+
+
+@contextmanager
+def group(r: Rank):
+    """``with group(rank):`` ... leaves the process group as ``finish`` does, on success or error."""
+    try:
+        yield r
+    except BaseException:
+        finish(r, ok=False)
+        raise
+    finish(r, ok=True)

@@ -151,7 +151,7 @@ def _resolve(device: str):
 def _run_torchrun(jobs, kind, config, out, device, threads, max_jobs, on_job) -> Outcome:
     t0 = time.perf_counter()
     r = D.init_from_env(device, threads)
-    try:
+    with D.group(r):
         msg: tuple[str, Any]
         records: dict[str, dict[str, Any]] = {}
         if r.main:
@@ -185,9 +185,7 @@ def _run_torchrun(jobs, kind, config, out, device, threads, max_jobs, on_job) ->
                     records[rec["key"]] = rec
             outcome.records = records
         outcome.seconds = time.perf_counter() - t0
-        return outcome
-    finally:
-        D.finish(r)
+    return outcome
 
 
 # ---------------------------------------------------------------- --jobs N
@@ -195,11 +193,9 @@ def _worker(rank: int, world: int, port: int, jobs: list[Job], run_path: str, ki
             config: dict[str, Any], device: str, threads: int | None) -> None:  # fmt: skip
     """One ``--jobs`` worker (spawned): join the local gloo group, run its shard, write records."""
     r = D.init_local(rank, world, port, device, threads)
-    try:
+    with D.group(r):
         rd = RunDir(run_path, kind, config)
         _run_list(D.shard(jobs, rank, world), rd, r, None, None)
-    finally:
-        D.finish(r)
 
 
 def _run_workers(todo, kind, config, rd, device, threads, workers, on_job) -> list[dict[str, Any]]:
