@@ -17,6 +17,7 @@ jobs in flight, and rerunning the same command resumes.
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import tempfile
@@ -198,6 +199,22 @@ def _worker(rank: int, world: int, port: int, jobs: list[Job], run_path: str, ki
         _run_list(D.shard(jobs, rank, world), rd, r, None, None)
 
 
+def _spawn(mp, workers, todo, rd, kind, config, th):
+    """Start the workers with OMP/MKL_NUM_THREADS = th in their environment (as torchrun sets it), so
+    their thread pools start at that size; this process's environment is restored at once."""
+    saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    os.environ.update({k: str(th) for k in saved})
+    try:
+        return mp.start_processes(_worker, args=(workers, D.free_port(), todo, str(rd.path), kind, config, "cpu", th),
+                                  nprocs=workers, join=False, start_method="spawn")  # fmt: skip
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _run_workers(todo, kind, config, rd, device, threads, workers, on_job) -> list[dict[str, Any]]:
     import torch.multiprocessing as mp
 
@@ -211,8 +228,7 @@ def _run_workers(todo, kind, config, rd, device, threads, workers, on_job) -> li
     keys = {j.key for j in todo}
     start = {k for k in rd.records() if k in keys}
     try:
-        ctx = mp.start_processes(_worker, args=(workers, D.free_port(), todo, str(rd.path), kind, config, "cpu", th),
-                                 nprocs=workers, join=False, start_method="spawn")  # fmt: skip
+        ctx = _spawn(mp, workers, todo, rd, kind, config, th)
         try:
             seen = 0
             while not ctx.join(timeout=0.5):
