@@ -270,6 +270,43 @@ class CohortTrainResult:
 Progress = Callable[[int, int, float], None]
 
 
+def training_bytes(heads: int, points: int, channels: int, recipe: CohortRecipe) -> float:
+    """Estimated peak memory (bytes) of joint training of ``heads`` heads on ``points`` points each.
+
+    float32 throughout: the targets (H N C); the encoder's activations kept for the backward pass
+    (pre- and post-activation of each of its K layers and the encoding, N x width each, x2 for the
+    gradients flowing back); each head's activations likewise (depth - K hidden layers + its output);
+    parameters with their gradients and Adam's two moments (x4)."""
+    from .inits import FF_FEATURES
+
+    w, K, L = recipe.width, recipe.shared_layers, recipe.depth
+    enc_feats = FF_FEATURES if recipe.backbone == "ff" else 2
+    encoder_acts = points * (enc_feats + 2 * K * w) * 2
+    head_acts = heads * points * (2 * (L - K) * w + 2 * channels) * 2
+    encoder_params = (enc_feats + 1) * w + (K - 1) * (w + 1) * w
+    head_params = heads * ((L - K) * (w + 1) * w + (w + 1) * channels)
+    return 4.0 * (
+        heads * points * channels + points * 2 + encoder_acts + head_acts + 4 * (encoder_params + head_params)
+    )
+
+
+def check_training_memory(heads: int, points: int, channels: int, recipe: CohortRecipe, device=None) -> None:
+    """Refuse (ResourceError, naming --size) a cohort whose training would not fit in memory: half the
+    RAM on the CPU, 90% of the GPU's memory on CUDA. Runs before any tensor is allocated."""
+    from .grid import check_memory
+
+    limit = None
+    if device is not None and getattr(device, "type", str(device)) == "cuda":
+        import torch
+
+        limit = 0.9 * torch.cuda.get_device_properties(device).total_memory
+    side = int(round(points**0.5))
+    check_memory(training_bytes(heads, points, channels, recipe),
+                 f"cohort training of {heads} image(s) at {side}x{side} through {recipe.depth}x{recipe.width}",
+                 "--size (or fewer images per process: more ranks with torchrun, or a smaller --width)",
+                 limit)  # fmt: skip
+
+
 def train_cohort(data: CohortData, recipe: CohortRecipe, device: str = "auto", progress: Progress | None = None):
     """Fit the shared encoder and every head jointly: Adam on the mean over images of each MSE."""
     import torch
@@ -281,6 +318,7 @@ def train_cohort(data: CohortData, recipe: CohortRecipe, device: str = "auto", p
     tune_malloc()
     dev = resolve_device(device)
     H, N, C = data.values.shape
+    check_training_memory(H, N, C, recipe, dev)
     models = build_cohort(recipe, H, C)
     for m in models:
         m.to(dev).train()
@@ -328,3 +366,125 @@ def _coords(shape, dev):
     from .grid import make_grid
 
     return make_grid(shape, dtype=torch.float32, device=dev)
+
+
+# ---------------------------------------------------------------- data-parallel training
+def train_cohort_sharded(paths: list[Path], recipe: CohortRecipe, rank, progress: Progress | None = None):
+    """Data-parallel cohort training under torch.distributed: rank r loads and owns images r, r + W, ...
+    (W ranks) and their heads; the shared encoder lives on every rank and its gradients are summed
+    over ranks (one ``all_reduce`` of a flat buffer per step), so every rank takes the same Adam step
+    on the encoder. The loss is the single-process one, ``(1/H) sum_d MSE_d`` over all H images, and
+    head d is initialised with the same seed as in one process, so the result equals ``train_cohort``
+    up to the order of float sums (tested to float tolerance).
+
+    Returns ``(models, result)`` on rank 0 (every head, as ``train_cohort`` does) and ``(None, None)``
+    elsewhere. ``rank`` is an ``inrdiag.study.distributed.Rank``.
+    """
+    import torch
+    import torch.distributed as dist
+
+    from .fitting import tune_malloc
+    from .study.distributed import all_gather, gather
+    from .targets import psnr
+
+    tune_malloc()
+    W, r = rank.world, rank.rank
+    if len(paths) < W:
+        raise CohortError(f"{len(paths)} images for {W} ranks; use at most {len(paths)} ranks")
+    dev = torch.device(rank.device)
+    if rank.threads:
+        torch.set_num_threads(rank.threads)
+    mine = list(range(r, len(paths), W))
+    check_training_memory(len(mine), recipe.size * recipe.size, 3, recipe, dev)
+    local = load_images([paths[i] for i in mine], recipe.size) if mine else None
+    ok = [] if local is None else [mine[j] for j, p in enumerate(paths[i] for i in mine) if p.name in set(local.names)]
+    c_local = 0 if local is None else int(local.values.shape[2])
+    info = all_gather((ok, c_local), rank)
+    order = sorted(i for part, _ in info for i in part)
+    if not order:
+        raise CohortError("no readable images: " + "; ".join(local.skipped if local else []))
+    C = max(c for _, c in info)
+    H = len(order)
+    pos = {i: d for d, i in enumerate(order)}
+    ids = [pos[i] for i in ok]  # this rank's global head indices
+    values = None
+    if local is not None:
+        values = local.values
+        if values.shape[2] < C:
+            values = values.expand(-1, -1, C).contiguous()
+            local.resized += [f"{n} (gray -> RGB)" for n in local.names]
+        values = values.to(dev)
+    from .inits import build_model
+
+    base = build_model(recipe.backbone, 2, C, recipe.depth, recipe.width, seed=recipe.seed).to(dev).train()
+    heads = {}
+    for d in ids:
+        m = base if d == 0 else build_model(recipe.backbone, 2, C, recipe.depth, recipe.width,
+                                            seed=recipe.seed + 7919 * d).to(dev).train()  # fmt: skip
+        if d:
+            share_encoder(base, m, recipe.shared_layers)
+        heads[d] = m
+    K = recipe.shared_layers
+    enc = [p for k, p in base.named_parameters() if _is_shared(k, K)]
+    enc_ids = {id(p) for p in enc}
+    own = [p for m in heads.values() for p in m.parameters() if id(p) not in enc_ids]
+    seen, params = set(), []
+    for p in enc + own:
+        if id(p) not in seen:
+            seen.add(id(p))
+            params.append(p)
+    opt = torch.optim.Adam(params, lr=recipe.lr)
+    x = _coords((recipe.size, recipe.size), dev)
+    losses = []
+    t0 = time.perf_counter()
+    for step in range(1, recipe.steps + 1):
+        opt.zero_grad(set_to_none=False)
+        feats = encoder_features(base, K, x)
+        loss = feats.sum() * 0.0  # keeps the encoder in the graph on a rank without images
+        for j, d in enumerate(ids):
+            loss = loss + torch.mean((head_forward(heads[d], K, feats) - values[j]) ** 2)
+        loss = loss / H
+        loss.backward()
+        flat = torch.cat([p.grad.reshape(-1) for p in enc] + [loss.detach().reshape(1)])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        total = float(flat[-1])
+        off = 0
+        for p in enc:
+            n = p.numel()
+            p.grad.copy_(flat[off : off + n].view_as(p))
+            off += n
+        opt.step()
+        losses.append(total)
+        if not math.isfinite(total):
+            raise CohortError(f"training diverged at step {step} (loss {total}); lower --lr")
+        if progress and rank.main:
+            progress(step, recipe.steps, total)
+    seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        for m in heads.values():
+            m.eval()
+        base.eval()
+        feats = encoder_features(base, K, x)
+        scores = {d: psnr(head_forward(heads[d], K, feats), values[j]) for j, d in enumerate(ids)}
+    states = {d: {k: v.cpu() for k, v in m.state_dict().items() if not _is_shared(k, K)} for d, m in heads.items()}
+    names = {} if local is None else dict(zip(ids, local.names))
+    part = (states, scores, names, [] if local is None else local.skipped, [] if local is None else local.resized)
+    parts = gather(part, rank)
+    if not rank.main:
+        return None, None
+    models = build_cohort(recipe, H, C)
+    enc_state = {k: v.cpu() for k, v in base.state_dict().items() if _is_shared(k, K)}
+    models[0].load_state_dict({**models[0].state_dict(), **enc_state})
+    all_scores, all_names, skipped, resized = {}, {}, [], []
+    for st, sc, nm, sk, rs in parts:
+        for d, sd in st.items():
+            models[d].load_state_dict({**models[d].state_dict(), **sd})
+        all_scores.update(sc)
+        all_names.update(nm)
+        skipped += sk
+        resized += rs
+    for m in models:
+        m.eval()
+    res = CohortTrainResult(recipe, [all_names[d] for d in range(H)], [all_scores[d] for d in range(H)], losses,
+                            seconds, skipped, resized)  # fmt: skip
+    return models, res

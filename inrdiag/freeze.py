@@ -62,6 +62,14 @@ class SweepReport:
     def agree(self) -> bool:
         return self.recommended_freeze_depth == self.measured_best_k
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SweepReport:
+        """The inverse of ``to_dict`` (a run folder's record back into a report)."""
+        rows = [SweepRow(r["label"], r["k"], {int(s): list(v) for s, v in r["psnr"].items()}) for r in d["rows"]]
+        return cls(CohortRecipe(**d["recipe"]), list(d["train_images"]), list(d["test_images"]), d["steps"],
+                   list(d["eval_steps"]), d["lr"], rows, list(d["stable_ranks"]), d["recommended_freeze_depth"],
+                   d["measured_best_k"], d["seconds"], list(d.get("notes", [])))  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "recipe": self.recipe.to_dict(), "train_images": self.train_images, "test_images": self.test_images,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from inrdiag.compare import compare
+from inrdiag import compare
 from inrdiag.errors import InrdiagError
 from inrdiag.fitting import FitConfig, fit, holdout_mask, predict
 from inrdiag.targets import load_target

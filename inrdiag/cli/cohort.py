@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from .app import DeviceOpt, ForceOpt, JsonOpt, PlotOpt, app, check_outputs, seed_option, show
+from .study import FromOpt, JobsOpt, MaxJobsOpt, OutDirOpt
 
 RECIPE = "Cohort recipe"
 BackboneOpt = Annotated[
@@ -81,9 +82,11 @@ def _progress(json: bool):
 
 
 def _train(folder, recipe, device, json, images=None):
-    from ..cohort import list_images, load_images, train_cohort
+    from ..cohort import check_training_memory, list_images, load_images, train_cohort
+    from ..device import resolve_device
 
     paths, other = list_images(folder) if images is None else (images, [])
+    check_training_memory(len(paths), recipe.size * recipe.size, 3, recipe, resolve_device(device))
     data = load_images(paths, recipe.size)
     data.skipped = [f"{n} (not an image file)" for n in other] + data.skipped
     with _progress(json) as bar:
@@ -95,6 +98,30 @@ def _train(folder, recipe, device, json, images=None):
 
         models, res = train_cohort(data, recipe, device=device, progress=cb)
     res.skipped = data.skipped
+    return models, res
+
+
+def _train_sharded(folder, recipe, device, json):
+    """cohort-train under torchrun: images and heads sharded over ranks, encoder gradients all-reduced."""
+    from ..cohort import list_images, train_cohort_sharded
+    from ..study import distributed as D
+
+    paths, other = list_images(folder)
+    r = D.init_from_env(device)
+    with D.group(r):
+        if r.main and not json:
+            with _progress(json) as bar:
+                task = bar.add_task(f"cohort training ({r.world} ranks)", total=recipe.steps, info="")
+
+                def cb(step, total, loss):
+                    if step % 10 == 0 or step == total:
+                        bar.update(task, completed=step, info=f"loss {loss:.2e}")
+
+                models, res = train_cohort_sharded(paths, recipe, r, cb)
+        else:
+            models, res = train_cohort_sharded(paths, recipe, r)
+    if res is not None:
+        res.skipped = [f"{n} (not an image file)" for n in other] + res.skipped
     return models, res
 
 
@@ -127,7 +154,14 @@ def cohort_train(
 
     check_writable(out, force)
     recipe = _recipe(backbone, depth, width, shared_layers, size, steps, lr, seed)
-    models, res = _train(folder, recipe, device, json)
+    from ..study.distributed import launched_by_torchrun
+
+    if launched_by_torchrun():
+        models, res = _train_sharded(folder, recipe, device, json)
+        if models is None:
+            return
+    else:
+        models, res = _train(folder, recipe, device, json)
     prov = {"psnr_mean": sum(res.psnr) / len(res.psnr), "folder": str(Path(folder).resolve())}
     save_cohort(models, recipe, res.names, out, provenance=prov, force=force)
     show(json, {**res.to_dict(), "out": out}, "cohort:render_cohort_train", res, out)
@@ -136,8 +170,9 @@ def cohort_train(
 @app.command("freeze-sweep")
 def freeze_sweep_cmd(
     folder: Annotated[
-        str, typer.Argument(help="Folder of images (and optionally one cohort checkpoint).", show_default=False)
-    ],
+        str | None,
+        typer.Argument(help="Folder of images (and optionally one cohort checkpoint).", show_default=False),
+    ] = None,
     test: Annotated[
         str | None,
         typer.Option(
@@ -153,6 +188,12 @@ def freeze_sweep_cmd(
         ),
     ] = None,
     holdout: Annotated[int, typer.Option("--holdout", help="Without --test: images held out of FOLDER (seeded).")] = 2,
+    splits: Annotated[
+        int, typer.Option("--splits", help="Held-out splits of FOLDER (split i drawn with seed + i); one cohort each.")
+    ] = 1,
+    seeds: Annotated[
+        int, typer.Option("--seeds", help="Seeds per split (cohort init and sweep fits: seed, seed+1, ...).")
+    ] = 1,
     steps: Annotated[int, typer.Option("--steps", help="Fitting steps per held-out image and freeze depth.")] = 300,
     lr: Annotated[
         float | None,
@@ -172,27 +213,61 @@ def freeze_sweep_cmd(
     shared_layers: SharedOpt = None,
     size: SizeOpt = None,
     save: Annotated[
-        str | None, typer.Option("-o", "--out", help="Save the cohort trained here to this file.", show_default=False)
+        str | None,
+        typer.Option(
+            "-o", "--save", help="Save the cohort trained here to this file (one sweep only).", show_default=False
+        ),
     ] = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads", help="CPU threads per process (default: all, or cores/N with --jobs N).", show_default=False
+        ),
+    ] = None,
+    out: OutDirOpt = None,
+    from_: FromOpt = None,
+    jobs: JobsOpt = 1,
+    max_jobs: MaxJobsOpt = None,
     json: JsonOpt = False,
     plot: PlotOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """Fit held-out images from the shared encoder with k = 0..K layers frozen; compare with k*."""
+    """Fit held-out images from the shared encoder with k = 0..K layers frozen; compare with k*.
+    With --splits/--seeds: paired statistics of k* against full fine-tuning and the best k (docs/studies.md)."""
     import math
-    import random
     from pathlib import Path
 
-    from ..cohort import CohortError, list_images, load_cohort, load_images, save_cohort
-    from ..freeze import freeze_sweep
+    from ..cohort import CohortError, list_images, load_cohort
+    from ..study import api
+    from ..study.distributed import launched_by_torchrun
 
     check_outputs(force, **{"-o": save, "--plot": plot})
+    if from_ is not None:
+        if folder is not None:
+            raise CohortError("give either FOLDER (to run) or --from RUN_DIR (to report), not both")
+        kind, rep = api.load_study(from_)
+        if kind != "freeze-sweep":
+            raise CohortError(f"{from_} holds a {kind} study; report it with `inrdiag {kind} --from {from_}`")
+        _show_sweep(rep, [], plot, json, force)
+        return
+    if folder is None:
+        raise CohortError("give FOLDER (images) or --from RUN_DIR")
     if steps < 1:
         raise CohortError(f"--steps must be >= 1, got {steps}")
     if lr is not None and not (lr > 0 and math.isfinite(lr)):
         raise CohortError(f"--lr must be a positive number, got {lr}")
+    if splits < 1 or seeds < 1:
+        raise CohortError(f"--splits and --seeds must be >= 1, got {splits} and {seeds}")
+    if max_jobs is not None and out is None:
+        raise CohortError("--max-jobs stops early; give --out RUN_DIR to keep the finished jobs")
+    if out is not None and out.endswith(".safetensors"):
+        raise CohortError(f"--out {out} names the run folder of a study; save the trained cohort with -o/--save FILE")
+    study = splits > 1 or seeds > 1 or out is not None or jobs > 1 or launched_by_torchrun()
+    if save and study:
+        raise CohortError("-o saves the cohort of a single sweep; with --splits/--seeds/--out/--jobs each job trains "
+                          "its own cohort (not kept)")  # fmt: skip
     paths, other = list_images(folder)
     ckpt = cohort
     if ckpt is None:
@@ -201,39 +276,81 @@ def freeze_sweep_cmd(
             raise CohortError(f"{folder} holds {len(found)} .safetensors files; choose one with --cohort")
         ckpt = str(found[0]) if found else None
     notes = [f"skipped (not an image file): {', '.join(other)}"] if other else []
+    if ckpt and save:
+        raise CohortError("-o saves a cohort trained by this command; a checkpoint was given, so nothing is trained")
+    if save:
+        _legacy_sweep(folder, paths, test, holdout, steps, lr, cohort_steps, backbone, depth, width, shared_layers,
+                      size, save, seed, device, json, plot, force, notes)  # fmt: skip
+        return
+    test_paths = list_images(test)[0] if test else None
     if ckpt:
-        if save:
-            raise CohortError(
-                "-o saves a cohort trained by this command; a checkpoint was given, so nothing is trained"
-            )
-        models, base, names = load_cohort(ckpt)
+        _, base, names = load_cohort(ckpt)
         recipe = _recipe(backbone, depth, width, shared_layers, size, cohort_steps, None, seed, base=base)
-        test_paths = list_images(test)[0] if test else [p for p in paths if p.name not in set(names)]
-        if not test_paths:
-            raise CohortError(f"every image in {folder} was in the cohort; give held-out images with --test DIR")
-        train_names = names
-        notes.append(f"encoder from {ckpt}")
+        recipe.seed = seed
+        kw = {"cohort": ckpt, "cohort_names": names}
     else:
         recipe = _recipe(backbone, depth, width, shared_layers, size, cohort_steps, None, seed)
-        if test:
-            train_paths, test_paths = paths, list_images(test)[0]
-        else:
-            if len(paths) < 2:
-                raise CohortError(f"{folder} holds {len(paths)} image(s); a sweep needs at least 2 (cohort + held-out)")
-            if not 1 <= holdout < len(paths):
-                raise CohortError(f"--holdout must be 1..{len(paths) - 1} for {len(paths)} images, got {holdout}")
-            order = list(paths)
-            random.Random(seed).shuffle(order)
-            test_paths, train_paths = sorted(order[:holdout]), sorted(order[holdout:])
-        models, res = _train(folder, recipe, device, json, images=train_paths)
-        train_names = res.names
-        notes.append(
-            f"cohort trained here on {len(train_names)} images: mean PSNR {sum(res.psnr) / len(res.psnr):.2f} dB"
-        )
-        if save:
-            save_cohort(models, recipe, train_names, save, provenance={"folder": str(Path(folder).resolve())},
-                        force=force)  # fmt: skip
-            notes.append(f"cohort saved to {save}")
+        kw = {}
+    from .study import job_progress, show_pending
+
+    with job_progress(not json) as (on_job, _):
+        rep, outcome = api.freeze_folder(paths, recipe, out=out, device=device, threads=threads, workers=jobs,
+                                         max_jobs=max_jobs, progress=on_job, splits=splits, seeds=seeds,
+                                         holdout=holdout, steps=steps, lr=lr, test=test_paths, **kw)  # fmt: skip
+    if not outcome.main:
+        return
+    if rep is None:
+        show_pending(json, outcome)
+        return
+    _show_sweep(rep, notes, plot, json, force)
+
+
+def _show_sweep(rep, notes, plot, json, force) -> None:
+    from ..freeze import SweepReport
+
+    if isinstance(rep, SweepReport):
+        rep.notes = notes + rep.notes
+        if plot:
+            from ..report.cohort import plot_sweep
+
+            plot_sweep(rep, plot, force)
+        show(json, rep.to_dict(), "cohort:render_sweep", rep)
+        return
+    from ..report import study as R
+
+    rep.notes = notes + rep.notes
+    saved = {}
+    if plot:
+        R.plot_freeze_study(rep, plot, force)
+        saved["plot"] = plot
+    show(json, {**rep.to_dict(), "outputs": saved}, "study:render_freeze_study", rep, saved)
+
+
+def _legacy_sweep(folder, paths, test, holdout, steps, lr, cohort_steps, backbone, depth, width, shared_layers, size,
+                  save, seed, device, json, plot, force, notes) -> None:  # fmt: skip
+    """One sweep whose freshly trained cohort is kept (-o): train here, then sweep, in this process."""
+    import random
+    from pathlib import Path
+
+    from ..cohort import CohortError, list_images, load_images, save_cohort
+    from ..freeze import freeze_sweep
+
+    recipe = _recipe(backbone, depth, width, shared_layers, size, cohort_steps, None, seed)
+    if test:
+        train_paths, test_paths = paths, list_images(test)[0]
+    else:
+        if len(paths) < 2:
+            raise CohortError(f"{folder} holds {len(paths)} image(s); a sweep needs at least 2 (cohort + held-out)")
+        if not 1 <= holdout < len(paths):
+            raise CohortError(f"--holdout must be 1..{len(paths) - 1} for {len(paths)} images, got {holdout}")
+        order = list(paths)
+        random.Random(seed).shuffle(order)
+        test_paths, train_paths = sorted(order[:holdout]), sorted(order[holdout:])
+    models, res = _train(folder, recipe, device, json, images=train_paths)
+    train_names = res.names
+    notes.append(f"cohort trained here on {len(train_names)} images: mean PSNR {sum(res.psnr) / len(res.psnr):.2f} dB")
+    save_cohort(models, recipe, train_names, save, provenance={"folder": str(Path(folder).resolve())}, force=force)
+    notes.append(f"cohort saved to {save}")
     test_data = load_images(test_paths, recipe.size, channels=models[0].spec.out_features)
     notes += [f"skipped: {s}" for s in test_data.skipped] + [f"converted: {s}" for s in test_data.resized]
     with _progress(json) as bar:
@@ -244,9 +361,4 @@ def freeze_sweep_cmd(
 
         rep = freeze_sweep(models[0], recipe, train_names, test_data, steps=steps, lr=lr, device=device,
                            progress=cb, seed=seed)  # fmt: skip
-    rep.notes = notes + rep.notes
-    if plot:
-        from ..report.cohort import plot_sweep
-
-        plot_sweep(rep, plot, force)
-    show(json, rep.to_dict(), "cohort:render_sweep", rep)
+    _show_sweep(rep, notes, plot, json, force)

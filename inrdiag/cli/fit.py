@@ -10,6 +10,7 @@ import typer
 from .app import (DeviceOpt, ForceOpt, JsonOpt, ModelArg,
                   PlotOpt, app, check_outputs, load_model, show)  # fmt: skip
 from .app import Loading, ModelArgsOpt, ModelCodeOpt, progress_bar, seed_option, with_loading
+from .study import CsvOpt, FromOpt, JobsOpt, MaxJobsOpt, OutDirOpt, job_progress, show_pending
 
 TRAIN = "Training budget"
 
@@ -198,11 +199,24 @@ def fit(
 
 @app.command()
 def compare(
-    target: TargetArg,
+    target: Annotated[
+        str | None,
+        typer.Argument(
+            help="An image or occupancy grid, or a FOLDER of them (a study with paired statistics).", show_default=False
+        ),
+    ] = None,
     inits: Annotated[
         str, typer.Option("--inits", help="Comma-separated inits to compare.")
     ] = "default,rank-expand,pe,siren,bn",
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds per init (seed, seed+1, ...).")] = 3,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline",
+            help="Folders: the init the others are paired against. (default: default, else the first)",
+            show_default=False,
+        ),
+    ] = None,
     depth: DepthOpt = 3,
     width: WidthOpt = 128,
     steps: StepsOpt = 1000,
@@ -215,35 +229,100 @@ def compare(
     seconds: SecondsOpt = None,
     holdout_stride: HoldoutOpt = 1,
     threads: ThreadsOpt = None,
+    out: OutDirOpt = None,
+    from_: FromOpt = None,
+    jobs: JobsOpt = 1,
+    max_jobs: MaxJobsOpt = None,
     plot: PlotOpt = None,
+    csv: CsvOpt = None,
     json: JsonOpt = False,
     force: ForceOpt = False,
 ) -> None:
-    """The same budget under several inits and seeds: metric mean ± std and inlet rank at init, one table."""  # fmt: skip
-    check_outputs(force, [target], **{"--plot": plot})
-    from ..compare import compare as run_compare
+    """The same budget under several inits and seeds: metric mean ± std and inlet rank at init; on a folder,
+    paired statistics against a baseline (docs/studies.md)."""  # fmt: skip
+    from pathlib import Path
+
     from ..errors import InrdiagError
     from ..fitting import FitConfig
     from ..inits import parse_schemes
-    from ..targets import METRIC_NAME, load_target
+    from ..study import api
 
-    names = parse_schemes(inits)
-    if seeds < 1:
-        raise InrdiagError(f"--seeds must be >= 1, got {seeds}")
-    cfg = FitConfig(depth=depth, width=width, steps=steps, lr=lr, batch_size=batch_size, seed=seed, device=device,
-                    holdout_stride=holdout_stride, threads=threads)  # fmt: skip
-    cfg.validate()
-    tgt = load_target(target, size, kind=target_kind, seconds=seconds)
-    name = METRIC_NAME[tgt.kind]
-    with _progress(True) as update:
-        cb = None if update is None else (
-            lambda i, sd, st, n, lo, m: update(f"{i} seed {sd}", st, n, _info(name, lo, m)))  # fmt: skip
-        res = run_compare(tgt, names, seeds, cfg, cb)
+    inputs = [] if target is None else ([str(q) for q in Path(target).iterdir()] if Path(target).is_dir() else [target])
+    check_outputs(force, inputs, **{"--plot": plot, "--csv": csv})
+    if from_ is not None:
+        if target is not None:
+            raise InrdiagError("give either TARGET (to run) or --from RUN_DIR (to report), not both")
+        kind, rep = api.load_study(from_, baseline)
+        if kind != "compare":
+            raise InrdiagError(f"{from_} holds a {kind} study; report it with `inrdiag {kind} --from {from_}`")
+    else:
+        if target is None:
+            raise InrdiagError("give TARGET (an image, a volume or a folder of them) or --from RUN_DIR")
+        names = parse_schemes(inits)
+        if seeds < 1:
+            raise InrdiagError(f"--seeds must be >= 1, got {seeds}")
+        if baseline is not None and baseline not in names:
+            raise InrdiagError(f"--baseline {baseline!r} is not one of --inits ({', '.join(names)})")
+        if max_jobs is not None and out is None:
+            raise InrdiagError("--max-jobs stops early; give --out RUN_DIR to keep the finished jobs")
+        cfg = FitConfig(depth=depth, width=width, steps=steps, lr=lr, batch_size=batch_size, seed=seed, device=device,
+                        holdout_stride=holdout_stride, threads=threads)  # fmt: skip
+        cfg.validate()
+        if not Path(target).is_dir():
+            from ..targets import METRIC_NAME, load_target
+
+            tgt = load_target(target, size, kind=target_kind, seconds=seconds)  # bad input refused before any work
+            if target_kind != "auto" or seconds is not None:  # a signal read with explicit settings: one target
+                if out is not None or jobs != 1:
+                    raise InrdiagError("--target-kind/--seconds compare one target in this process; drop --out/--jobs")
+                from ..study.single import compare as run_single
+
+                name = METRIC_NAME[tgt.kind]
+                with _progress(True) as update:
+                    cb = None if update is None else (
+                        lambda i, sd, st, n, lo, m: update(f"{i} seed {sd}", st, n, _info(name, lo, m)))  # fmt: skip
+                    res = run_single(tgt, names, seeds, cfg, cb)
+                _show_compare(res, plot, csv, json, force, device, threads)
+                return
+        elif target_kind != "auto" or seconds is not None:
+            raise InrdiagError("--target-kind/--seconds apply to one target file, not a folder")
+        with job_progress(True) as (on_job, on_step):
+            rep, outcome = api.compare_folder(target, names, seeds, cfg, baseline=baseline, size=size, out=out,
+                                              workers=jobs, max_jobs=max_jobs, progress=on_job, on_step=on_step)  # fmt: skip
+        if not outcome.main:
+            return
+        if rep is None:
+            show_pending(json, outcome)
+            return
+    _show_compare(rep, plot, csv, json, force, device, threads)
+
+
+def _show_compare(rep, plot, csv, json, force, device, threads) -> None:
+    from dataclasses import replace
+
+    from ..report import study as R
+    from ..study.single import CompareResult
+
+    saved: dict[str, str] = {}
+    if isinstance(rep, CompareResult):
+        rep.config = replace(rep.config, device=device, threads=threads)
+        if csv:
+            R.write_csv(csv, *R.compare_result_csv(rep), force)
+            saved["csv"] = csv
+        if plot:
+            from ..report.fit import plot_compare
+
+            plot_compare(rep, plot, force)
+            saved["plot"] = plot
+        show(json, rep.to_dict(), "fit:render_compare", rep, saved)
+        return
+    if csv:
+        R.write_csv(csv, *rep.csv_rows(), force)
+        saved["csv"] = csv
     if plot:
-        from ..report.fit import plot_compare
-
-        plot_compare(res, plot, force)
-    show(json, res.to_dict(), "fit:render_compare", res)
+        R.plot_compare_study(rep, plot, force)
+        saved["plot"] = plot
+    show(json, {**rep.to_dict(), "outputs": saved}, "study:render_compare_study", rep, saved)
 
 
 @app.command()

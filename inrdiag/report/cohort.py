@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import console, fmt, pyplot, save_figure, sparkline
+from .common import console, fmt, pyplot, sparkline
 
 
 def render_cohort_train(res, path: str) -> None:
@@ -60,25 +60,41 @@ def render_sweep(rep) -> None:
 
 
 def plot_sweep(rep, path: str, force: bool = False) -> None:
+    """PSNR after the last step against the number of frozen layers k (mean ± std over held-out images),
+    the scratch baseline, the encoder's weight stable rank (right axis, from 0), and k* / the measured
+    best k marked on the plot itself. The legend sits below the axes, never on the data."""
+    from .study import save_plot
+
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(6.6, 4.8))
     sweep = [r for r in rep.rows if r.k is not None]
     ks = [r.k for r in sweep]
     final = rep.steps
-    ax.errorbar(ks, [r.mean(final) for r in sweep], yerr=[r.std(final) for r in sweep], marker="o", capsize=3,
-                label=f"PSNR after {final} steps")  # fmt: skip
+    means = [r.mean(final) for r in sweep]
+    ax.errorbar(ks, means, yerr=[r.std(final) for r in sweep], marker="o", capsize=3, color="tab:blue",
+                label=f"PSNR after {final} steps, mean ± std over {len(rep.test_images)} held-out")  # fmt: skip
     scratch = next(r for r in rep.rows if r.k is None)
-    ax.axhline(scratch.mean(final), color="grey", ls="--", lw=0.8, label="from scratch")
+    ax.axhline(scratch.mean(final), color="grey", ls="--", lw=0.8, label="from scratch (mean)")
     ax.set_xlabel("frozen linear layers k")
     ax.set_xticks(ks)
     ax.set_ylabel("PSNR (dB)")
+    ks_, kb = rep.recommended_freeze_depth, rep.measured_best_k
+    ax.axvline(ks_, color="tab:red", ls=":", lw=1.2, label=f"k* = {ks_} (highest weight stable rank)")
+    ax.axvline(kb, color="tab:green", ls="-.", lw=1.2, label=f"measured best k = {kb}")
+    for k, text, col in ((ks_, "k*", "tab:red"), (kb, "best", "tab:green")):
+        ax.annotate(text, xy=(k, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                    textcoords="offset points", color=col, fontsize=9)  # fmt: skip
     ax2 = ax.twinx()
     ax2.plot([j + 1 for j in range(len(rep.stable_ranks))], rep.stable_ranks, color="tab:red", marker="s", lw=1,
-             label="weight stable rank of layer k-1")  # fmt: skip
+             alpha=0.7, label="weight stable rank of layer k-1 (right axis)")  # fmt: skip
     ax2.set_ylabel("weight stable rank", color="tab:red")
-    lines = ax.get_legend_handles_labels()
-    lines2 = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="lower right")
-    ax.set_title(f"freeze sweep ({rep.recipe.backbone}): k*={rep.recommended_freeze_depth}, best={rep.measured_best_k}")
-    save_figure(fig, path, force)
+    ax2.set_ylim(0, max(rep.stable_ranks + [1.0]) * 1.1)
+    lines, labels = ax.get_legend_handles_labels()
+    lines2, labels2 = ax2.get_legend_handles_labels()
+    ax.legend(lines + lines2, labels + labels2, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1,
+              frameon=False)  # fmt: skip
+    agree = "agree" if rep.agree else "disagree"
+    ax.set_title(f"freeze sweep ({rep.recipe.backbone}, K={rep.recipe.shared_layers}): k* and best k {agree}")
+    fig.tight_layout()
+    save_plot(fig, path, force)
     plt.close(fig)

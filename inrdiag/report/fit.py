@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from .common import CYCLE, INLET_COLOR, console, fmt, pyplot, save_figure
 
@@ -178,7 +179,7 @@ def save_reconstruction(model, target, path: str, force: bool = False) -> None:
     atomic_write(path, lambda tmp: iio.imwrite(tmp, data, extension=".png"), force)
 
 
-def render_compare(res) -> None:
+def render_compare(res, saved: dict[str, str] | None = None) -> None:
     from rich.table import Table
 
     c = console()
@@ -216,26 +217,48 @@ def render_compare(res) -> None:
                         f"{s:.{digits if key.endswith('iou') else 2}f} over {len(xs)} seed(s)")  # fmt: skip
     c.print(f"[dim]{res.metric_name}{unit} of the final model (eval mode); rank on the {res.target['points']:,}-point "
             f"target grid, tol {cfg.tol:g}; std over seeds (n-1)[/dim]")  # fmt: skip
+    for what, path in (saved or {}).items():
+        c.print(f"wrote {what}: {path}")
 
 
 def plot_compare(res, path: str, force: bool = False) -> None:
-    """Left: metric curve of every run, coloured by init. Right: final metric against inlet effective rank."""
+    """Left: metric curve per init, mean over seeds with a ± std band. Right: final metric against inlet
+    effective rank at init, mean ± std over seeds (seeds as faint points). PDF/SVG when the path says so."""
+    import numpy as np
+
+    from .study import save_plot
+
     plt = pyplot()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    unit = " (dB)" if res.metric_name == "PSNR" else ""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10.5, 4.0))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, row in enumerate(res.rows):
         col = colors[i % len(colors)]
-        for j, cur in enumerate(res.curves.get(row.init, [])):
-            a.plot(cur["step"], cur["metric"], color=col, alpha=0.8, lw=1, label=row.init if j == 0 else None)
-        b.scatter(row.inlet_effective_rank, row.metrics, color=col, label=row.init)
+        curves = res.curves.get(row.init, [])
+        if curves:
+            m = np.array([c["metric"] for c in curves], dtype=float)
+            mu, sd = m.mean(axis=0), (m.std(axis=0, ddof=1) if len(m) > 1 else np.zeros(m.shape[1]))
+            a.plot(curves[0]["step"], mu, color=col, lw=1.3, label=row.init)
+            a.fill_between(curves[0]["step"], mu - sd, mu + sd, color=col, alpha=0.2, lw=0)
+        mean, std = row.mean_std
+        eff = sum(row.inlet_effective_rank) / len(row.inlet_effective_rank)
+        b.scatter(row.inlet_effective_rank, row.metrics, color=col, alpha=0.35, s=14)
+        b.errorbar([eff], [mean], yerr=[std], color=col, marker="o", capsize=4,
+                   label=f"{row.init}: {_metric(res.metric_name, mean)} ± {std:.2f}")  # fmt: skip
+    n = len(res.rows[0].seeds) if res.rows else 0
     a.set_xlabel("step")
-    a.set_ylabel(f"{res.metric_name} (training batch)")
-    a.legend(fontsize=8)
+    a.set_ylabel(f"{res.metric_name}{unit}, training batch")
+    a.set_title(f"mean over {n} seed(s), band ± std")
+    a.legend(fontsize=8, loc="lower right")
     b.set_xlabel("inlet effective rank at init")
-    b.set_ylabel(f"final {res.metric_name}")
-    b.legend(fontsize=8)
+    b.set_ylabel(f"final {res.metric_name}{unit}")
+    b.set_title("final metric: mean ± std (faint: each seed)")
+    b.legend(fontsize=8, loc="best")
+    cfg = res.config
+    fig.suptitle(f"compare on {Path(res.target['path']).name}: {cfg.depth}x{cfg.width}, {cfg.steps} Adam steps, "
+                 f"lr {cfg.lr:g}")  # fmt: skip
     fig.tight_layout()
-    save_figure(fig, path, force)
+    save_plot(fig, path, force)
     plt.close(fig)
 
 

@@ -1,4 +1,5 @@
-"""The same fit under several inlet schemes and seeds: one table of metric mean ± std and inlet rank."""
+"""The same fit of one target under several inlet schemes and seeds: one table of metric mean ± std and inlet
+rank (``inrdiag compare FILE``). Folders of signals: ``compare_study``."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .errors import InrdiagError
-from .fitting import FitConfig, FitResult, fit
+from ..errors import InrdiagError
+from ..fitting import FitConfig, FitResult, fit
 
 
 @dataclass
@@ -108,3 +109,30 @@ def compare(target, inits: list[str], seeds: int = 3, config: FitConfig | None =
         ))  # fmt: skip
         curves[init] = [{"step": r.curve_step, "loss": r.curve_loss, "metric": r.curve_metric} for r in results]
     return CompareResult(target.to_dict(), replace(base), metric_name, rows, curves)
+
+
+def result_from_records(config: dict[str, Any], records: dict[str, dict[str, Any]]) -> CompareResult:
+    """The one-target ``CompareResult`` of a compare study over a single signal, from its job records
+    (the same table and JSON as ``compare``: each job is the same seeded fit)."""
+    inits = list(config["inits"])
+    seeds = [config["first_seed"] + s for s in range(config["seeds"])]
+    by = {(r["job"]["fit"]["init"], r["job"]["fit"]["seed"]): r for r in records.values()}
+    missing = [(i, s) for i in inits for s in seeds if (i, s) not in by]
+    if missing:
+        raise InrdiagError(f"the study is incomplete ({len(by)} of {len(inits) * len(seeds)} runs); "
+                           "rerun the study command to finish it")  # fmt: skip
+    rows, curves, target, metric_name, fit_cfg = [], {}, {}, "", {}
+    for init in inits:
+        res = [by[(init, s)]["result"] for s in seeds]
+        target, metric_name = res[0]["target"], res[0]["metric_name"]
+        fit_cfg = {k: v for k, v in by[(init, seeds[0])]["job"]["fit"].items() if k in FitConfig.__dataclass_fields__}
+        heldout = None if res[0]["heldout_metric"] is None else [r["heldout_metric"] for r in res]
+        rows.append(CompareRow(
+            init=init, seeds=seeds, metrics=[r["metric"] for r in res], heldout_metrics=heldout,
+            inlet_effective_rank=[r["init_inlet"]["effective_rank"] for r in res],
+            inlet_numerical_rank=[r["init_inlet"]["numerical_rank"] for r in res],
+            seconds=[r["seconds"] for r in res], parameters=res[0]["parameters"],
+        ))  # fmt: skip
+        curves[init] = [r["curve"] for r in res]
+    cfg = FitConfig(**{**fit_cfg, "seed": config["first_seed"]})
+    return CompareResult(target, cfg, metric_name, rows, curves)
