@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError, InrdiagError
+from .layouts import TensorInfo
 
 
 class ModelCodeError(InrdiagError):
@@ -169,18 +170,6 @@ def build_module(code: ModelCode):
 
 
 @dataclass
-class TensorUse:
-    key: str
-    shape: list[int]
-    dtype: str
-    used: bool
-    role: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass
 class UserLoaded:
     """The user's module with a checkpoint loaded into it, and a record of how (what ``info`` shows)."""
 
@@ -190,7 +179,7 @@ class UserLoaded:
     file_format: str
     #: The prefix stripped from the file's keys to match the module's state dict ("" when none).
     prefix: str
-    tensors: list[TensorUse]
+    tensors: list[TensorInfo]
     provenance: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     nonfinite: list[str] = field(default_factory=list)
@@ -294,7 +283,7 @@ def load_user_model(
             f"{path}: the checkpoint does not fit {code.target}: {'; '.join(parts)}; check --model-args"
         )
     state = {}
-    uses: list[TensorUse] = []
+    uses: list[TensorInfo] = []
     used_keys = {prefix + e for e in expected if prefix + e in tensors}
     wrong = []
     for e in expected:
@@ -320,11 +309,11 @@ def load_user_model(
         raise CheckpointError(f"{path}: loading into {code.target} failed ({_describe(exc)})") from None
     module.eval()
     for k, why in skipped.items():  # entries outside the chosen state dict (optimizer, metrics, ...)
-        uses.append(TensorUse(k, [], "-", False, why))
+        uses.append(TensorInfo(k, [], "-", False, why))
     for k, t in tensors.items():
         used = k in used_keys
         role = f"{code.name}.{k[len(prefix) :]}" if used else "not in the module's state dict"
-        uses.append(TensorUse(k, list(t.shape), str(t.dtype).replace("torch.", ""), used, role))
+        uses.append(TensorInfo(k, list(t.shape), str(t.dtype).replace("torch.", ""), used, role))
     notes = []
     if prefix:
         notes.append(f"checkpoint keys matched after stripping the prefix '{prefix}'")
