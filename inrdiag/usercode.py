@@ -169,6 +169,20 @@ def build_module(code: ModelCode):
     return module
 
 
+def seeded_builder(code: ModelCode):
+    """``seed -> module``: the user's module built with torch's global RNG seeded by ``seed`` inside
+    ``fork_rng`` (the caller's RNG state is left as it was), so each seed is one reproducible init."""
+    import torch
+
+    def build(seed: int):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            return build_module(code)
+
+    build_module(code)  # bad code is refused before any work
+    return build
+
+
 @dataclass
 class UserLoaded:
     """The user's module with a checkpoint loaded into it, and a record of how (what ``info`` shows)."""

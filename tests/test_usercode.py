@@ -303,3 +303,31 @@ def test_fit_with_model_code(tmp_path, cli):
     assert r.code == 2 and "allowed keep, default, rank-expand, siren" in r.err
     r = cli("fit", img, "--steps", "5", "--model-args", "{}")
     assert r.code == 2 and "only with --model-code" in r.err
+
+
+def test_compare_with_model_code(tmp_path, cli):
+    """compare TARGET --model-code: a fresh module of the user's class per (init, seed), seeded builds."""
+    import imageio.v3 as iio
+    import numpy as np
+
+    (tmp_path / "nerf.py").write_text(SKIP)
+    img = tmp_path / "t.png"
+    iio.imwrite(img, (np.random.default_rng(2).random((8, 8)) * 255).astype(np.uint8))
+    code = ["--model-code", f"{tmp_path}/nerf.py:NerfMLP", "--model-args", '{"width": 8}']
+    args = ["compare", img, "--inits", "keep,rank-expand", "--seeds", "2", "--steps", "10", "--json", *code]
+    r = cli(*args)
+    assert r.code == 0, r.err
+    rows = {row["init"]: row for row in r.json()["rows"]}
+    assert set(rows) == {"keep", "rank-expand"} and rows["keep"]["seeds"] == [0, 1]
+    ranks = rows["keep"]["inlet_effective_rank"]
+    assert ranks[0] != ranks[1]  # two seeds, two inits of the module
+    again = cli(*args)
+
+    def numbers(res):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in res.json()["rows"]]
+
+    assert numbers(again) == numbers(r)  # seeded: the same numbers (timings aside)
+    r = cli("compare", img, "--inits", "keep,pe", "--seeds", "1", "--steps", "2", *code)
+    assert r.code == 2 and "allowed keep, default, rank-expand, siren" in r.err
+    r = cli("compare", tmp_path, "--inits", "keep", "--seeds", "1", *code)
+    assert r.code == 2 and "not a folder" in r.err

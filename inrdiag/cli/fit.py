@@ -237,6 +237,8 @@ def compare(
     csv: CsvOpt = None,
     json: JsonOpt = False,
     force: ForceOpt = False,
+    model_code: ModelCodeOpt = None,
+    model_args: ModelArgsOpt = None,
 ) -> None:
     """The same budget under several inits and seeds: metric mean ± std and inlet rank at init; on a folder,
     paired statistics against a baseline (docs/studies.md)."""  # fmt: skip
@@ -258,7 +260,11 @@ def compare(
     else:
         if target is None:
             raise InrdiagError("give TARGET (an image, a volume or a folder of them) or --from RUN_DIR")
-        names = parse_schemes(inits)
+        names = (
+            parse_schemes(inits)
+            if model_code is None
+            else list(dict.fromkeys(n.strip() for n in inits.split(",") if n.strip()))
+        )  # checked against the inlet schemes below
         if seeds < 1:
             raise InrdiagError(f"--seeds must be >= 1, got {seeds}")
         if baseline is not None and baseline not in names:
@@ -272,20 +278,32 @@ def compare(
             from ..targets import METRIC_NAME, load_target
 
             tgt = load_target(target, size, kind=target_kind, seconds=seconds)  # bad input refused before any work
-            if target_kind != "auto" or seconds is not None:  # a signal read with explicit settings: one target
+            factory = None
+            if model_code is not None:  # the user's own class, built by their code for every run
+                from ..usercode import ModelCode, seeded_builder
+
+                bad = [n for n in names if n not in ("keep", "default", "rank-expand", "siren")]
+                if bad:
+                    raise InrdiagError(f"--inits {','.join(bad)} with --model-code: allowed keep, default, "
+                                       "rank-expand, siren (inlet schemes; keep: as your code builds it)")  # fmt: skip
+                factory = seeded_builder(ModelCode.parse(model_code, model_args))
+            if target_kind != "auto" or seconds is not None or factory is not None:  # one target, this process
                 if out is not None or jobs != 1:
-                    raise InrdiagError("--target-kind/--seconds compare one target in this process; drop --out/--jobs")
+                    raise InrdiagError("--target-kind/--seconds/--model-code compare one target in this process; "
+                                       "drop --out/--jobs")  # fmt: skip
                 from ..study.single import compare as run_single
 
                 name = METRIC_NAME[tgt.kind]
                 with _progress(True) as update:
                     cb = None if update is None else (
                         lambda i, sd, st, n, lo, m: update(f"{i} seed {sd}", st, n, _info(name, lo, m)))  # fmt: skip
-                    res = run_single(tgt, names, seeds, cfg, cb)
+                    res = run_single(tgt, names, seeds, cfg, cb, model_factory=factory)
                 _show_compare(res, plot, csv, json, force, device, threads)
                 return
-        elif target_kind != "auto" or seconds is not None:
-            raise InrdiagError("--target-kind/--seconds apply to one target file, not a folder")
+        elif target_kind != "auto" or seconds is not None or model_code is not None:
+            raise InrdiagError("--target-kind/--seconds/--model-code apply to one target file, not a folder")
+        if model_args is not None and model_code is None:
+            raise InrdiagError("--model-args applies only with --model-code FILE.py:Class")
         with job_progress(True) as (on_job, on_step):
             rep, outcome = api.compare_folder(target, names, seeds, cfg, baseline=baseline, size=size, out=out,
                                               workers=jobs, max_jobs=max_jobs, progress=on_job, on_step=on_step)  # fmt: skip

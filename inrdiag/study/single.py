@@ -77,12 +77,13 @@ CompareProgress = Callable[[str, int, int, int, float, float], None]
 
 
 def compare(target, inits: list[str], seeds: int = 3, config: FitConfig | None = None,
-            progress: CompareProgress | None = None) -> CompareResult:  # fmt: skip
+            progress: CompareProgress | None = None, model_factory=None) -> CompareResult:  # fmt: skip
     """Fit ``target`` once per (init, seed) with the same budget (``config`` minus its init).
 
     Seeds are ``config.seed, config.seed + 1, ...``. Every run gets the same depth, width, steps,
     learning rate and batch; only the scheme (and what it changes: activation, encoding, batch
-    norm) differs.
+    norm) differs. ``model_factory(seed)``: a fresh module of the user's own (``--model-code``) for each
+    run instead of inrdiag's MLP; its inits are then "keep" (as built) or an inlet scheme.
     """
     if seeds < 1:
         raise InrdiagError(f"--seeds must be >= 1, got {seeds}")
@@ -97,7 +98,8 @@ def compare(target, inits: list[str], seeds: int = 3, config: FitConfig | None =
         for s in range(seeds):
             seed = base.seed + s
             cb = None if progress is None else (lambda st, n, lo, m, i=init, sd=seed: progress(i, sd, st, n, lo, m))
-            results.append(fit(target, replace(base, init=init, seed=seed), cb))
+            model = None if model_factory is None else model_factory(seed)
+            results.append(fit(target, replace(base, init=init, seed=seed), cb, model=model))
         metric_name = results[0].metric_name
         heldout = None if results[0].heldout_metric is None else [r.heldout_metric for r in results]
         rows.append(CompareRow(
