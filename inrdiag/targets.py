@@ -201,7 +201,7 @@ def _load_image(p: Path, size: int | None) -> Target:
     _check_points(t.shape[2] * t.shape[3] * t.shape[1], p)
     c, hh, ww = t.shape[1:]
     values = t[0].permute(1, 2, 0).reshape(hh * ww, c).contiguous()
-    return Target("image", str(p), file_sha256(p), (int(hh), int(ww)), values, notes)
+    return Target("image", str(p), file_sha256(p), (int(hh), int(ww)), values, notes=notes)
 
 
 #: Names tried, in order, for the occupancy array of an .npz holding several.

@@ -32,6 +32,8 @@ from .errors import InrdiagError
 
 #: Environment variable that fixes the thread count for every inrdiag command.
 ENV = "INRDIAG_THREADS"
+#: The choice the CLI made for this process (None: none made, e.g. library use).
+LAST: ThreadChoice | None = None
 
 
 @dataclass(frozen=True)

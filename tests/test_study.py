@@ -222,7 +222,7 @@ def test_single_freeze_job_equals_plain_sweep(cli, cohort_dir, tmp_path):
 def test_compare_stays_a_function_after_submodule_imports():
     import importlib
 
-    for mod in ("inrdiag.study.single", "inrdiag.study.compare_study", "inrdiag.study.api", "inrdiag.fit"):
+    for mod in ("inrdiag.study.single", "inrdiag.study.compare_study", "inrdiag.study.api", "inrdiag.fitting"):
         importlib.import_module(mod)
     assert callable(inrdiag.compare) and callable(inrdiag.compare_folder) and callable(inrdiag.load_study)
     assert inrdiag.compare.__module__ == "inrdiag.study.single"

@@ -101,8 +101,9 @@ def thread_policy(args: list[str], torch_loaded: bool | None = None):
 
     choice = choose_threads()
     apply_before_torch(choice)
-    if choice.source == "load policy" and choice.threads < choice.cpus and "--json" not in args:
-        sys.stderr.write(f"note: {choice.describe()}\n")
+    from .. import threads
+
+    threads.LAST = choice  # the table output says so when the policy chose fewer threads (cli.app.show)
     return choice
 
 

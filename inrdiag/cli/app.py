@@ -316,6 +316,13 @@ def show(json: bool, data, renderer: str, *args) -> None:
 
         module, func = renderer.split(":")
         getattr(importlib.import_module(f"..report.{module}", __package__), func)(*args)
+        from .. import threads
+
+        choice = threads.LAST
+        if choice is not None and choice.source == "load policy" and choice.threads < choice.cpus:
+            from ..report.common import console
+
+            console().print(f"note: {choice.describe()}", markup=False)
 
 
 def wrote(json: bool, what: str, path: str | None) -> None:

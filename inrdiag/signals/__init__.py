@@ -79,10 +79,14 @@ def load_signal(p: Path, size: int | None = None, kind: str | None = None, secon
 
 
 def _npy_ndim(p: Path) -> int | None:
-    """The number of dimensions in a .npy header (None if unreadable: the caller's loader reports it)."""
+    """The number of dimensions in a .npy header, read from the header alone (no data is mapped or
+    decoded; None if unreadable: the caller's loader reports it)."""
     import numpy as np
 
     try:
-        return int(np.load(p, mmap_mode="r", allow_pickle=False).ndim)
+        with open(p, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            shape, _, _ = np.lib.format._read_array_header(f, version)
+        return len(shape)
     except Exception:  # noqa: BLE001 - any header problem is reported by the real loader
         return None
