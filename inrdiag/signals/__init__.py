@@ -84,9 +84,11 @@ def _npy_ndim(p: Path) -> int | None:
     import numpy as np
 
     try:
+        fmt = np.lib.format
         with open(p, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            shape, _, _ = np.lib.format._read_array_header(f, version)
+            major, _ = fmt.read_magic(f)
+            read = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
+            shape, _, _ = read(f)
         return len(shape)
     except Exception:  # noqa: BLE001 - any header problem is reported by the real loader
         return None
