@@ -143,3 +143,156 @@ def topk_eigh(
         products += nb
         Q = torch.cat([Q, X], dim=1)
         W = torch.cat([W, WX], dim=1)
+
+
+@dataclass
+class PartialSpectrum:
+    """Rayleigh-Ritz values of a PSD matrix on a block Krylov space, with what they prove.
+
+    Interlacing (Cauchy) gives ``theta_i <= lambda_i`` for every Ritz value, whatever the
+    convergence; with the exact trace ``T = sum lambda`` that bounds the effective rank from above
+    (the unexplained mass ``T - sum theta`` water-filled over the smallest values: most entropy),
+    unconditionally. The lower bound puts that mass as high as the residual intervals
+    ``lambda_i <= theta_i + ||r_i||`` allow, which holds when the Krylov space missed no eigenvalue
+    (a random start block; the same assumption as for the numerical rank).
+    """
+
+    values: list[float]
+    #: ``||K u_i - theta_i u_i|| / theta_1`` of the top pairs (through the numerical-rank threshold).
+    residuals: list[float]
+    trace: float
+    effective_rank_bounds: tuple[float, float]
+    #: Numerical rank ``#{lambda_i > tol lambda_1}``: pairs whose residual interval lies above the
+    #: threshold .. pairs whose interval reaches it (equal when no interval straddles it), assuming
+    #: the Krylov space missed no eigenvalue above the threshold (a random start block).
+    numerical_rank_bounds: tuple[int, int]
+    dim: int
+
+    @property
+    def effective_rank(self) -> float:
+        lo, hi = self.effective_rank_bounds
+        return 0.5 * (lo + hi)
+
+
+def _entropy(p) -> float:
+    import math
+
+    return -sum(v * math.log(v) for v in p if v > 0)
+
+
+def effective_rank_bounds(theta: list[float], n: int, trace: float, radii: list[float] | None = None):
+    """Bounds on ``exp(H(lambda / T))`` over every PSD spectrum of size n with ``lambda_i >= theta_i``
+    (theta descending) and ``sum lambda = T``.
+
+    Most entropy (upper bound, unconditional): the smallest values raised to a common level L,
+    ``lambda_i = max(theta_i, L)``. Least entropy (lower bound): the excess ``T - sum theta`` as
+    concentrated as the constraints allow; without ``radii`` all of it on lambda_1; with ``radii``
+    (``lambda_i <= theta_i + radii[i]`` for the first ``len(radii)`` values, the residual bound when
+    no eigenvalue was missed) greedily from the top, every later value capped at the last cap.
+    """
+    import math
+
+    th = [max(float(v), 0.0) for v in theta][:n]
+    if trace <= 0:
+        return 0.0, 0.0
+    excess = max(trace - sum(th), 0.0)
+    lo_vals = list(th) + [0.0] * (n - len(th))
+    if not radii:
+        lo_vals[0] += excess
+    else:
+        cap = th[len(radii) - 1] + radii[-1]
+        for i in range(n):
+            if excess <= 0:
+                break
+            room = (th[i] + radii[i] if i < len(radii) else cap) - lo_vals[i]
+            add = min(max(room, 0.0), excess)
+            lo_vals[i] += add
+            excess -= add
+        lo_vals[0] += excess  # whatever the caps could not hold
+    h_lo = _entropy([v / trace for v in lo_vals])
+    # water-filling: the level L with sum_i max(v_i, L) = T over the n values (ascending v; with L
+    # between v_{i-1} and v_i the i smallest are raised: i L + sum_{j >= i} v_j = T)
+    vals = sorted(th + [0.0] * (n - len(th)))
+    suffix = [0.0] * (n + 1)
+    for j in range(n - 1, -1, -1):
+        suffix[j] = suffix[j + 1] + vals[j]
+    level = 0.0
+    for i in range(1, n + 1):
+        cand = (trace - suffix[i]) / i
+        if cand >= vals[i - 1] and (i == n or cand <= vals[i]):
+            level = cand
+            break
+    hi_vals = [max(v, level) for v in vals]
+    s = sum(hi_vals)
+    h_hi = _entropy([v / s for v in hi_vals]) if s > 0 else 0.0
+    return math.exp(h_lo), math.exp(max(h_hi, h_lo))
+
+
+def krylov_spectrum(
+    matmul: Callable[[Any], Any],
+    n: int,
+    trace: float,
+    *,
+    tol: float = 1e-3,
+    width: float = 0.01,
+    dim: int = 256,
+    max_dim: int | None = None,
+    block: int = 32,
+    dtype=None,
+    device=None,
+    compute_dtype=None,
+    seed: int = 0,
+) -> PartialSpectrum:
+    """Top of the spectrum of the PSD operator ``V -> matmul(V)`` from one block Krylov space (block
+    Lanczos, full reorthogonalisation, one Rayleigh-Ritz at the end), grown until the effective-rank
+    bounds are within ``width`` (relative) and the numerical rank at ``tol`` is pinned, or ``max_dim``
+    (default n / 2) is reached. Cost: ``dim`` products plus O(n dim^2) for the basis: far less than a
+    full eigensolve when the spectrum decays (an NTK's does).
+    """
+    import torch
+
+    dtype = dtype or torch.float64
+    compute_dtype = compute_dtype or dtype
+    max_dim = min(n, max_dim or max(dim, n // 2))
+    block = max(1, min(block, n))
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    def apply(X):
+        return matmul(X.to(compute_dtype)).to(dtype)
+
+    Qs = [_new_block(None, torch.randn(n, block, dtype=dtype, device=device, generator=gen), gen)]
+    Ws = [apply(Qs[0])]
+    target = min(dim, max_dim)
+    while True:
+        while sum(q.shape[1] for q in Qs) < target:
+            Q = torch.cat(Qs, dim=1)
+            nb = min(block, n - Q.shape[1])
+            X = _new_block(Q, Ws[-1], gen)[:, :nb]
+            Qs.append(X)
+            Ws.append(apply(X))
+        Q, W = torch.cat(Qs, dim=1), torch.cat(Ws, dim=1)
+        H = Q.T @ W
+        theta, Y = torch.linalg.eigh((H + H.T) / 2)
+        theta, Y = theta.flip(0).clamp_min(0), Y.flip(1)
+        vals = theta.tolist()
+        lam1 = vals[0] if vals else 0.0
+        count = sum(1 for v in vals if v > tol * lam1)
+        top = min(len(vals), max(64, 2 * count + 16))
+        R = W @ Y[:, :top] - (Q @ Y[:, :top]) * theta[:top]
+        res = (R.norm(dim=0) / max(lam1, 1e-300)).tolist()
+        r1 = res[0] * lam1
+        rad = [r * lam1 for r in res]
+        lo, hi = effective_rank_bounds(vals, n, trace, rad)
+        # lambda_1 lies in [theta_1, theta_1 + r_1]: the threshold in [tol theta_1, tol (theta_1 + r_1)].
+        # A pair counts surely when theta_i - r_i is above the top of that range, surely not when
+        # theta_i + r_i is below its bottom (an eigenvalue lies within r_i of every Ritz value).
+        t_lo, t_hi = tol * lam1, tol * (lam1 + r1)
+        nr_lo = sum(1 for i in range(top) if vals[i] - rad[i] > t_hi)
+        nr_hi = sum(1 for i in range(top) if vals[i] + rad[i] > t_lo)
+        ended_above = top == len(vals) and bool(vals) and vals[-1] > t_lo
+        if ended_above:
+            nr_hi = n
+        good = hi - lo <= width * lo and nr_lo == nr_hi
+        if good or Q.shape[1] >= max_dim:
+            return PartialSpectrum(vals, res[:top], trace, (lo, hi), (nr_lo, nr_hi), int(Q.shape[1]))
+        target = min(max_dim, 2 * Q.shape[1])

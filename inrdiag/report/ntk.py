@@ -23,11 +23,17 @@ def render_ntk(rep) -> None:
     nr = "-" if rep.numerical_rank is None else str(rep.numerical_rank)
     c.print(f"  effective rank {eff}   numerical rank {nr} (eigenvalues > {rep.tol:g} lambda_1)")
     acc = rep.accuracy
+    if rep.precision:
+        c.print(f"  precision (--dtype {rep.dtype_requested}): {rep.precision}")
     if "max_relative_residual" in acc:
         c.print(f"  accuracy: {acc['solver']}; {acc['products']} products; max ||Theta u - theta u|| / theta "
-                f"= {acc['max_relative_residual']:.1e} (tol {acc['tol']:g})")  # fmt: skip
+                f"= {acc['max_relative_residual']:.1e} (tol {acc['tol']:g}); with the compression bound every "
+                f"returned eigenvalue is within {acc['max_relative_error_bound']:.1e} (relative)")  # fmt: skip
     else:
         c.print(f"  accuracy: {acc['solver']}; {acc['bound']}")
+        if "check" in acc:
+            c.print(f"  check: {acc['check']['against']}: max |difference| = "
+                    f"{acc['check']['max_abs_difference_over_lambda_1']:.1e} lambda_1")  # fmt: skip
     t = Table(title="layer-wise decomposition Theta = sum_g Theta_g", title_justify="left")
     for col in ("#", "group", "params", "trace share", "top eig.", "num. rank", "eff. rank"):
         t.add_column(col, justify="left" if col == "group" else "right", no_wrap=True)
