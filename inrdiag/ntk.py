@@ -407,7 +407,9 @@ def ntk_report(
                                tol=max(etol, 1e-6), seed=seed)  # fmt: skip
                 g = GroupNTK(f.index, f.name, f.kind, f.parameters, tr, tr / total if total > 0 else 0.0,
                              float(r1.values[0]), None, None, min(n, f.feature_dim), spectrum="top",
-                             note="ranks need all N eigenvalues: use --method exact with fewer --points")  # fmt: skip
+                             note=f"top eigenvalue of the low-rank factor's kernel, within {b:.3g} (compression "
+                                  "bound) plus its Lanczos residual; ranks need all N eigenvalues: use --method "
+                                  "exact with fewer --points")  # fmt: skip
                 partial.append(f.name)
             groups.append(g)
         seconds["groups"] = time.perf_counter() - t0

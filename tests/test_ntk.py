@@ -207,7 +207,7 @@ def test_effective_rank_bounds_contain_the_truth():
 
     g = torch.Generator().manual_seed(1)
     n = 400
-    lam = (torch.logspace(0, -9, n, dtype=torch.float64) * (1 + 0.1 * torch.rand(n, generator=g, dtype=torch.float64)))
+    lam = torch.logspace(0, -9, n, dtype=torch.float64) * (1 + 0.1 * torch.rand(n, generator=g, dtype=torch.float64))
     lam = lam.sort(descending=True).values
     p = lam / lam.sum()
     truth = math.exp(float(-(p * p.log()).sum()))
