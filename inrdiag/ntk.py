@@ -30,7 +30,8 @@ from .spectra import spectrum_stats
 METHODS = ("auto", "exact", "lanczos")
 DTYPES = ("auto", "float32", "float64")
 #: ``auto``: float32 products everywhere (kernels, Lanczos/Krylov products) with float64 bases and
-#: float64 p x p Grams; what each solve used and its accuracy check are in ``accuracy``.
+#: float64 p x p Grams; what each solve used and its accuracy check are in ``accuracy``. The default of
+#: the ``inrdiag ntk`` command; the library function keeps float64 (the reference) unless asked.
 DEFAULT_DTYPE = "auto"
 #: Relative width to which the exact-mode ``auto`` pins each large group's effective rank.
 EFF_RANK_WIDTH = 0.01
@@ -117,7 +118,7 @@ class NTKReport:
     coords: Any = None
     #: Row indices of the points in the full grid (``make_grid(grid_shape)``); not serialised.
     indices: Any = None
-    dtype_requested: str = DEFAULT_DTYPE
+    dtype_requested: str = "float64"
     #: One line: which precision each step ran in (also printed).
     precision: str = ""
 
@@ -217,7 +218,7 @@ def ntk_report(
     seed: int = 0,
     top_k: int = DEFAULT_TOP_K,
     method: str = "auto",
-    dtype: str = DEFAULT_DTYPE,
+    dtype: str = "float64",
     device: str = "auto",
     tol: float = DEFAULT_TOL,
     layer_names: list[str] | None = None,
@@ -237,7 +238,7 @@ def ntk_report(
     top-k eigenvectors (N x k) on the report for target alignment. ``eig_tol`` is the Lanczos
     stopping tolerance on ``||Theta u - theta u|| / theta`` (default 1e-8 in float64, 1e-3 in float32: float32 products leave a residual floor near 1e-4).
 
-    ``dtype="auto"`` (the default) is chosen for speed with a checked accuracy: float32 products and
+    ``dtype="auto"`` (the command's default) is chosen for speed with a checked accuracy: float32 products and
     float64 bases. Exact mode: float32 kernels, all eigenvalues of Theta by float32 ``eigvalsh``
     (checked against a float64-basis Lanczos on the top k), and for groups whose Khatri-Rao width p is
     at least N the ranks from a block Krylov space, with effective-rank bounds pinned to 1% (a full

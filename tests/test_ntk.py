@@ -233,7 +233,7 @@ def test_auto_precision_exact_against_float64():
     model = tiny_model(hidden=(48, 48, 48))
     kw = dict(grid=24, method="exact", top_k=16, device="cpu")
     ref = ntk_report(model, dtype="float64", **kw)
-    auto = ntk_report(model, **kw)
+    auto = ntk_report(model, dtype="auto", **kw)
     assert auto.dtype == "float32" and auto.dtype_requested == "auto" and ref.dtype_requested == "float64"
     assert "float32" in auto.precision and any("precision (--dtype auto)" in n for n in auto.notes)
     n = auto.points
@@ -265,7 +265,7 @@ def test_auto_precision_exact_against_float64():
 
 def test_auto_precision_lanczos_within_its_bound():
     model = tiny_model(hidden=(32, 32, 32))
-    kw = dict(grid=16, method="lanczos", top_k=8, device="cpu")
+    kw = dict(grid=16, method="lanczos", top_k=8, device="cpu", dtype="auto")
     auto = ntk_report(model, **kw)
     ex = ntk_report(model, grid=16, method="exact", top_k=8, device="cpu", dtype="float64")
     assert auto.dtype == "float32" and "float64 Lanczos basis" in auto.precision
