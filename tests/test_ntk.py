@@ -226,7 +226,7 @@ def test_effective_rank_bounds_contain_the_truth():
 
 
 def test_auto_precision_exact_against_float64():
-    """--dtype auto (float32 kernels, float32 eigvalsh for Theta, block Krylov for the big groups)
+    """--dtype auto (float32 kernels, float64 eigvalsh for Theta, block Krylov for the big groups)
     against the float64 reference: eigenvalues to 1e-5 lambda_1, ranks inside their stated bounds."""
     from inrdiag.spectra import spectrum_stats
 
@@ -242,8 +242,7 @@ def test_auto_precision_exact_against_float64():
     assert max(abs(a - b) for a, b in zip(auto.eigenvalues, ref.eigenvalues)) <= 1e-5 * lam1
     assert auto.numerical_rank == ref.numerical_rank
     assert abs(auto.effective_rank - ref.effective_rank) <= 1e-4 * ref.effective_rank
-    chk = auto.accuracy["check"]
-    assert chk["max_abs_difference_over_lambda_1"] <= 1e-5
+    assert auto.accuracy["solver"] == "eigvalsh (LAPACK, float64)" and "float32 GEMMs" in auto.accuracy["kernels"]
     krylov = [g for g in auto.groups if g.spectrum == "krylov"]
     assert krylov and auto.accuracy["groups"]["krylov_dims"]
     for g, r in zip(auto.groups, ref.groups):

@@ -31,9 +31,8 @@ def render_ntk(rep) -> None:
                 f"returned eigenvalue is within {acc['max_relative_error_bound']:.1e} (relative)")  # fmt: skip
     else:
         c.print(f"  accuracy: {acc['solver']}; {acc['bound']}")
-        if "check" in acc:
-            c.print(f"  check: {acc['check']['against']}: max |difference| = "
-                    f"{acc['check']['max_abs_difference_over_lambda_1']:.1e} lambda_1")  # fmt: skip
+        if "kernels" in acc:
+            c.print(f"  kernels: {acc['kernels']}")
     t = Table(title="layer-wise decomposition Theta = sum_g Theta_g", title_justify="left")
     for col in ("#", "group", "params", "trace share", "top eig.", "num. rank", "eff. rank"):
         t.add_column(col, justify="left" if col == "group" else "right", no_wrap=True)
