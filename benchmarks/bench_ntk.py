@@ -120,7 +120,7 @@ def part_topk(n_axis: int, k: int, block: int, tol: float, dtype, baseline: bool
     comp = [f.compressed() for f in factors]
     t_comp = time.perf_counter() - t0 - t_fac
     trace = sum(float(f.diag().double().sum()) for f in comp)
-    res, bound, used = lanczos_topk(comp, n, k, tol, trace, torch.device("cpu"), dtype, block=block, lowrank=lowrank)
+    res, bound, used, _ = lanczos_topk(comp, n, k, tol, trace, torch.device("cpu"), dtype, block=block, lowrank=lowrank)
     t_total = time.perf_counter() - t0
     flops = sum(f.flops_matmul(1) for f in used)
     dead = sum(f.flops_matmul(1) for f in comp)

@@ -28,7 +28,13 @@ from .grid import check_memory, make_grid
 from .spectra import spectrum_stats
 
 METHODS = ("auto", "exact", "lanczos")
-DTYPES = ("float32", "float64")
+DTYPES = ("auto", "float32", "float64")
+#: ``auto``: float32 products everywhere (kernels, Lanczos/Krylov products) with float64 bases and
+#: float64 p x p Grams; what each solve used and its accuracy check are in ``accuracy``. The default of
+#: the ``inrdiag ntk`` command; the library function keeps float64 (the reference) unless asked.
+DEFAULT_DTYPE = "auto"
+#: Relative width to which the exact-mode ``auto`` pins each large group's effective rank.
+EFF_RANK_WIDTH = 0.01
 #: ``auto`` stays exact up to this many points: beyond it eigvalsh (O(N^3)) takes minutes.
 EXACT_MAX_POINTS = 8192
 #: Groups whose Khatri-Rao width p is at most this get exact spectra from the p x p Gram.
@@ -59,6 +65,12 @@ class GroupNTK:
     #: Eigenvalues (descending) when known exactly, else None (the JSON keeps the top ``top_k``).
     eigenvalues: list[float] | None = None
     note: str = ""
+    #: How the spectrum was obtained: "all" (every eigenvalue), "krylov" (Ritz values of a block
+    #: Krylov space, with the rank bounds below), "top" (top eigenvalue only).
+    spectrum: str = "all"
+    #: [lower, upper] bounds when the ranks come from a partial spectrum (None when exact).
+    effective_rank_bounds: list[float] | None = None
+    numerical_rank_bounds: list[int] | None = None
 
     def to_dict(self, top_k: int | None = None) -> dict[str, Any]:
         ev = self.eigenvalues
@@ -67,6 +79,8 @@ class GroupNTK:
             "trace": self.trace, "trace_share": self.trace_share, "top_eigenvalue": self.top_eigenvalue,
             "numerical_rank": self.numerical_rank, "effective_rank": self.effective_rank,
             "max_rank": self.max_rank, "eigenvalues": None if ev is None else ev[:top_k], "note": self.note,
+            "spectrum": self.spectrum, "effective_rank_bounds": self.effective_rank_bounds,
+            "numerical_rank_bounds": self.numerical_rank_bounds,
         }  # fmt: skip
 
 
@@ -80,6 +94,7 @@ class NTKReport:
     subset: bool
     seed: int
     method: str
+    #: The precision used (float32 or float64); ``dtype_requested`` is what was asked ("auto" by default).
     dtype: str
     device: str
     top_k: int
@@ -103,11 +118,15 @@ class NTKReport:
     coords: Any = None
     #: Row indices of the points in the full grid (``make_grid(grid_shape)``); not serialised.
     indices: Any = None
+    dtype_requested: str = "float64"
+    #: One line: which precision each step ran in (also printed).
+    precision: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "grid": {"shape": self.grid_shape, "points": self.points, "subset": self.subset, "seed": self.seed},
-            "points": self.points, "method": self.method, "dtype": self.dtype, "device": self.device,
+            "points": self.points, "method": self.method, "dtype": self.dtype,
+            "dtype_requested": self.dtype_requested, "precision": self.precision, "device": self.device,
             "top_k": self.top_k, "tol": self.tol, "kernel": "sum over output channels of J_c J_c^T",
             "eigenvalues": self.eigenvalues, "trace": self.trace, "decay": self.decay,
             "effective_rank": self.effective_rank, "numerical_rank": self.numerical_rank,
@@ -177,6 +196,15 @@ def _clean(w) -> list[float]:
     return w.masked_fill(w <= floor, 0.0).tolist()
 
 
+def _group_from_partial(f, ps, n: int, trace: float, total: float) -> GroupNTK:
+    lo, hi = ps.numerical_rank_bounds
+    return GroupNTK(f.index, f.name, f.kind, f.parameters, trace, trace / total if total > 0 else 0.0,
+                    ps.values[0] if ps.values else 0.0, lo if lo == hi else None, ps.effective_rank,
+                    min(n, f.feature_dim), ps.values, f.note, spectrum="krylov",
+                    effective_rank_bounds=list(ps.effective_rank_bounds),
+                    numerical_rank_bounds=[lo, hi])  # fmt: skip
+
+
 def _eigvalsh_desc(M) -> list[float]:
     import torch
 
@@ -209,6 +237,15 @@ def ntk_report(
     ``top_k`` eigenpairs are computed (all eigenvalues in exact mode); ``vectors=True`` keeps the
     top-k eigenvectors (N x k) on the report for target alignment. ``eig_tol`` is the Lanczos
     stopping tolerance on ``||Theta u - theta u|| / theta`` (default 1e-8 in float64, 1e-3 in float32: float32 products leave a residual floor near 1e-4).
+
+    ``dtype="auto"`` (the command's default) is chosen for speed with a checked accuracy: float32 products and
+    float64 bases. Exact mode: float32 kernels, all eigenvalues of Theta by float64 ``eigvalsh``, and
+    for groups whose Khatri-Rao width p is
+    at least N the ranks from a block Krylov space, with effective-rank bounds pinned to 1% (a full
+    float32 eigensolve of each would cost 4-5x as much). Lanczos mode: float32 products with a float64
+    basis, solved again in float64 if the residuals stall above the tolerance. ``"float64"`` keeps
+    every product and every eigensolve in float64 (the reference); ``"float32"`` runs the products
+    in float32 and every eigensolve in float64.
     ``lowrank`` lets the Lanczos products run on factors compressed to the directions that matter,
     with a proven spectral-norm bound kept below ``eig_tol`` times the smallest returned eigenvalue
     (``Factor.lowrank``); the bound is reported in ``accuracy``.
@@ -217,8 +254,8 @@ def ntk_report(
 
     from .adapter import as_adapter
     from .device import resolve_device
-    from .ntk_eig import topk_eigh
-    from .ntk_factors import all_factors, generic_groups
+    from .ntk_eig import krylov_spectrum, topk_eigh
+    from .ntk_factors import Factor, all_factors, generic_groups
 
     if dtype not in DTYPES:
         raise InrdiagError(f"unknown --dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
@@ -226,8 +263,10 @@ def ntk_report(
         raise InrdiagError(f"--tol must be in (0, 1), got {tol}")
     ad = as_adapter(model, in_features=in_features, names=layer_names)
     spec = ad.spec
-    tdtype = getattr(torch, dtype)
-    itemsize = 8 if dtype == "float64" else 4
+    auto = dtype == "auto"
+    prec = "float32" if auto else dtype
+    tdtype = getattr(torch, prec)
+    itemsize = 8 if prec == "float64" else 4
     dev = resolve_device(device)
     shape, x, idx = ntk_points(ad.in_features, grid, points, seed, tdtype, dev)
     n = x.shape[0]
@@ -256,7 +295,7 @@ def ntk_report(
     t0 = time.perf_counter()
     factors = all_factors(m, x)
     seconds["factors"] = time.perf_counter() - t0
-    traces = [float(f.diag().sum()) for f in factors]
+    traces = [float(f.diag().to(torch.float64).sum()) for f in factors]
     total = sum(traces)
     groups: list[GroupNTK] = []
     vecs = None
@@ -264,40 +303,81 @@ def ntk_report(
     if meth == "exact":
         theta = None
         scratch = torch.empty(n, n, dtype=x.dtype, device=x.device) if n > 1 else None
+        partial = []
         for f, tr in zip(factors, traces):
             K = f.compressed().kernel(scratch=scratch)  # exactly-zero (dead-unit) columns dropped: exact
-            eigs = _eigvalsh_desc(f.khatri_rao_gram()) if f.feature_dim < n else _eigvalsh_desc(K)
-            groups.append(_group_from_eigs(f, eigs, n, tr, total, tol))
+            if f.feature_dim < n:
+                groups.append(_group_from_eigs(f, _eigvalsh_desc(f.khatri_rao_gram()), n, tr, total, tol))
+            elif auto:
+                ps = krylov_spectrum(K.matmul, n, tr, tol=tol, width=EFF_RANK_WIDTH, device=dev,
+                                     compute_dtype=tdtype, seed=seed)  # fmt: skip
+                groups.append(_group_from_partial(f, ps, n, tr, total))
+                partial.append((f.name, ps.dim))
+            else:
+                groups.append(_group_from_eigs(f, _eigvalsh_desc(K), n, tr, total, tol))
             theta = K if theta is None else theta.add_(K)
             del K
         del scratch
         seconds["kernels"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        T64 = theta.to(torch.float64)
-        del theta
-        if not bool(torch.isfinite(T64).all()):
+        if not bool(torch.isfinite(theta).all()):
             raise InrdiagError("the NTK is not finite (NaN/Inf); check the weights")
+        # Theta's eigenvalues: float64 eigvalsh in every precision. A float32 eigvalsh plus a Lanczos check
+        # of its top-k measured 10.5 s against 3.1 s for the float64 eigvalsh (4x256 example, N = 4096,
+        # MKL with two threads), so float32 buys nothing here.
         if vectors:
+            T64 = theta.to(torch.float64)
+            del theta
             w, U = torch.linalg.eigh(T64)
             eig_all = _clean(w)
             vecs = U.flip(1)  # all N: the target prediction then has nothing outside the basis
+            solver = "eigh (LAPACK, float64)"
+            bound = "backward stable: |error| <= ~N * 1.1e-16 * lambda_1"
         else:
+            T64 = theta.to(torch.float64)
+            del theta
             eig_all = _clean(torch.linalg.eigvalsh(T64))
+            solver = "eigvalsh (LAPACK, float64)"
+            bound = "backward stable: |error| <= ~N * 1.1e-16 * lambda_1"
         seconds["eigen"] = time.perf_counter() - t0
         eigs = eig_all
         st = spectrum_stats(eigs, n, tol)
         eff, nrank = st.effective_rank, st.numerical_rank
-        accuracy = {"solver": "eigvalsh (LAPACK, float64)",
-                    "bound": "backward stable: |error| <= ~N * 1.1e-16 * lambda_1"}  # fmt: skip
+        accuracy: dict[str, Any] = {"solver": solver, "bound": bound}
+        if prec == "float32":
+            accuracy["kernels"] = ("float32 GEMMs: on the 4x256 example every eigenvalue of Theta is within 7.9e-8 "
+                                   "lambda_1 of the float64 kernels' (tests: within 1e-5 lambda_1)")  # fmt: skip
+        if partial:
+            accuracy["groups"] = {
+                "solver": "block Krylov (float64 basis, float32 products), one Rayleigh-Ritz",
+                "bound": ("effective rank within effective_rank_bounds: upper bound unconditional (Cauchy "
+                          "interlacing + exact trace), lower bound and numerical_rank_bounds from the residual "
+                          "intervals, assuming no eigenvalue was missed (random start block)"),
+                "width": EFF_RANK_WIDTH, "krylov_dims": {name: d for name, d in partial},
+            }  # fmt: skip
+            notes.append(f"{', '.join(nm for nm, _ in partial)}: ranks from the top of the spectrum (block Krylov), "
+                         "effective rank within the bounds in the JSON (width <= "
+                         f"{EFF_RANK_WIDTH:.0%}); --dtype float64 computes every eigenvalue")  # fmt: skip
+        precision = ("float32 kernels; " + solver + " for Theta" + ("" if not partial else
+                     "; float64-basis block Krylov (float32 products) for the large groups") +
+                     "; float64 Grams for p < N")  # fmt: skip
+        if not auto:
+            precision = f"{prec} kernels; {solver} for Theta and every group"
     else:
         comp = [f.compressed() for f in factors]
-        etol = eig_tol if eig_tol is not None else (1e-8 if dtype == "float64" else 1e-3)
-        res, bound, _ = lanczos_topk(comp, n, top_k, etol, total, dev, tdtype, block, seed, lowrank)
+        etol = eig_tol if eig_tol is not None else (1e-8 if prec == "float64" else 1e-3)
+        res, bound, used, bounds = lanczos_topk(comp, n, top_k, etol, total, dev, tdtype, block, seed, lowrank)
+        if auto and not res.converged:
+            notes.append(f"float32 products stalled above tol {etol:g} after {res.products} products: "
+                         "solved again with float64 products")  # fmt: skip
+            prec, tdtype = "float64", torch.float64
+            comp = [Factor(f.index, f.name, f.kind, f.A.double(), f.D.double(), f.parameters, f.note) for f in comp]
+            res, bound, used, bounds = lanczos_topk(comp, n, top_k, etol, total, dev, tdtype, block, seed, lowrank)
         seconds["eigen"] = time.perf_counter() - t0
         eigs = res.values.clamp_min(0).tolist()
         vecs = res.vectors if vectors else None
         worst = max(r + bound / max(v, 1e-300) for r, v in zip(res.relative_residuals, eigs)) if eigs else 0.0
-        accuracy = {"solver": f"block Lanczos (block {block}, {dtype} products, float64 basis)", **res.to_dict(),
+        accuracy = {"solver": f"block Lanczos (block {block}, {prec} products, float64 basis)", **res.to_dict(),
                     "compression_bound": bound, "max_relative_error_bound": worst,
                     "bound": "||Theta u - theta u|| / theta <= relative_residual + compression_bound / theta for "
                              "every returned pair; each eigenvalue moves by at most compression_bound (Weyl)"}  # fmt: skip
@@ -308,32 +388,39 @@ def ntk_report(
         nrank = sum(1 for v in eigs if v > tol * eigs[0]) if eigs[-1] <= tol * eigs[0] else None
         t0 = time.perf_counter()
         partial = []
-        for f, c, tr in zip(factors, comp, traces):
+        for f, c, u, b, tr in zip(factors, comp, used, bounds, traces):
             if c.feature_dim <= SMALL_GRAM:
                 ev = _eigvalsh_desc(c.khatri_rao_gram())
                 g = _group_from_eigs(f, ev, n, tr, total, tol)
             else:
-                r1 = topk_eigh(c.matmul, n, 1, dtype=torch.float64, device=dev, compute_dtype=tdtype, block=2,
+                # top eigenvalue of the low-rank factor's kernel: within its bound b of Theta_g's (Weyl)
+                r1 = topk_eigh(u.matmul, n, 1, dtype=torch.float64, device=dev, compute_dtype=tdtype, block=2,
                                tol=max(etol, 1e-6), seed=seed)  # fmt: skip
                 g = GroupNTK(f.index, f.name, f.kind, f.parameters, tr, tr / total if total > 0 else 0.0,
-                             float(r1.values[0]), None, None, min(n, f.feature_dim),
-                             note="ranks need all N eigenvalues: use --method exact with fewer --points")  # fmt: skip
+                             float(r1.values[0]), None, None, min(n, f.feature_dim), spectrum="top",
+                             note=f"top eigenvalue of the low-rank factor's kernel, within {b:.3g} (compression "
+                                  "bound) plus its Lanczos residual; ranks need all N eigenvalues: use --method "
+                                  "exact with fewer --points")  # fmt: skip
                 partial.append(f.name)
             groups.append(g)
         seconds["groups"] = time.perf_counter() - t0
         notes.append("effective rank of Theta needs all eigenvalues: null in lanczos mode")
         if partial:
             notes.append(f"lanczos mode: ranks of {', '.join(partial)} not computed (their Khatri-Rao width "
-                         f"exceeds {SMALL_GRAM}); trace shares and top eigenvalues are exact")  # fmt: skip
+                         f"exceeds {SMALL_GRAM}); trace shares are exact, top eigenvalues within the compression "
+                         "bound plus the Lanczos residual")  # fmt: skip
+        precision = f"{prec} products with a float64 Lanczos basis; float64 Grams for p <= {SMALL_GRAM}"
     lam1 = eigs[0] if eigs else 0.0
     decay = {str(k): (eigs[k - 1] / lam1 if lam1 > 0 and len(eigs) >= k else None) for k in (10, 100)}
     kk = min(top_k, len(eigs))
     cond = lam1 / eigs[kk - 1] if kk and eigs[kk - 1] > 0 else math.inf
+    if auto:
+        notes.append(f"precision (--dtype auto): {precision}")
     return NTKReport(
-        grid_shape=list(shape), points=n, subset=idx is not None, seed=seed, method=meth, dtype=dtype,
+        grid_shape=list(shape), points=n, subset=idx is not None, seed=seed, method=meth, dtype=prec,
         device=str(dev), top_k=top_k, tol=tol, eigenvalues=eigs, trace=total, decay=decay, effective_rank=eff,
         numerical_rank=nrank, condition_number_top_k=cond, groups=groups, accuracy=accuracy, seconds=seconds,
-        notes=notes, vectors=vecs, coords=x, indices=idx,
+        notes=notes, vectors=vecs, coords=x, indices=idx, dtype_requested=dtype, precision=precision,
     )  # fmt: skip
 
 
@@ -357,8 +444,8 @@ def _module_notes(ad, groups) -> list[str]:
 
 
 def lanczos_topk(comp, n, top_k, etol, trace, dev, tdtype, block=4, seed=0, lowrank=True):
-    """Top-k pairs of ``sum_g Theta_g``, the compression bound incurred (0 without ``lowrank``) and the
-    factors the products ran on.
+    """Top-k pairs of ``sum_g Theta_g``, the compression bound incurred (0 without ``lowrank``), the
+    factors the products ran on, and each factor's own bound (they sum to the bound).
 
     The compression budget starts at ``10 etol tr(Theta) / N``; if the bound then exceeds half of
     ``etol`` times the smallest eigenvalue found, the factors are recompressed with a budget of a
@@ -374,8 +461,9 @@ def lanczos_topk(comp, n, top_k, etol, trace, dev, tdtype, block=4, seed=0, lowr
         return topk_eigh(lambda V: matmul_sum(factors, V), n, top_k, dtype=torch.float64, device=dev,
                          compute_dtype=tdtype, block=block, tol=etol, seed=seed)  # fmt: skip
 
+    zeros = [0.0] * len(comp)
     if not lowrank or trace <= 0:
-        return solve(comp), 0.0, comp
+        return solve(comp), 0.0, comp, zeros
     budget = 10.0 * etol * trace / n
     for _ in range(3):
         pairs = [f.lowrank(budget / len(comp)) for f in comp]
@@ -383,8 +471,8 @@ def lanczos_topk(comp, n, top_k, etol, trace, dev, tdtype, block=4, seed=0, lowr
         res = solve([f for f, _ in pairs])
         smallest = float(res.values[-1]) if res.values.numel() else 0.0
         if bound <= 0.5 * etol * smallest:
-            return res, bound, [f for f, _ in pairs]
+            return res, bound, [f for f, _ in pairs], [b for _, b in pairs]
         budget = 0.25 * etol * smallest
         if budget <= 0:
             break
-    return solve(comp), 0.0, comp
+    return solve(comp), 0.0, comp, zeros

@@ -18,8 +18,11 @@ from .grid import available_memory, check_memory, grid_shape, make_grid
 
 #: Default relative tolerance of the numerical rank: count s_i > tol * s_1.
 DEFAULT_TOL = 1e-3
-#: Points per forward chunk: bounds memory at about chunk * sum(widths) * 8 bytes * 3.
-CHUNK = 32768
+#: Points per forward chunk: bounds memory at about chunk * sum(widths) * 8 bytes * 3. 8192 keeps a
+#: 256-wide float64 block at 16 MiB, under glibc's largest mmap threshold (32 MiB), so the blocks are
+#: reused from the heap instead of being mapped and page-faulted afresh every chunk (measured on the
+#: 4x256 net at 256^2: system time 0.9-1.0 s -> 0.25 s, the user time unchanged).
+CHUNK = 8192
 
 
 @dataclass

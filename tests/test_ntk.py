@@ -81,8 +81,8 @@ def test_matrix_free_topk_matches_eigvalsh(arch, block):
 
 def test_report_exact_vs_lanczos_and_group_spectra():
     model = tiny_model(batchnorm=[0], out_features=3)
-    ex = ntk_report(model, grid=12, method="exact", top_k=10, device="cpu")
-    lz = ntk_report(model, grid=12, method="lanczos", top_k=10, device="cpu")
+    ex = ntk_report(model, grid=12, method="exact", top_k=10, device="cpu", dtype="float64")
+    lz = ntk_report(model, grid=12, method="lanczos", top_k=10, device="cpu", dtype="float64")
     x = make_grid((12, 12))
     ref = reference_ntk(model, x)
     ev = torch.linalg.eigvalsh(ref).flip(0)
@@ -104,9 +104,10 @@ def test_report_exact_vs_lanczos_and_group_spectra():
 
 def test_subset_points_are_seeded_and_from_the_grid():
     model = tiny_model()
-    a = ntk_report(model, grid=10, points=30, seed=3, method="exact", top_k=5)
-    b = ntk_report(model, grid=10, points=30, seed=3, method="exact", top_k=5)
-    c = ntk_report(model, grid=10, points=30, seed=4, method="exact", top_k=5)
+    kw = dict(method="exact", top_k=5, dtype="float64")
+    a = ntk_report(model, grid=10, points=30, seed=3, **kw)
+    b = ntk_report(model, grid=10, points=30, seed=3, **kw)
+    c = ntk_report(model, grid=10, points=30, seed=4, **kw)
     assert a.subset and a.points == 30 and a.eigenvalues == b.eigenvalues and a.eigenvalues != c.eigenvalues
     assert torch.equal(a.coords, make_grid((10, 10))[a.indices])
     ref = reference_ntk(model, a.coords)
@@ -115,7 +116,7 @@ def test_subset_points_are_seeded_and_from_the_grid():
 
 def test_float32_close_to_float64():
     model = tiny_model()
-    r64 = ntk_report(model, grid=10, method="exact", top_k=5)
+    r64 = ntk_report(model, grid=10, method="exact", top_k=5, dtype="float64")
     r32 = ntk_report(model, grid=10, method="exact", top_k=5, dtype="float32")
     assert abs(r32.eigenvalues[0] - r64.eigenvalues[0]) <= 1e-5 * r64.eigenvalues[0]
 
@@ -193,6 +194,84 @@ def test_lanczos_with_compressed_products():
     assert 0.0 <= bound <= 0.5 * 1e-3 * on.eigenvalues[-1]
     for a, b in zip(on.eigenvalues, off.eigenvalues):
         assert abs(a - b) <= bound + 2e-3 * b
-    ex = ntk_report(model, grid=16, method="exact", top_k=8, device="cpu")
+    ex = ntk_report(model, grid=16, method="exact", top_k=8, device="cpu", dtype="float64")
     for a, b in zip(on.eigenvalues, ex.eigenvalues[:8]):
         assert abs(a - b) / b <= on.accuracy["max_relative_error_bound"] + 1e-5
+
+
+def test_effective_rank_bounds_contain_the_truth():
+    """Upper bound from interlacing alone (any theta_i <= lambda_i); lower bound with the residual caps."""
+    import math
+
+    from inrdiag.ntk_eig import effective_rank_bounds
+
+    g = torch.Generator().manual_seed(1)
+    n = 400
+    lam = torch.logspace(0, -9, n, dtype=torch.float64) * (1 + 0.1 * torch.rand(n, generator=g, dtype=torch.float64))
+    lam = lam.sort(descending=True).values
+    p = lam / lam.sum()
+    truth = math.exp(float(-(p * p.log()).sum()))
+    T = float(lam.sum())
+    for m in (5, 40, 120):
+        lo, hi = effective_rank_bounds(lam[:m].tolist(), n, T, [0.0] * m)
+        assert lo <= truth * (1 + 1e-12) and truth <= hi * (1 + 1e-12)
+        # Ritz values below the eigenvalues (interlacing) and radii covering the gap: still valid.
+        th = (lam[:m] * (1 - 1e-3)).tolist()
+        lo2, hi2 = effective_rank_bounds(th, n, T, (lam[:m] * 2e-3).tolist())
+        assert lo2 <= truth * (1 + 1e-12) <= hi2 * (1 + 1e-12) and hi2 - lo2 >= hi - lo - 1e-12
+        lo3, hi3 = effective_rank_bounds(th, n, T)  # no radii: excess on lambda_1, still a lower bound
+        assert lo3 <= truth <= hi3
+    lo, hi = effective_rank_bounds(lam.tolist(), n, T, [0.0] * n)
+    assert lo == pytest.approx(truth, rel=1e-12) and hi == pytest.approx(truth, rel=1e-12)
+
+
+def test_auto_precision_exact_against_float64():
+    """--dtype auto (float32 kernels, float64 eigvalsh for Theta, block Krylov for the big groups)
+    against the float64 reference: eigenvalues to 1e-5 lambda_1, ranks inside their stated bounds."""
+    from inrdiag.spectra import spectrum_stats
+
+    model = tiny_model(hidden=(48, 48, 48))
+    kw = dict(grid=24, method="exact", top_k=16, device="cpu")
+    ref = ntk_report(model, dtype="float64", **kw)
+    auto = ntk_report(model, dtype="auto", **kw)
+    assert auto.dtype == "float32" and auto.dtype_requested == "auto" and ref.dtype_requested == "float64"
+    assert "float32" in auto.precision and any("precision (--dtype auto)" in n for n in auto.notes)
+    n = auto.points
+    lam1 = ref.eigenvalues[0]
+    assert len(auto.eigenvalues) == n
+    assert max(abs(a - b) for a, b in zip(auto.eigenvalues, ref.eigenvalues)) <= 1e-5 * lam1
+    assert auto.numerical_rank == ref.numerical_rank
+    assert abs(auto.effective_rank - ref.effective_rank) <= 1e-4 * ref.effective_rank
+    assert auto.accuracy["solver"] == "eigvalsh (LAPACK, float64)" and "float32 GEMMs" in auto.accuracy["kernels"]
+    krylov = [g for g in auto.groups if g.spectrum == "krylov"]
+    assert krylov and auto.accuracy["groups"]["krylov_dims"]
+    for g, r in zip(auto.groups, ref.groups):
+        assert g.name == r.name and abs(g.trace_share - r.trace_share) <= 1e-6
+        assert abs(g.top_eigenvalue - r.top_eigenvalue) <= 1e-5 * r.top_eigenvalue
+        if g.spectrum != "krylov":
+            continue
+        lo, hi = g.effective_rank_bounds
+        truth = spectrum_stats(r.eigenvalues, r.max_rank, auto.tol).effective_rank
+        assert lo * (1 - 1e-5) <= truth <= hi * (1 + 1e-5) and hi - lo <= 0.01 * lo + 1e-12
+        nlo, nhi = g.numerical_rank_bounds
+        assert nlo <= r.numerical_rank <= nhi
+        if nlo == nhi:
+            assert g.numerical_rank == r.numerical_rank
+    d = auto.to_dict()
+    assert d["dtype"] == "float32" and d["dtype_requested"] == "auto" and d["precision"] == auto.precision
+    assert all({"spectrum", "effective_rank_bounds", "numerical_rank_bounds"} <= set(g) for g in d["layers"])
+
+
+def test_auto_precision_lanczos_within_its_bound():
+    model = tiny_model(hidden=(32, 32, 32))
+    kw = dict(grid=16, method="lanczos", top_k=8, device="cpu", dtype="auto")
+    auto = ntk_report(model, **kw)
+    ex = ntk_report(model, grid=16, method="exact", top_k=8, device="cpu", dtype="float64")
+    assert auto.dtype == "float32" and "float64 Lanczos basis" in auto.precision
+    assert "float32 products, float64 basis" in auto.accuracy["solver"] and auto.accuracy["converged"]
+    bound = auto.accuracy["max_relative_error_bound"]
+    assert bound <= 2e-3
+    for a, b in zip(auto.eigenvalues, ex.eigenvalues[:8]):
+        assert abs(a - b) / b <= bound + 1e-5
+    for g, r in zip(auto.groups, ex.groups):
+        assert abs(g.top_eigenvalue - r.top_eigenvalue) <= 2e-3 * r.top_eigenvalue

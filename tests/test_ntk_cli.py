@@ -30,6 +30,15 @@ def test_ntk_json_contract(cli, model_file):
         assert set(layer) >= {"index", "name", "trace_share", "numerical_rank", "effective_rank", "top_eigenvalue"}
     assert sum(layer["trace_share"] for layer in data["layers"]) == pytest.approx(1.0)
     assert any("eval mode" in n for n in data["notes"])
+    # the default precision is said: --dtype auto ran float32 kernels, a float64 eigvalsh of Theta
+    assert data["dtype_requested"] == "auto" and data["dtype"] == "float32"
+    assert data["precision"].startswith("float32 kernels") and "float32 GEMMs" in data["accuracy"]["kernels"]
+    assert data["accuracy"]["solver"] == "eigvalsh (LAPACK, float64)"
+    assert any(n.startswith("precision (--dtype auto)") for n in data["notes"])
+    r = cli("ntk", model_file, "--grid", "10", "--json", "--top-k", "5", "--dtype", "float64")
+    d64 = r.json()
+    assert d64["dtype"] == "float64" and d64["accuracy"]["solver"] == "eigvalsh (LAPACK, float64)"
+    assert max(abs(a - b) for a, b in zip(ev, d64["eigenvalues"])) <= 1e-5 * ev[0]
 
 
 def test_ntk_lanczos_json_marks_unknown_ranks(cli, model_file):
@@ -38,7 +47,11 @@ def test_ntk_lanczos_json_marks_unknown_ranks(cli, model_file):
     data = r.json()
     assert data["method"] == "lanczos" and data["points"] == 60 and len(data["eigenvalues"]) == 4
     assert data["effective_rank"] is None and data["accuracy"]["converged"] is True
-    assert data["accuracy"]["max_relative_residual"] <= 1e-8
+    assert data["dtype"] == "float32" and "float32 products, float64 basis" in data["accuracy"]["solver"]
+    assert data["accuracy"]["max_relative_error_bound"] <= 2e-3
+    r = cli("ntk", model_file, "--points", "60", "--method", "lanczos", "--top-k", "4", "--json", "--seed", "1",
+            "--dtype", "float64")  # fmt: skip
+    assert r.json()["accuracy"]["max_relative_residual"] <= 1e-8
 
 
 def test_ntk_table_and_plot(cli, model_file, tmp_path):
@@ -46,6 +59,7 @@ def test_ntk_table_and_plot(cli, model_file, tmp_path):
     r = cli("ntk", model_file, "--grid", "8", "--plot", plot)
     assert r.code == 0, r.err
     assert "layer-wise decomposition" in r.out and "sum, not a mean" in r.out
+    assert "precision (--dtype auto): float32 kernels" in r.out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = cli("ntk", model_file, "--grid", "8", "--plot", plot)
     assert r.code == 2 and "--force" in r.err

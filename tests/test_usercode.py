@@ -219,7 +219,7 @@ def test_every_diagnostic_runs_on_the_users_module(tmp_path, cli):
         if w["representation"] is not None:
             assert g["representation"]["singular_values"] == pytest.approx(w["representation"]["singular_values"],
                                                                           rel=1e-9, abs=1e-12)  # fmt: skip
-    r = cli("ntk", path, "--points", "40", "--json", *code)
+    r = cli("ntk", path, "--points", "40", "--json", "--dtype", "float64", *code)  # float64 vs float64
     assert r.code == 0, r.err
     ref = inrdiag.ntk_report(module, points=40, in_features=2)
     assert r.json()["eigenvalues"][0] == pytest.approx(ref.eigenvalues[0], rel=1e-9)

@@ -37,9 +37,14 @@ def ntk(
         str,
         typer.Option("--method", help="auto (exact when N <= 8192 and the N x N matrices fit) | exact | lanczos."),
     ] = "auto",
-    dtype: Annotated[str, typer.Option("--dtype", help="float64 | float32 (products; eigvalsh runs in float64).")] = (
-        "float64"
-    ),
+    dtype: Annotated[
+        str,
+        typer.Option(
+            "--dtype",
+            help="auto (float32 products, float64 bases, accuracy checked; said in the output) | float32 "
+            "(float32 products, float64 eigensolves) | float64 (everything float64: the reference).",
+        ),
+    ] = "auto",
     tol: Annotated[float, typer.Option("--tol", help="Numerical rank counts eigenvalues above tol * lambda_1.")] = 1e-3,
     target: Annotated[
         str | None,

@@ -24,11 +24,16 @@ def render_ntk(rep) -> None:
     nr = "-" if rep.numerical_rank is None else str(rep.numerical_rank)
     c.print(f"  effective rank {eff}   numerical rank {nr} (eigenvalues > {rep.tol:g} lambda_1)")
     acc = rep.accuracy
+    if rep.precision:
+        c.print(f"  precision (--dtype {rep.dtype_requested}): {rep.precision}")
     if "max_relative_residual" in acc:
         say(c, f"{acc['solver']}; {acc['products']} products; max ||Theta u - theta u|| / theta "
-               f"= {acc['max_relative_residual']:.1e} (tol {acc['tol']:g})", 4, "  accuracy: ")  # fmt: skip
+               f"= {acc['max_relative_residual']:.1e} (tol {acc['tol']:g}); with the compression bound every "
+               f"returned eigenvalue is within {acc['max_relative_error_bound']:.1e} (relative)", 4, "  accuracy: ")  # fmt: skip
     else:
         say(c, f"{acc['solver']}; {acc['bound']}", 4, "  accuracy: ")
+        if "kernels" in acc:
+            say(c, f"{acc['kernels']}", 4, "  kernels: ")
     t = Table(title="layer-wise decomposition Theta = sum_g Theta_g", title_justify="left")
     for col in ("#", "group", "role", "params", "trace\nshare", "top\neig.", "num.\nrank", "eff.\nrank"):
         t.add_column(col, justify="left" if col in ("group", "role") else "right", no_wrap=True)

@@ -1,0 +1,148 @@
+"""Whole commands as users run them (issue 15), each next to its baseline measured in the same run.
+
+    python benchmarks/bench_commands.py                    # all three targets, best of --repeats
+    python benchmarks/bench_commands.py --only ntk-exact   # one of: ntk-exact, ntk-topk, rank
+    python benchmarks/bench_commands.py --old-default      # also the old float64 default of ntk-topk (slow)
+
+Every command runs this checkout's code (``python -m inrdiag`` with PYTHONPATH) in a fresh process on
+``examples/checkpoints/relu_4x256.safetensors``; printed per line: best and median wall time over
+``--repeats``, the child's CPU time (user + sys: less sensitive to other jobs than the wall time),
+and the ratio against the baseline of the same run:
+
+- ``ntk MODEL`` (N = 4,096, exact, ``--dtype auto``) against ``--dtype float64`` (the old default:
+  every eigenvalue of Theta and of every group by float64 eigvalsh) and against a process that only
+  imports torch and the CLI (the floor of any command). Target: <= 5 s.
+- ``ntk MODEL --grid 256 --top-k 32`` (N = 65,536, Lanczos, ``--dtype auto``) against the solver
+  alone in this process (factors + dead-column drop + low-rank Lanczos, what ``bench_ntk.py --part topk``
+  times). Targets: <= 15 s and <= 1.3x the solver.
+- ``rank MODEL`` (256 x 256) against the import-only process. Target: <= 3 s.
+
+The load average is printed at the start and at the end; on a shared machine compare the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CKPT = ROOT / "examples" / "checkpoints" / "relu_4x256.safetensors"
+sys.path.insert(0, str(ROOT))  # this checkout's inrdiag, not an installed one
+
+
+def child_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def fresh(args: list[str], repeats: int) -> dict:
+    """Run ``python -m inrdiag ARGS`` (or ``python -c`` when args[0] == "-c") ``repeats`` times."""
+    cmd = [sys.executable, *(args if args[0] == "-c" else ["-m", "inrdiag", *args])]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    walls, cpus, out = [], [], ""
+    for _ in range(repeats):
+        c0, t0 = child_cpu(), time.perf_counter()
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, env=env).stdout
+        walls.append(time.perf_counter() - t0)
+        cpus.append(child_cpu() - c0)
+    return {"best": min(walls), "median": statistics.median(walls), "cpu": min(cpus), "out": out}
+
+
+def line(name: str, r: dict, base: dict | None = None, base_name: str = "") -> None:
+    ratio = f"; {r['best'] / base['best']:.2f}x {base_name}" if base else ""
+    print(f"{name}: best {r['best']:.2f} s, median {r['median']:.2f} s, CPU {r['cpu']:.2f} s{ratio}", flush=True)
+
+
+def solver_topk(repeats: int) -> float:
+    """The top-32 solver alone at N = 65,536, as bench_ntk.py --part topk times it (best of repeats)."""
+    import torch
+
+    import inrdiag
+    from inrdiag.adapter import as_adapter
+    from inrdiag.device import resolve_device
+    from inrdiag.fit import tune_malloc
+    from inrdiag.ntk import lanczos_topk, ntk_points
+    from inrdiag.ntk_factors import all_factors
+
+    tune_malloc()
+    dev = resolve_device("auto")  # what the command's --device auto picks (CUDA when there is one)
+    ad = as_adapter(inrdiag.load(CKPT))
+    m = ad.copy(dev, torch.float32)
+    for p in m.module.parameters():
+        p.requires_grad_(True)
+    _, x, _ = ntk_points(2, 256, None, 0, torch.float32, dev)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        comp = [f.compressed() for f in all_factors(m, x)]
+        trace = sum(float(f.diag().double().sum()) for f in comp)
+        lanczos_topk(comp, x.shape[0], 32, 1e-3, trace, dev, torch.float32, 4, 0, True)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--only", choices=["ntk-exact", "ntk-topk", "rank"], default=None)
+    ap.add_argument("--old-default", action="store_true", help="also time ntk-topk with --dtype float64")
+    a = ap.parse_args()
+    import torch
+
+    print(f"{os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"load average at the start {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
+    imp = fresh(["-c", "import torch, inrdiag.cli"], a.repeats)
+    line("import torch + inrdiag.cli only (floor of any command)", imp)
+    model = str(CKPT)
+    if a.only in (None, "ntk-exact"):
+        auto = fresh(["ntk", model, "--json"], a.repeats)
+        old = fresh(["ntk", model, "--json", "--dtype", "float64"], a.repeats)
+        line("ntk MODEL (N=4096, exact, --dtype auto)", auto, old, "the float64 run")
+        line("ntk MODEL --dtype float64 (old default)", old)
+        d, d64 = json.loads(auto["out"]), json.loads(old["out"])
+        print(f"  auto - import-only: {auto['best'] - imp['best']:.2f} s; seconds in the JSON: "
+              f"{ {k: round(v, 2) for k, v in d['seconds'].items()} } (float64: "
+              f"{ {k: round(v, 2) for k, v in d64['seconds'].items()} })")  # fmt: skip
+        ev, ev64 = d["eigenvalues"], d64["eigenvalues"]
+        diff = max(abs(x - y) for x, y in zip(ev, ev64)) / ev64[0]
+        print(f"  auto vs float64: max |lambda difference| / lambda_1 = {diff:.1e}; effective rank "
+              f"{d['effective_rank']:.4f} vs {d64['effective_rank']:.4f}; numerical rank {d['numerical_rank']} vs "
+              f"{d64['numerical_rank']}")  # fmt: skip
+        for g, g64 in zip(d["layers"], d64["layers"]):
+            b = g["effective_rank_bounds"]
+            bounds = f" in [{b[0]:.4f}, {b[1]:.4f}]" if b else ""
+            print(f"  {g['name']}: {g['spectrum']}; effective rank {g['effective_rank']:.4f}{bounds} (float64 "
+                  f"{g64['effective_rank']:.4f}); numerical rank {g['numerical_rank']} ({g64['numerical_rank']})")  # fmt: skip
+    if a.only in (None, "ntk-topk"):
+        cmd = ["ntk", model, "--grid", "256", "--top-k", "32", "--json"]
+        top = fresh(cmd, a.repeats)
+        solver = solver_topk(a.repeats)
+        print(f"solver alone in this process (factors + low-rank Lanczos, float32, best of {a.repeats}): "
+              f"{solver:.2f} s", flush=True)  # fmt: skip
+        line("ntk MODEL --grid 256 --top-k 32 (--dtype auto)", top, {"best": solver}, "the solver")
+        d = json.loads(top["out"])
+        print(f"  {d['precision']}; {d['accuracy']['products']} products; max relative error bound "
+              f"{d['accuracy']['max_relative_error_bound']:.2e}; seconds in the JSON: "
+              f"{ {k: round(v, 2) for k, v in d['seconds'].items()} }")  # fmt: skip
+        if a.old_default:
+            old = fresh([*cmd, "--dtype", "float64"], 1)
+            line("ntk MODEL --grid 256 --top-k 32 --dtype float64 (old default, 1 run)", old)
+            print(f"  auto is {old['best'] / top['best']:.2f}x faster than the old default")
+    if a.only in (None, "rank"):
+        rk = fresh(["rank", model, "--json"], a.repeats)
+        line("rank MODEL (256x256)", rk, imp, "the import-only process")
+        print(f"  rank - import-only: {rk['best'] - imp['best']:.2f} s")
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
