@@ -67,7 +67,7 @@ def solver_topk(repeats: int) -> float:
     import inrdiag
     from inrdiag.adapter import as_adapter
     from inrdiag.device import resolve_device
-    from inrdiag.fit import tune_malloc
+    from inrdiag.fitting import tune_malloc
     from inrdiag.ntk import lanczos_topk, ntk_points
     from inrdiag.ntk_factors import all_factors
 
