@@ -174,6 +174,25 @@ def atomic_dir(folder: str | os.PathLike, names: Iterable[str], force: bool = Fa
 
 
 def _swap_in(tmp: Path, d: Path, names: list[str], force: bool, inputs: list) -> None:
+    """Swap ``tmp`` in as ``d``, with an advisory lock on the parent folder held for the swap: two runs
+    writing the same folder at once (threads or processes on this machine) then swap one after the other
+    instead of racing between their renames (measured: 4 threads x 10 saves raced to ENOTEMPTY)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: the retry loop alone
+        fcntl = None
+    fd = os.open(_folder(d), os.O_RDONLY) if fcntl is not None else None
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        _swap_in_locked(tmp, d, names, force, inputs)
+    finally:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def _swap_in_locked(tmp: Path, d: Path, names: list[str], force: bool, inputs: list) -> None:
     for _ in range(8):  # another run may swap its folder in between our steps: check again and retry
         if not d.exists():
             try:

@@ -65,6 +65,10 @@ def test_recipe_runs_as_written(tmp_path):
     # pip itself from this interpreter, targeting the venv (no network needed to seed pip)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env.update(PATH=f"{env_dir / 'bin'}:{env['PATH']}", VIRTUAL_ENV=str(env_dir), PIP_DISABLE_PIP_VERSION_CHECK="1")
+    # The venv sees this machine's packages (no torch download); where inrdiag itself is installed here
+    # too (CI's README step installs it), pip would call the recipe's wheel "already satisfied". A runner
+    # has no inrdiag: install the recipe's packages into the venv regardless, their dependencies from here.
+    env.update(PIP_IGNORE_INSTALLED="1", PIP_NO_DEPS="1")
     shim = env_dir / "bin" / "pip"
     shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m pip --python {vpy} "$@"\n')
     shim.chmod(0o755)
