@@ -181,8 +181,15 @@ def train_sae(X, cfg: SAEConfig, device=None, progress: Progress | None = None):
     """Train an SAE on the rows of ``X`` (N x d; float32 copy on ``device``). Returns (sae, losses)."""
     import torch
 
+    if not isinstance(cfg, SAEConfig):
+        raise SAEError(f"cfg must be an SAEConfig, got {type(cfg).__name__}")
     cfg.validate()
+    if not isinstance(X, torch.Tensor) or X.dim() != 2 or not (X.is_floating_point() or X.is_complex()):
+        what = f"a {X.dim()}-D {X.dtype} tensor" if isinstance(X, torch.Tensor) else type(X).__name__
+        raise SAEError(f"X must be the layer's activations as a 2-D float tensor (N x d), got {what}")
     n, d = X.shape
+    if n < 1 or d < 1:
+        raise SAEError(f"X must hold at least one point and one unit, got shape {list(X.shape)}")
     _memory_check(n, d, cfg)
     dev = X.device if device is None else device
     X = X.detach().to(device=dev, dtype=torch.float32)

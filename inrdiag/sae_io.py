@@ -21,6 +21,7 @@ What SAELens 6 does, and so what these functions match (read from its source, ``
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,8 @@ def load_sae(folder):
     import torch
     from safetensors.torch import load_file
 
+    if not isinstance(folder, (str, os.PathLike)):
+        raise SAEError(f"load_sae needs a folder path (str or PathLike), got {type(folder).__name__}")
     d = Path(folder)
     if not d.is_dir():
         raise SAEError(f"--sae {d}: not a folder (expected {WEIGHTS_FILE} + {CFG_FILE})")

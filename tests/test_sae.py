@@ -226,3 +226,18 @@ def test_memory_refusal():
     X = torch.rand(10, 4)
     with pytest.raises(Exception, match="GiB"):
         train_sae(X, SAEConfig(atoms=2**31, k=1, steps=1))
+
+
+def test_python_api_bad_arguments_are_sae_errors():
+    """Issue 11 item 4: train_sae / load_sae with None, empty or wrong-typed inputs raise SAEError."""
+    from inrdiag.sae import SAEConfig, SAEError, train_sae
+    from inrdiag.sae_io import load_sae
+
+    cfg = SAEConfig(atoms=8, k=2, steps=2)
+    for bad in (None, torch.zeros(0, 8), torch.zeros(4), torch.zeros(3, 4, dtype=torch.int64)):
+        with pytest.raises(SAEError):
+            train_sae(bad, cfg, torch.device("cpu"))
+    with pytest.raises(SAEError, match="SAEConfig"):
+        train_sae(torch.zeros(4, 8), {"atoms": 8}, torch.device("cpu"))
+    with pytest.raises(SAEError, match="folder path"):
+        load_sae(None)
