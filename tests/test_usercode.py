@@ -190,22 +190,23 @@ SKIP = textwrap.dedent(
 )
 
 
+def _nerf(tmp_path):
+    """The NerfMLP class, written to tmp_path/nerf.py and imported the way --model-code imports it."""
+    from inrdiag.usercode import resolve_callable
+
+    (tmp_path / "nerf.py").write_text(SKIP)
+    return resolve_callable(ModelCode(f"{tmp_path}/nerf.py:NerfMLP"))
+
+
 def test_every_diagnostic_runs_on_the_users_module(tmp_path, cli):
     """A skip-connection MLP no key layout describes: through --model-code, rank/ntk/check give the same
     numbers as the Python API on the module itself."""
     import json
-    import sys
 
     import inrdiag
 
-    (tmp_path / "nerf.py").write_text(SKIP)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        import nerf
-    finally:
-        sys.path.remove(str(tmp_path))
     torch.manual_seed(3)
-    module = nerf.NerfMLP().eval()
+    module = _nerf(tmp_path)().eval()
     path = tmp_path / "nerf.pth"
     torch.save(module.state_dict(), path)
     code = ["--model-code", f"{tmp_path}/nerf.py:NerfMLP", "--in-features", "2"]
@@ -241,19 +242,12 @@ def test_every_diagnostic_runs_on_the_users_module(tmp_path, cli):
 
 
 def test_reinit_with_model_code_changes_only_the_first_linear(tmp_path, cli):
-    import sys
 
     import inrdiag
     from inrdiag.inits import rank_expand_points, rank_expand_weights
 
-    (tmp_path / "nerf.py").write_text(SKIP)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        import nerf
-    finally:
-        sys.path.remove(str(tmp_path))
     torch.manual_seed(4)
-    module = nerf.NerfMLP().eval()
+    module = _nerf(tmp_path)().eval()
     src = tmp_path / "nerf.pth"
     torch.save({"model_state": module.state_dict()}, src)
     out = tmp_path / "re.safetensors"
