@@ -63,9 +63,9 @@ def rank(
     reports = []
     for path in paths:
         loaded = load_model(path, loading)
-        d = loaded.spec.in_features if hasattr(loaded, "spec") else as_adapter(loaded).in_features
-        shape = grid if grid is not None else grid_from_provenance(getattr(loaded, "provenance", None), d)
-        reports.append(rank_report(loaded, grid=shape, tol=tol, device=device))
+        ad = as_adapter(loaded)  # built once: its d picks the grid, and the report runs on it
+        shape = grid if grid is not None else grid_from_provenance(getattr(loaded, "provenance", None), ad.in_features)
+        reports.append(rank_report(ad, grid=shape, tol=tol, device=device))
     rows = [row for path, rep in zip(paths, reports) for row in rank_rows(rep, path)]
     if csv:
         write_csv(rows, csv, force)

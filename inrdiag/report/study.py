@@ -102,12 +102,17 @@ def render_compare_study(rep, saved: dict[str, str] | None = None) -> None:
     c.print(f"[dim]std with n-1; CIs Student t (95%); p two-sided; a signal's value is the mean over its "
             f"{len(rep.seeds)} seed(s); 'all runs' treats runs of one signal as independent (reference only); "
             "W/T/L: signals won, tied, lost against the baseline; inlet rank at init, mean over runs[/dim]")  # fmt: skip
+    _footer(c, rep, "compare", saved)
+
+
+def _footer(c, rep, command: str, saved) -> None:
+    """The lines under a study's tables: where its run folder is, what was written, the notes."""
     if rep.run_dir:
-        c.print(f"run folder: {rep.run_dir} (report again: inrdiag compare --from {rep.run_dir})")
+        c.print(f"run folder: {rep.run_dir} (report again: inrdiag {command} --from {rep.run_dir})")
     for what, path in (saved or {}).items():
         c.print(f"wrote {what}: {path}")
-    for n in rep.notes:
-        c.print(f"note: {n}")
+    for note in rep.notes:
+        c.print(f"note: {note}")
 
 
 def plot_compare_study(rep, path: str, force: bool = False) -> None:
@@ -178,12 +183,7 @@ def render_freeze_study(rep, saved: dict[str, str] | None = None) -> None:
     c.print(t)
     c.print(f"k* equals the measured best k in {rep.agree} of {rep.jobs} (split, seed) jobs; 'best k' is chosen on "
             "the same images it is scored on (optimistic)")  # fmt: skip
-    if rep.run_dir:
-        c.print(f"run folder: {rep.run_dir} (report again: inrdiag freeze-sweep --from {rep.run_dir})")
-    for what, path in (saved or {}).items():
-        c.print(f"wrote {what}: {path}")
-    for note in rep.notes:
-        c.print(f"note: {note}")
+    _footer(c, rep, "freeze-sweep", saved)
 
 
 def plot_freeze_study(rep, path: str, force: bool = False) -> None:
