@@ -65,11 +65,10 @@ def solver_topk(repeats: int) -> float:
     import torch
 
     import inrdiag
-    from inrdiag.adapter import as_adapter
-    from inrdiag.device import resolve_device
-    from inrdiag.fitting import tune_malloc
-    from inrdiag.ntk import lanczos_topk, ntk_points
-    from inrdiag.ntk_factors import all_factors
+    from inrdiag.device import resolve_device, tune_malloc
+    from inrdiag.models.adapter import as_adapter
+    from inrdiag.ntk.factors import all_factors
+    from inrdiag.ntk.kernel import lanczos_topk, ntk_points
 
     tune_malloc()
     dev = resolve_device("auto")  # what the command's --device auto picks (CUDA when there is one)

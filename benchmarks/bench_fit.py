@@ -4,7 +4,7 @@
 
 Everything runs in one process, variants interleaved over ``--rounds`` rounds (best round kept),
 so the ratios hold even on a shared machine. glibc malloc tuning is process-wide and cannot be
-undone, so the untuned variants all run first, then ``inrdiag.fitting.tune_malloc()``, then the tuned.
+undone, so the untuned variants all run first, then ``inrdiag.device.tune_malloc()``, then the tuned.
 
 Floor: one step costs about 6 N P flops (forward 2NP, backward 4NP; N points, P parameters); the
 floor divides that by a GEMM throughput measured here on the same shapes (N x width @ width x width).
@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from inrdiag.fitting import FitConfig, fit, tune_malloc
-from inrdiag.targets import load_target
+from inrdiag.fitting.loop import FitConfig, fit, tune_malloc
+from inrdiag.fitting.targets import load_target
 
 ROOT = Path(__file__).resolve().parents[1]
 

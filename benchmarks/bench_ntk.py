@@ -21,9 +21,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's inrdiag, not an installed one
 
 from inrdiag import ArchSpec, CoordMLP, make_grid
-from inrdiag.fitting import tune_malloc
-from inrdiag.ntk import lanczos_topk
-from inrdiag.ntk_factors import layer_factors, matmul_sum
+from inrdiag.device import tune_malloc
+from inrdiag.ntk.factors import layer_factors, matmul_sum
+from inrdiag.ntk.kernel import lanczos_topk
 
 
 def model_4x256(dtype):

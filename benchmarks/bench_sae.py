@@ -25,12 +25,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from inrdiag.checkpoints.load import load  # noqa: E402
+from inrdiag.fitting.targets import load_target, match_channels  # noqa: E402
 from inrdiag.grid import make_grid  # noqa: E402
-from inrdiag.inits import build_model  # noqa: E402
-from inrdiag.loader import load  # noqa: E402
-from inrdiag.sae import SAEConfig, encode_all, train_sae  # noqa: E402
-from inrdiag.sae_analysis import Scorer, ablate_atoms, layer_activations, splice_forward  # noqa: E402
-from inrdiag.targets import load_target, match_channels  # noqa: E402
+from inrdiag.models.inits import build_model  # noqa: E402
+from inrdiag.sae.analysis import Scorer, ablate_atoms, layer_activations, splice_forward  # noqa: E402
+from inrdiag.sae.model import SAEConfig, encode_all, train_sae  # noqa: E402
 
 
 def main() -> None:

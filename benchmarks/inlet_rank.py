@@ -14,8 +14,8 @@ import math
 
 import torch
 
-from inrdiag.fitting import layer_ranks
-from inrdiag.inits import SCHEMES, build_model, rank_expand_points, rank_expand_weights
+from inrdiag.models.inits import SCHEMES, build_model, rank_expand_points, rank_expand_weights
+from inrdiag.spectra import layer_ranks
 
 
 def variant(width: int, scale: float = 1.0, eps: float = 0.01, centres: bool = False):

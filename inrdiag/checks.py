@@ -105,7 +105,7 @@ def default_policy(start: str | Path | None = None) -> CheckPolicy:
 def read_policy(path: str | Path) -> CheckPolicy:
     """Thresholds from a policy file: a ``pyproject.toml``'s ``[tool.inrdiag.check]``, a TOML/JSON ``check``
     table, or a flat table of ``POLICY_KEYS``. Keys may be spelt with ``-`` or ``_`` (not both for one key)."""
-    from .io import user_path
+    from .files import user_path
 
     p = user_path(path, "policy file")
     if not p.is_file():
@@ -225,7 +225,7 @@ def run_checks(loaded, policy: CheckPolicy, device: str = "auto", in_features: i
 
     The inlet is the first layer with a representation; hidden-to-hidden weights are all linear layers
     but the first and the last called."""
-    from .adapter import as_adapter
+    from .models.adapter import as_adapter
     from .spectra import DEFAULT_TOL, rank_report
 
     rows: list[CheckRow] = []

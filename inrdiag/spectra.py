@@ -9,6 +9,7 @@ every statistic below uses thresholds far above it.)
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -166,7 +167,7 @@ def gram_spectra(model, shape: tuple[int, ...], device=None, chunk: int = CHUNK,
     """
     import torch
 
-    from .adapter import as_adapter
+    from .models.adapter import as_adapter
 
     ad = as_adapter(model, in_features=in_features)
     grid = make_grid(shape, dtype=torch.float64, device=device)
@@ -199,7 +200,7 @@ def rank_report(
     """Per-layer weight stable ranks and representation spectra of ``model`` on a coordinate grid.
 
     ``model``: a CoordMLP, any ``nn.Module`` mapping (N, d) coordinates to (N, C), an ``inrdiag.Loaded``
-    or a ``ModuleAdapter`` (see ``inrdiag.adapter``); ``in_features`` is d when the module cannot tell.
+    or a ``ModuleAdapter`` (see ``inrdiag.models.adapter``); ``in_features`` is d when the module cannot tell.
     ``grid`` is the number of points per axis (default 256 in 2-D, 48 in 3-D). ``shared_layers``
     limits the freeze-depth candidates to a cohort's shared encoder (a Loaded cohort gives its own).
     Every linear layer gets its weight stable rank; every layer with a representation (the input of
@@ -209,9 +210,9 @@ def rank_report(
     """
     import torch
 
-    from .adapter import as_adapter
     from .device import resolve_device
-    from .spec import RELU_LIKE
+    from .models.adapter import as_adapter
+    from .models.spec import RELU_LIKE
 
     if not (0 < tol < 1):
         raise InrdiagError(f"--tol must be in (0, 1), got {tol}")
@@ -262,3 +263,20 @@ def rank_report(
         layers=layers, freeze_candidates=candidates, recommended_freeze_depth=recommend_freeze_depth(srs, candidates),
         device=str(dev), notes=notes,
     )  # fmt: skip
+
+
+def layer_ranks(model, shape: tuple[int, ...], tol: float = DEFAULT_TOL, device=None) -> list:
+    """SpectrumStats of every hidden layer's Z_k on the grid of ``shape`` (float64, eval mode); ``model``
+    is a CoordMLP or any module mapping ``len(shape)`` coordinates to outputs."""
+    import torch
+
+    from .models.adapter import cast_module
+
+    m64 = cast_module(copy.deepcopy(model), device, torch.float64).eval()
+    grams, alive = gram_spectra(m64, shape, device, in_features=len(shape))
+    n = math.prod(shape)
+    out = []
+    for g, a in zip(grams, alive):
+        s = torch.linalg.eigvalsh(g).clamp_min(0).sqrt().flip(0)
+        out.append(spectrum_stats(s.tolist(), min(n, g.shape[0]), tol, int((~a).sum())))
+    return out

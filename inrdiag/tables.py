@@ -86,7 +86,7 @@ def csv_text(rows: list[dict[str, Any]], columns: tuple[str, ...] = RANK_COLUMNS
 def write_csv(rows: list[dict[str, Any]], path: str | os.PathLike, force: bool = False,
               columns: tuple[str, ...] = RANK_COLUMNS) -> Path:  # fmt: skip
     """Write the rows as CSV, atomically (refuses to overwrite unless ``force``)."""
-    from .io import atomic_write
+    from .files import atomic_write
 
     text = csv_text(rows, columns)
 

@@ -20,10 +20,10 @@ from torch.func import functional_call, jacrev, vmap
 import inrdiag
 from inrdiag import CheckPolicy, ModuleAdapter, as_adapter, make_grid, rank_report, run_checks
 from inrdiag.errors import InrdiagError, ModuleError
-from inrdiag.ntk import ntk_report
-from inrdiag.ntk_factors import kernel_sum, layer_factors, linear_factors
-from inrdiag.sae import SAEConfig, encode_all, train_sae
-from inrdiag.sae_analysis import Scorer, ablate_atoms, analyse, layer_activations, splice_forward
+from inrdiag.ntk.factors import kernel_sum, layer_factors, linear_factors
+from inrdiag.ntk.kernel import ntk_report
+from inrdiag.sae.analysis import Scorer, ablate_atoms, analyse, layer_activations, splice_forward
+from inrdiag.sae.model import SAEConfig, encode_all, train_sae
 from inrdiag.spectra import gram_spectra
 
 #: Relative tolerances by dtype (one table, as neural-tangents keeps): the NTK against the Jacobian
@@ -432,7 +432,7 @@ def _old_linear_factors(model, x):
 @pytest.mark.parametrize("arch", [dict(activation="relu", out_features=3), dict(activation="sine", batchnorm=[1]),
                                   dict(activation="relu", encoding="fourier", fourier_features=4)])  # fmt: skip
 def test_coord_mlp_through_the_adapter_is_bit_identical(arch):
-    from inrdiag.cohort import encoder_features, head_forward
+    from inrdiag.cohort.train import encoder_features, head_forward
 
     model = tiny_model(**arch)
     x = make_grid((6, 5), dtype=torch.float64)
@@ -596,7 +596,7 @@ def test_analyse_on_a_skip_connection_mlp():
             g[:, j] = 0
             want = scorer.metric(scorer.point_stats(splice_forward(ad, 1, sae.decode(g), x)).sum(0))
             assert drop == pytest.approx(0.0 if want == base else base - want, rel=1e-9, abs=1e-12)
-    from inrdiag.sae import SAEError
+    from inrdiag.sae.model import SAEError
 
     with pytest.raises(SAEError, match="no representation"):
         analyse(as_adapter(build("twice")), 1, x, y[:, :1], "image", cfg)
@@ -624,7 +624,7 @@ def test_run_checks_on_a_plain_module():
 def test_coord_mlp_fast_path_keeps_the_output_activation(out_activation):
     """The CoordMLP suffix passes (SAE splice and ablations) end with the output activation, as forward does."""
     from inrdiag import ArchSpec, CoordMLP
-    from inrdiag.adapter import as_adapter
+    from inrdiag.models.adapter import as_adapter
 
     torch.manual_seed(0)
     spec = ArchSpec(in_features=2, out_features=2, hidden=[8, 8], activation="sine", w0=30.0, w0_hidden=30.0,

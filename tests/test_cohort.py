@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import inrdiag
-from inrdiag.cohort import (
+from inrdiag.cohort.freeze import fit_from_encoder, freeze_sweep
+from inrdiag.cohort.train import (
     CohortError,
     CohortRecipe,
     build_cohort,
@@ -21,7 +22,6 @@ from inrdiag.cohort import (
     save_cohort,
     train_cohort,
 )
-from inrdiag.freeze import fit_from_encoder, freeze_sweep
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ def test_sample_data_regenerates(tmp_path):
 
 
 def test_shipped_data_loads_as_targets():
-    from inrdiag.targets import load_target
+    from inrdiag.fitting.targets import load_target
 
     for path in sorted((ROOT / "examples").glob("images/*.png")):
         t = load_target(path)

@@ -11,8 +11,8 @@ import torch
 
 from inrdiag import compare
 from inrdiag.errors import InrdiagError
-from inrdiag.fitting import FitConfig, fit, holdout_mask, predict
-from inrdiag.targets import load_target
+from inrdiag.fitting.loop import FitConfig, fit, holdout_mask, predict
+from inrdiag.fitting.targets import load_target
 
 
 @pytest.fixture

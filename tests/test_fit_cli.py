@@ -117,7 +117,7 @@ def test_bad_targets(cli, tmp_path, make, msg):
 
 
 def test_enormous_image_refused_with_estimate(cli, image, monkeypatch):
-    monkeypatch.setattr("inrdiag.targets.MAX_POINTS", 100)
+    monkeypatch.setattr("inrdiag.fitting.targets.MAX_POINTS", 100)
     r = cli("fit", image, *FAST)
     assert r.code == 2 and "GiB" in r.err and "--size" in r.err
 

@@ -29,7 +29,7 @@ def test_fit_is_callable_after_its_module_is_imported():
     code = (
         "import inrdiag, inspect\n"
         "inrdiag.FitConfig\n"
-        "import inrdiag.fitting\n"
+        "import inrdiag.fitting.loop\n"
         "print(inspect.isfunction(inrdiag.fit), inspect.isfunction(inrdiag.fit))"
     )
     assert _py(code).split() == ["True", "True"]
@@ -73,7 +73,7 @@ def test_every_exception_class_has_its_exit_code(cli, model_file, monkeypatch, e
     def boom(*a, **k):
         raise exc
 
-    monkeypatch.setattr("inrdiag.cli.core.load_model", boom)
+    monkeypatch.setattr("inrdiag.cli.diagnose.load_model", boom)
     r = cli("info", model_file)
     assert r.code == code and text in r.err, (r.code, r.err)
     _one_line(r)
@@ -94,7 +94,7 @@ def test_debug_prints_the_traceback_of_internal_errors(cli, model_file, monkeypa
     def boom(*a, **k):
         raise ZeroDivisionError("x")
 
-    monkeypatch.setattr("inrdiag.cli.core.load_model", boom)
+    monkeypatch.setattr("inrdiag.cli.diagnose.load_model", boom)
     monkeypatch.setenv("INRDIAG_DEBUG", "1")
     r = cli("info", model_file)
     assert r.code == 70 and "Traceback" in r.err and r.err.splitlines()[-1].startswith("error: internal error")
@@ -174,8 +174,8 @@ def test_other_commands_never_write_onto_an_input(cli, model_file, image, tmp_pa
 
 
 def test_sae_output_folder_is_not_its_input_folder(cli, tmp_path):
-    from inrdiag.sae import SAEConfig, make_sae
-    from inrdiag.sae_io import save_sae
+    from inrdiag.sae.model import SAEConfig, make_sae
+    from inrdiag.sae.saelens import save_sae
 
     mf = tmp_path / "m.safetensors"
     inrdiag.save(tiny_model(dtype=torch.float32, hidden=(8, 8)), mf)
@@ -223,7 +223,7 @@ def test_library_errors_do_not_only_say_pass_force(tmp_path):
 
 def test_atomic_write_interrupted_keeps_the_earlier_file(tmp_path):
     from inrdiag.cli import Interrupted
-    from inrdiag.io import atomic_write
+    from inrdiag.files import atomic_write
 
     p = tmp_path / "out.bin"
     p.write_bytes(b"earlier")
@@ -239,7 +239,7 @@ def test_atomic_write_interrupted_keeps_the_earlier_file(tmp_path):
 
 def test_atomic_dir_replaces_the_folder_as_a_whole(tmp_path):
     from inrdiag.errors import InrdiagError, OutputExistsError
-    from inrdiag.io import atomic_dir
+    from inrdiag.files import atomic_dir
 
     d = tmp_path / "sae"
     names = ["a.bin", "b.json"]
@@ -274,8 +274,8 @@ def test_concurrent_sae_saves_never_mix_their_files(tmp_path):
     """Issue 11 item 3: two `save_sae(..., force=True)` at once left one run's cfg.json beside the other's weights."""
     import threading
 
-    from inrdiag.sae import SAEConfig, make_sae
-    from inrdiag.sae_io import load_sae, save_sae
+    from inrdiag.sae.model import SAEConfig, make_sae
+    from inrdiag.sae.saelens import load_sae, save_sae
 
     d = tmp_path / "s"
     saes = [make_sae(4, 8, "topk", k) for k in (1, 2, 3, 4)]
@@ -448,7 +448,9 @@ def test_top_seed_differs_from_seed_zero():
 # ---------------------------------------------------------------- memory before allocation
 def test_huge_width_refused_before_building(cli, image, monkeypatch):
     """Issue 11 item 3b: `fit --width 1000000000` was OOM-killed after 50 s."""
-    monkeypatch.setattr("inrdiag.model.CoordMLP.__init__", lambda *a, **k: pytest.fail("built before the estimate"))
+    monkeypatch.setattr(
+        "inrdiag.models.mlp.CoordMLP.__init__", lambda *a, **k: pytest.fail("built before the estimate")
+    )
     t0 = time.perf_counter()
     for args in (("--width", "1000000000"), ("--width", "1000000000", "--depth", "1"), ("--depth", "100000000")):
         r = cli("fit", image, "--device", "cpu", *args)
@@ -533,7 +535,7 @@ def _saved(model) -> Path:
 @pytest.mark.parametrize("bad", [None, 3, b"x.bin", ""])
 def test_io_helpers_validate_paths(tmp_path, bad):
     from inrdiag.errors import InrdiagError
-    from inrdiag.io import atomic_write, check_writable
+    from inrdiag.files import atomic_write, check_writable
 
     with pytest.raises(InrdiagError, match="path"):
         check_writable(bad)

@@ -9,8 +9,7 @@ import torch
 from conftest import tiny_model
 
 from inrdiag.errors import InrdiagError
-from inrdiag.fitting import layer_ranks
-from inrdiag.inits import (
+from inrdiag.models.inits import (
     FF_SIGMA,
     SCHEMES,
     build_model,
@@ -20,6 +19,7 @@ from inrdiag.inits import (
     reinit_inlet,
     siren_bounds,
 )
+from inrdiag.spectra import layer_ranks
 
 
 def test_rank_expand_grid_exact_when_width_is_p_squared():

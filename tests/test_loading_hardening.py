@@ -118,7 +118,7 @@ def test_top_level_metadata_schema(tmp_path, cli, top, msg):
 
 
 def test_cohort_loader_sees_validated_metadata(tmp_path):
-    from inrdiag.cohort import load_cohort
+    from inrdiag.cohort.train import load_cohort
 
     write_meta(tmp_path / "m.safetensors", cohort={"heads": 2, "shared_layers": 7})
     with pytest.raises(CheckpointError, match="shared_layers"):
@@ -184,7 +184,7 @@ def test_other_dtypes_refused(tmp_path, cli, dtype, msg):
 # ------------------------------------------------------------------ info defects (issue 10, point 7)
 def test_info_wrapper_prefix_not_listed_unused(tmp_path):
     """A top-level 'model.' that is just a module name: nothing is 'outside' it."""
-    from inrdiag.checkpoint import read_checkpoint
+    from inrdiag.checkpoints.read import read_checkpoint
 
     sd = {"model.0.weight": torch.zeros(8, 2), "model.2.weight": torch.zeros(1, 8), "head.weight": torch.zeros(3, 3)}
     torch.save(sd, tmp_path / "m.pt")
@@ -287,7 +287,7 @@ def test_ambiguous_is_a_checkpoint_error():
 def test_too_many_tensors_refused_from_the_index(tmp_path, cli, monkeypatch, suffix):
     """A million tiny tensors took 52-97 s in info: the count is read from the zip directory / the
     safetensors header size before anything is unpickled (a million: refused in well under a second)."""
-    import inrdiag.checkpoint as ck
+    import inrdiag.checkpoints.read as ck
 
     monkeypatch.setattr(ck, "MAX_TENSORS", 50)
     monkeypatch.setattr(ck, "MAX_HEADER_BYTES", 2000)
@@ -311,6 +311,6 @@ def test_safetensors_header_length_starting_with_pickle_byte(tmp_path):
             break
         del sd[f"pad{'x' * extra}"]
     assert struct.unpack("<Q", (tmp_path / "h.safetensors").read_bytes()[:8])[0] % 256 == 0x80
-    from inrdiag.checkpoint import read_checkpoint
+    from inrdiag.checkpoints.read import read_checkpoint
 
     assert read_checkpoint(tmp_path / "h.safetensors").file_format == "safetensors"

@@ -9,9 +9,9 @@ from torch.func import functional_call, jacrev, vmap
 
 from inrdiag import make_grid
 from inrdiag.errors import InrdiagError
-from inrdiag.ntk import ntk_report
-from inrdiag.ntk_eig import topk_eigh
-from inrdiag.ntk_factors import all_factors, kernel_sum, matmul_sum
+from inrdiag.ntk.eigen import topk_eigh
+from inrdiag.ntk.factors import all_factors, kernel_sum, matmul_sum
+from inrdiag.ntk.kernel import ntk_report
 
 ARCHS = {
     "relu": dict(activation="relu"),
@@ -143,7 +143,7 @@ def test_nan_output_is_an_error():
 
 
 def test_alignment_and_linearised_prediction():
-    from inrdiag.ntk_target import alignment, target_ntk
+    from inrdiag.ntk.target import alignment, target_ntk
 
     model = tiny_model(hidden=(32, 32))
     rep = ntk_report(model, grid=10, method="exact", top_k=100, vectors=True)
@@ -165,7 +165,7 @@ def test_alignment_and_linearised_prediction():
 
 def test_lowrank_factor_bound_holds():
     """The compressed kernel is within the reported spectral-norm bound, which is within budget."""
-    from inrdiag.ntk_factors import Factor
+    from inrdiag.ntk.factors import Factor
 
     g = torch.Generator().manual_seed(3)
     n, pa, pd = 300, 24, 20
@@ -203,7 +203,7 @@ def test_effective_rank_bounds_contain_the_truth():
     """Upper bound from interlacing alone (any theta_i <= lambda_i); lower bound with the residual caps."""
     import math
 
-    from inrdiag.ntk_eig import effective_rank_bounds
+    from inrdiag.ntk.eigen import effective_rank_bounds
 
     g = torch.Generator().manual_seed(1)
     n = 400

@@ -110,8 +110,8 @@ def test_ntk_target_leaves_model_alone_and_expands_gray(cli, tmp_path):
     import numpy as np
     from imageio.v3 import imwrite
 
-    from inrdiag.ntk import ntk_report
-    from inrdiag.ntk_target import target_ntk
+    from inrdiag.ntk.kernel import ntk_report
+    from inrdiag.ntk.target import target_ntk
 
     model = tiny_model(dtype=torch.float32).train()
     rep = ntk_report(model, grid=6, dtype="float64", vectors=True)

@@ -10,9 +10,9 @@ import torch
 from conftest import tiny_model
 
 from inrdiag.grid import make_grid
-from inrdiag.sae import SAEConfig, SAEError, encode_all, make_sae, train_sae
-from inrdiag.sae_analysis import Scorer, ablate_atoms, analyse, atom_stats, layer_activations, splice_forward
-from inrdiag.sae_io import load_sae, save_sae
+from inrdiag.sae.analysis import Scorer, ablate_atoms, analyse, atom_stats, layer_activations, splice_forward
+from inrdiag.sae.model import SAEConfig, SAEError, encode_all, make_sae, train_sae
+from inrdiag.sae.saelens import load_sae, save_sae
 
 ARCHS = [
     dict(activation="relu"),
@@ -152,7 +152,7 @@ def test_atom_stats_coverage_and_spread():
     with torch.no_grad():
         sae.W_dec.copy_(torch.eye(2))
     st = atom_stats(
-        __import__("inrdiag.sae", fromlist=["Codes"]).Codes(rows, atoms, torch.ones(101), None), sae, coords
+        __import__("inrdiag.sae.model", fromlist=["Codes"]).Codes(rows, atoms, torch.ones(101), None), sae, coords
     )
     assert st.coverage.tolist() == [0.01, 1.0]
     assert st.spread[0] == 0.0 and st.spread[1] == pytest.approx(1.0)
@@ -230,8 +230,8 @@ def test_memory_refusal():
 
 def test_python_api_bad_arguments_are_sae_errors():
     """Issue 11 item 4: train_sae / load_sae with None, empty or wrong-typed inputs raise SAEError."""
-    from inrdiag.sae import SAEConfig, SAEError, train_sae
-    from inrdiag.sae_io import load_sae
+    from inrdiag.sae.model import SAEConfig, SAEError, train_sae
+    from inrdiag.sae.saelens import load_sae
 
     cfg = SAEConfig(atoms=8, k=2, steps=2)
     for bad in (None, torch.zeros(0, 8), torch.zeros(4), torch.zeros(3, 4, dtype=torch.int64)):

@@ -46,9 +46,9 @@ def test_sae_on_fitted_model(cli, fitted, tmp_path):
     assert 5 < m["model"] < 60 and m["spliced"] != m["model"]
     worst = d["ablation"]["most_harmful"][0]
     assert worst["drop"] > 0
-    from inrdiag.sae_analysis import layer_activations, splice_forward
-    from inrdiag.sae_io import load_sae
-    from inrdiag.targets import load_target, psnr
+    from inrdiag.fitting.targets import load_target, psnr
+    from inrdiag.sae.analysis import layer_activations, splice_forward
+    from inrdiag.sae.saelens import load_sae
 
     model = inrdiag.load(fitted).model
     sae, _ = load_sae(out)
@@ -193,7 +193,7 @@ def test_cli_defaults_are_the_library_defaults():
     import inspect
 
     from inrdiag.cli.sae import sae_cmd
-    from inrdiag.sae import SAEConfig
+    from inrdiag.sae.model import SAEConfig
 
     params = inspect.signature(sae_cmd).parameters
     lib = SAEConfig()

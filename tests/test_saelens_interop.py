@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from inrdiag.sae import SAEConfig, SAEError, make_sae
-from inrdiag.sae_io import SAELENS_FORMAT_VERSION, load_sae, sae_file_info, save_sae
+from inrdiag.sae.model import SAEConfig, SAEError, make_sae
+from inrdiag.sae.saelens import SAELENS_FORMAT_VERSION, load_sae, sae_file_info, save_sae
 
 D_IN, D_SAE = 12, 40
 
@@ -192,7 +192,7 @@ def test_cli_shows_the_files_own_settings(cli, tmp_path):
     inrdiag's training defaults."""
     from conftest import tiny_model
 
-    from inrdiag.checkpoint import save
+    from inrdiag.checkpoints.save import save
 
     model = tiny_model(hidden=(D_IN, D_IN), dtype=torch.float32)
     ck = tmp_path / "m.safetensors"

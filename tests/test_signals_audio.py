@@ -11,9 +11,9 @@ import torch
 
 sf = pytest.importorskip("soundfile")
 
+from inrdiag.fitting.targets import load_target  # noqa: E402
 from inrdiag.signals.errors import AudioError  # noqa: E402
 from inrdiag.signals.kinds import metric, psnr, snr  # noqa: E402
-from inrdiag.targets import load_target  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +72,7 @@ def test_bad_audio_is_refused(tmp_path, cli):
 
 
 def test_header_size_refused_before_decoding(tmp_path, monkeypatch):
-    import inrdiag.targets as targets
+    import inrdiag.fitting.targets as targets
 
     tone(tmp_path / "a.wav")
     monkeypatch.setattr(targets, "MAX_POINTS", 100)
@@ -82,7 +82,7 @@ def test_header_size_refused_before_decoding(tmp_path, monkeypatch):
 
 
 def test_siren_audio_preset_is_sirens_recipe():
-    from inrdiag.inits import build_model
+    from inrdiag.models.inits import build_model
 
     m = build_model("siren-audio", 1, 1, 4, 32, seed=0)
     assert m.spec.activation == "sine" and m.spec.w0 == 3000 and m.spec.w0_hidden == 30

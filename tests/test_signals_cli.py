@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_ntk_target_on_a_mesh_and_on_audio(tmp_path, cli):
     pytest.importorskip("trimesh")
     pytest.importorskip("soundfile")
-    from inrdiag.inits import build_model
+    from inrdiag.models.inits import build_model
 
     m3 = tmp_path / "m3.safetensors"
     inrdiag.save(build_model("default", 3, 1, 2, 16, 0), m3)
@@ -33,7 +33,7 @@ def test_ntk_target_on_a_mesh_and_on_audio(tmp_path, cli):
 
 
 def test_sae_scorer_kinds():
-    from inrdiag.sae_analysis import Scorer
+    from inrdiag.sae.analysis import Scorer
 
     y = torch.tensor([[-0.05], [0.02], [-0.1], [0.3]])  # sdf: inside = rows 0, 2
     out = torch.tensor([[-0.01], [-0.02], [0.05], [0.2]])  # predicted inside = rows 0, 1

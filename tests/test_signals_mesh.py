@@ -10,9 +10,9 @@ import pytest
 trimesh = pytest.importorskip("trimesh")
 pytest.importorskip("scipy")
 
+from inrdiag.fitting.targets import load_target  # noqa: E402
 from inrdiag.signals.errors import MeshError  # noqa: E402
 from inrdiag.signals.mesh import EXTENT, heldout_axis  # noqa: E402
-from inrdiag.targets import load_target  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,7 +79,7 @@ def test_dense_heldout_grid_is_disjoint_and_denser():
 
 
 def test_dense_heldout_iou_reported_by_fit(box_obj):
-    from inrdiag.fitting import FitConfig, fit
+    from inrdiag.fitting.loop import FitConfig, fit
 
     t = load_target(box_obj, size=9)
     res = fit(t, FitConfig(steps=5, width=16, depth=1, seed=0))
@@ -182,7 +182,7 @@ def test_fit_mesh_cli_writes_recon_and_provenance(tmp_path, cli):
     data = r.json()
     assert data["target"]["kind"] == "occupancy" and 0 < data["details"]["dense_heldout_iou"] <= 1
     assert len(trimesh.load(out).faces) > 0
-    from inrdiag.loader import load
+    from inrdiag.checkpoints.load import load
 
     prov = load(tmp_path / "m.safetensors").provenance
     assert prov["target_kind"] == "occupancy" and prov["target_meta"]["watertight"] is True

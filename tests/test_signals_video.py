@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from inrdiag.fitting.targets import load_target
 from inrdiag.signals.errors import VideoError
 from inrdiag.signals.kinds import frame_psnr
-from inrdiag.targets import load_target
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,8 +77,8 @@ def test_frame_psnr_by_hand():
     f[:4] = 0.1  # frame 0: mse 0.01 -> 20 dB; frame 1 exact
     per = frame_psnr(f, y, 2)
     assert per[0] == pytest.approx(20.0) and per[1] == math.inf
+    from inrdiag.fitting.targets import Target
     from inrdiag.signals.video import _frame_evaluator
-    from inrdiag.targets import Target
 
     d = _frame_evaluator(Target("video", "x", "", (2, 2, 2), y))(None, f)
     assert d["overall_psnr"] == pytest.approx(-10 * math.log10(0.005)) and d["frame_psnr_min"] == pytest.approx(20)
@@ -97,7 +97,7 @@ def test_bad_videos_are_refused(tmp_path, cli, monkeypatch):
             load_target(path)
         r = cli("fit", path, "--steps", "1")
         assert r.code == 2 and text in r.err and r.err.count("\n") == 1
-    import inrdiag.targets as targets
+    import inrdiag.fitting.targets as targets
 
     np.save(tmp_path / "v.npy", clip(c=3))
     monkeypatch.setattr(targets, "MAX_POINTS", 10)

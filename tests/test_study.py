@@ -15,7 +15,7 @@ import torch
 
 import inrdiag
 from inrdiag.errors import InrdiagError
-from inrdiag.fitting import FitConfig
+from inrdiag.fitting.loop import FitConfig
 from inrdiag.study.distributed import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,7 +176,7 @@ def test_cohort_train_two_gloo_ranks_equal_one_process(cli, cohort_dir, tmp_path
     assert [p.returncode for p in ranks] == [0, 0], ranks[0].stderr + ranks[1].stderr
     d1, d2 = r.json(), json.loads(ranks[0].stdout)
     assert d1["images"] == d2["images"] and d2["psnr"] == pytest.approx(d1["psnr"], abs=1e-4)
-    from inrdiag.cohort import load_cohort
+    from inrdiag.cohort.train import load_cohort
 
     m1, _, _ = load_cohort(one)
     m2, _, _ = load_cohort(two)
@@ -222,7 +222,7 @@ def test_single_freeze_job_equals_plain_sweep(cli, cohort_dir, tmp_path):
 def test_compare_stays_a_function_after_submodule_imports():
     import importlib
 
-    for mod in ("inrdiag.study.single", "inrdiag.study.compare_study", "inrdiag.study.api", "inrdiag.fitting"):
+    for mod in ("inrdiag.study.single", "inrdiag.study.compare_study", "inrdiag.study.api", "inrdiag.fitting.loop"):
         importlib.import_module(mod)
     assert callable(inrdiag.compare) and callable(inrdiag.compare_folder) and callable(inrdiag.load_study)
     assert inrdiag.compare.__module__ == "inrdiag.study.single"

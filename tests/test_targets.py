@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from inrdiag.errors import TargetError
-from inrdiag.targets import iou, load_target, psnr
+from inrdiag.fitting.targets import iou, load_target, psnr
 
 
 def test_image_grid_order_and_scaling(tmp_path):

@@ -49,8 +49,8 @@ def test_apply_before_torch_sets_the_environment(monkeypatch):
 
 def test_thread_count_does_not_change_a_fit():
     """The reason the policy may vary threads with the load: same seed, same numbers, 1 or 2 threads."""
-    import inrdiag.fitting as fitting
-    from inrdiag.targets import Target
+    import inrdiag.fitting.loop as fitting
+    from inrdiag.fitting.targets import Target
 
     g = torch.Generator().manual_seed(0)
     img = torch.rand(24, 24, 1, generator=g, dtype=torch.float64).float()

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from inrdiag.errors import CheckpointError
-from inrdiag.usercode import ModelCode, ModelCodeError, load_user_model, match_prefix
+from inrdiag.models.usercode import ModelCode, ModelCodeError, load_user_model, match_prefix
 
 MODELS = textwrap.dedent(
     """
@@ -192,7 +192,7 @@ SKIP = textwrap.dedent(
 
 def _nerf(tmp_path):
     """The NerfMLP class, written to tmp_path/nerf.py and imported the way --model-code imports it."""
-    from inrdiag.usercode import resolve_callable
+    from inrdiag.models.usercode import resolve_callable
 
     (tmp_path / "nerf.py").write_text(SKIP)
     return resolve_callable(ModelCode(f"{tmp_path}/nerf.py:NerfMLP"))
@@ -244,7 +244,7 @@ def test_every_diagnostic_runs_on_the_users_module(tmp_path, cli):
 def test_reinit_with_model_code_changes_only_the_first_linear(tmp_path, cli):
 
     import inrdiag
-    from inrdiag.inits import rank_expand_points, rank_expand_weights
+    from inrdiag.models.inits import rank_expand_points, rank_expand_weights
 
     torch.manual_seed(4)
     module = _nerf(tmp_path)().eval()

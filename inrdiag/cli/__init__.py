@@ -22,7 +22,7 @@ import os
 import sys
 
 # Commands register on `app` as their modules are imported; this order is the order in --help.
-from . import core  # noqa: F401
+from . import diagnose  # noqa: F401
 from . import ntk  # noqa: F401
 from . import fit  # noqa: F401
 from . import cohort  # noqa: F401

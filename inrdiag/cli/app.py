@@ -218,7 +218,7 @@ def seed_option(help: str, panel: str | None = None) -> Any:
 
 
 #: The loading options every MODEL-taking command accepts, in --help order: (parameter name, annotated type).
-#: Adding an option here (and a field of the same name to ``inrdiag.layouts.LoadOptions``) adds it to
+#: Adding an option here (and a field of the same name to ``inrdiag.checkpoints.layouts.LoadOptions``) adds it to
 #: every command; commands never list these parameters themselves.
 LOADING_OPTIONS: list[tuple[str, Any]] = [
     ("activation", ActivationOpt),
@@ -247,7 +247,7 @@ class Loading:
 
     def load(self, model: str):
         """Load ``model`` with these flags: through the user's code with --model-code, else
-        ``inrdiag.load`` (see ``inrdiag.layouts.LoadOptions``)."""
+        ``inrdiag.load`` (see ``inrdiag.checkpoints.layouts.LoadOptions``)."""
         from ..errors import InrdiagError
 
         given = {k: v for k, v in self.options.items() if v is not None}
@@ -258,8 +258,8 @@ class Loading:
             for name, value in (("--model-args", args), ("--in-features", in_features)):
                 if value is not None:
                     raise InrdiagError(f"{name} applies only with --model-code FILE.py:Class")
-            from ..layouts import LoadOptions
-            from ..loader import load
+            from ..checkpoints.layouts import LoadOptions
+            from ..checkpoints.load import load
 
             return load(str(user_path(model)), LoadOptions(**given))
         if given:
@@ -267,7 +267,7 @@ class Loading:
             raise InrdiagError(f"{flags}: with --model-code the architecture is your code's; drop {flags}")
         if in_features is not None and in_features < 1:
             raise InrdiagError(f"--in-features must be >= 1, got {in_features}")
-        from ..usercode import ModelCode, load_user_model
+        from ..models.usercode import ModelCode, load_user_model
 
         return load_user_model(str(user_path(model)), ModelCode.parse(code, args), in_features=in_features)
 
@@ -337,7 +337,7 @@ def check_outputs(force: bool, inputs: tuple | list = (), **paths: str | None) -
     """Before any work, refuse: existing outputs (without --force), two outputs on one path, an output that is
     one of ``inputs`` (the same file after links, whatever --force says), a missing or unwritable folder."""
     from ..errors import InrdiagError
-    from ..io import check_not_input, check_writable
+    from ..files import check_not_input, check_writable
 
     given = {k: p for k, p in paths.items() if p}
     seen: dict[str, str] = {}
@@ -419,7 +419,7 @@ def apply_metavars(group) -> None:
 
 def user_path(path: str):
     """A path given on the command line, ``~`` expanded (also inside ``--opt=~/x``, which shells leave as is)."""
-    from ..io import user_path as _user_path
+    from ..files import user_path as _user_path
 
     return _user_path(path)
 

@@ -52,7 +52,7 @@ SeedOpt = seed_option("Seed of initialisation and of the held-out split.")
 
 
 def _recipe(backbone, depth, width, shared, size, steps, lr, seed, base=None):
-    from ..cohort import CohortRecipe
+    from ..cohort.train import CohortRecipe
 
     given = {"backbone": backbone, "depth": depth, "width": width, "shared_layers": shared, "size": size,
              "steps": steps, "lr": lr}  # fmt: skip
@@ -61,7 +61,7 @@ def _recipe(backbone, depth, width, shared, size, steps, lr, seed, base=None):
         if "shared_layers" not in kw:
             kw["shared_layers"] = kw.get("depth", 4)
         return CohortRecipe(seed=seed, **kw)
-    from ..cohort import CohortError
+    from ..cohort.train import CohortError
 
     for k in ("backbone", "depth", "width", "shared_layers"):
         if given[k] is not None and given[k] != getattr(base, k):
@@ -82,7 +82,7 @@ def _progress(json: bool):
 
 
 def _train(folder, recipe, device, json, images=None):
-    from ..cohort import check_training_memory, list_images, load_images, train_cohort
+    from ..cohort.train import check_training_memory, list_images, load_images, train_cohort
     from ..device import resolve_device
 
     paths, other = list_images(folder) if images is None else (images, [])
@@ -103,7 +103,7 @@ def _train(folder, recipe, device, json, images=None):
 
 def _train_sharded(folder, recipe, device, json):
     """cohort-train under torchrun: images and heads sharded over ranks, encoder gradients all-reduced."""
-    from ..cohort import list_images, train_cohort_sharded
+    from ..cohort.train import list_images, train_cohort_sharded
     from ..study import distributed as D
 
     paths, other = list_images(folder)
@@ -149,8 +149,8 @@ def cohort_train(
     """Fit one shared encoder (the first K linear layers) and one head per image, jointly."""
     from pathlib import Path
 
-    from ..cohort import save_cohort
-    from ..io import check_writable
+    from ..cohort.train import save_cohort
+    from ..files import check_writable
 
     check_writable(out, force)
     recipe = _recipe(backbone, depth, width, shared_layers, size, steps, lr, seed)
@@ -239,7 +239,7 @@ def freeze_sweep_cmd(
     import math
     from pathlib import Path
 
-    from ..cohort import CohortError, list_images, load_cohort
+    from ..cohort.train import CohortError, list_images, load_cohort
     from ..study import api
     from ..study.distributed import launched_by_torchrun
 
@@ -306,7 +306,7 @@ def freeze_sweep_cmd(
 
 
 def _show_sweep(rep, notes, plot, json, force) -> None:
-    from ..freeze import SweepReport
+    from ..cohort.freeze import SweepReport
 
     if isinstance(rep, SweepReport):
         rep.notes = notes + rep.notes
@@ -332,8 +332,8 @@ def _legacy_sweep(folder, paths, test, holdout, steps, lr, cohort_steps, backbon
     import random
     from pathlib import Path
 
-    from ..cohort import CohortError, list_images, load_images, save_cohort
-    from ..freeze import freeze_sweep
+    from ..cohort.train import CohortError, list_images, load_images, save_cohort
+    from ..cohort.freeze import freeze_sweep
 
     recipe = _recipe(backbone, depth, width, shared_layers, size, cohort_steps, None, seed)
     if test:

@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .app import (DeviceOpt, ForceOpt, JsonOpt, ModelArg,
-                  PlotOpt, app, check_outputs, load_model, show)  # fmt: skip
+from .app import DeviceOpt, ForceOpt, JsonOpt, ModelArg, PlotOpt, app, check_outputs, load_model, show  # fmt: skip
 from .app import Loading, ModelArgsOpt, ModelCodeOpt, progress_bar, seed_option, with_loading
 from .study import CsvOpt, FromOpt, JobsOpt, MaxJobsOpt, OutDirOpt, job_progress, show_pending
 
@@ -137,15 +136,15 @@ def fit(
     """Fit an MLP to an image (MSE, PSNR), occupancy grid or mesh (BCE, IoU at 0.5), SDF (clamped L1, IoU of f<0),
     audio or video (MSE, PSNR) from a chosen inlet init."""  # fmt: skip
     check_outputs(force, [target], **{"-o": output, "--recon": recon, "--plot": plot})
-    from ..fitting import FitConfig, provenance
-    from ..fitting import fit as run_fit
-    from ..inits import get_scheme
-    from ..targets import METRIC_NAME, load_target
+    from ..fitting.loop import FitConfig, provenance
+    from ..fitting.loop import fit as run_fit
+    from ..models.inits import get_scheme
+    from ..fitting.targets import METRIC_NAME, load_target
 
     user = None
     if model_code is not None:  # the user's own class, built by their code (this runs it)
         from ..errors import InrdiagError
-        from ..usercode import ModelCode, build_module
+        from ..models.usercode import ModelCode, build_module
 
         code = ModelCode.parse(model_code, model_args)
         init = init or "keep"
@@ -174,13 +173,13 @@ def fit(
         res = run_fit(tgt, cfg, cb, model=user)
     saved: dict[str, str] = {}
     if output and user is not None:  # a plain state dict in your module's key names (+ the code, provenance)
-        from ..usercode import UserLoaded, save_user_state
+        from ..models.usercode import UserLoaded, save_user_state
 
         fitted = UserLoaded(model=res.model, path=str(output), code=code, file_format="", prefix="", tensors=[])
         save_user_state(fitted, output, provenance(res), force)
         saved["model"] = output
     elif output:
-        from ..checkpoint import save
+        from ..checkpoints.save import save
 
         save(res.model, output, provenance(res), force)
         saved["model"] = output
@@ -245,8 +244,8 @@ def compare(
     from pathlib import Path
 
     from ..errors import InrdiagError
-    from ..fitting import FitConfig
-    from ..inits import parse_schemes
+    from ..fitting.loop import FitConfig
+    from ..models.inits import parse_schemes
     from ..study import api
 
     inputs = [] if target is None else ([str(q) for q in Path(target).iterdir()] if Path(target).is_dir() else [target])
@@ -275,12 +274,12 @@ def compare(
                         holdout_stride=holdout_stride, threads=threads)  # fmt: skip
         cfg.validate()
         if not Path(target).is_dir():
-            from ..targets import METRIC_NAME, load_target
+            from ..fitting.targets import METRIC_NAME, load_target
 
             tgt = load_target(target, size, kind=target_kind, seconds=seconds)  # bad input refused before any work
             factory = None
             if model_code is not None:  # the user's own class, built by their code for every run
-                from ..usercode import ModelCode, seeded_builder
+                from ..models.usercode import ModelCode, seeded_builder
 
                 bad = [n for n in names if n not in ("keep", "default", "rank-expand", "siren")]
                 if bad:
@@ -364,9 +363,9 @@ def reinit(
     if not output:
         raise InrdiagError("give the output path with -o OUT.safetensors")
     check_outputs(force, [model], **{"-o": output})
-    from ..checkpoint import save
-    from ..inits import get_scheme, reinit_inlet
-    from ..targets import file_sha256
+    from ..checkpoints.save import save
+    from ..models.inits import get_scheme, reinit_inlet
+    from ..fitting.targets import file_sha256
 
     get_scheme(scheme)
     loaded = load_model(model, loading)
@@ -376,11 +375,11 @@ def reinit(
                                             "source_sha256": file_sha256(model)}}  # fmt: skip
     notes: list[str] = []
     if hasattr(loaded, "code"):  # the user's module (--model-code): its first nn.Linear, its own key names
-        from ..usercode import reinit_user_inlet, save_user_state
+        from ..models.usercode import reinit_user_inlet, save_user_state
 
         notes = reinit_user_inlet(loaded, scheme, seed)
         save_user_state(loaded, output, prov, force)
-        from ..adapter import as_adapter
+        from ..models.adapter import as_adapter
 
         inlet = as_adapter(loaded).linear(0)
     else:

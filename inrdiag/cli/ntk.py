@@ -6,8 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .app import (DeviceOpt, ForceOpt, JsonOpt, ModelArg,
-                  PlotOpt, app, check_outputs, load_model)  # fmt: skip
+from .app import DeviceOpt, ForceOpt, JsonOpt, ModelArg, PlotOpt, app, check_outputs, load_model  # fmt: skip
 from .app import Loading, seed_option, with_loading, wrote
 
 SeedOpt = seed_option("Seed of --points and of the Lanczos start block.")
@@ -72,8 +71,8 @@ def ntk(
 ) -> None:
     """Empirical NTK Theta = sum_c J_c J_c^T (SUM over output channels, not a mean) on a grid: spectrum,
     decay, effective rank, and the exact layer-wise split Theta = sum_g Theta_g (batch norm in eval mode)."""
-    from ..fitting import tune_malloc
-    from ..ntk import ntk_report
+    from ..device import tune_malloc
+    from ..ntk.kernel import ntk_report
 
     from ..errors import InrdiagError
 
@@ -83,15 +82,15 @@ def ntk(
     tune_malloc()  # the command's N x N buffers are reused instead of returned to the OS and page-faulted back
 
     check_outputs(force, [model, target], **{"--plot": plot})
-    from ..adapter import as_adapter
+    from ..models.adapter import as_adapter
 
     loaded = load_model(model, loading)
     ad = as_adapter(loaded)
     tgt = None
     if target:
         from ..grid import default_points
-        from ..ntk import DEFAULT_GRID
-        from ..targets import fit_to_model, load_target
+        from ..ntk.kernel import DEFAULT_GRID
+        from ..fitting.targets import fit_to_model, load_target
 
         n_axis = grid or DEFAULT_GRID.get(ad.in_features, default_points(ad.in_features))
         tgt = load_target(target, size=n_axis)
@@ -100,7 +99,7 @@ def ntk(
                      device=device, tol=tol, vectors=tgt is not None)  # fmt: skip
     tres = None
     if tgt is not None:
-        from ..ntk_target import target_ntk
+        from ..ntk.target import target_ntk
 
         y = tgt.values if rep.indices is None else tgt.values[rep.indices]
         if lr is None and not rep.eigenvalues[0] > 0:

@@ -6,8 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .app import (DeviceOpt, ForceOpt, JsonOpt, ModelArg,
-                  app, check_outputs, load_model, show)  # fmt: skip
+from .app import DeviceOpt, ForceOpt, JsonOpt, ModelArg, app, check_outputs, load_model, show  # fmt: skip
 from .app import Loading, progress_bar, seed_option, with_loading, wrote
 
 SAE = "Sparse autoencoder"
@@ -97,12 +96,12 @@ def sae_cmd(
     with the SAE spliced in, per-atom coverage and spatial spread, and single-atom ablations (batched, exact)."""
     from pathlib import Path
 
-    from ..sae import SAEConfig, SAEError
-    from ..sae_analysis import check_layer
-    from ..sae_io import check_sae_out
+    from ..sae.model import SAEConfig, SAEError
+    from ..sae.analysis import check_layer
+    from ..sae.saelens import check_sae_out
 
-    from ..io import check_not_input, user_path
-    from ..sae import CFG_FILE, WEIGHTS_FILE
+    from ..files import check_not_input, user_path
+    from ..sae.model import CFG_FILE, WEIGHTS_FILE
 
     inputs = [model, target] + ([str(Path(load_sae_dir) / n) for n in (WEIGHTS_FILE, CFG_FILE)] if load_sae_dir else [])
     check_outputs(force, inputs, **{"--atoms-png": atoms_png})
@@ -117,7 +116,7 @@ def sae_cmd(
     cfg.validate()
     if show_n < 0:
         raise SAEError(f"--show must be >= 0, got {show_n}")
-    from ..adapter import as_adapter
+    from ..models.adapter import as_adapter
 
     loaded = load_model(model, loading)
     ad = as_adapter(loaded)
@@ -126,7 +125,7 @@ def sae_cmd(
         raise SAEError(f"{model}: non-finite weights in {', '.join(loaded.nonfinite[:3])}; nothing to decompose")
     sae, snotes, source = None, [], None
     if load_sae_dir:
-        from ..sae_io import load_sae, loaded_config, sae_file_info
+        from ..sae.saelens import load_sae, loaded_config, sae_file_info
 
         sae, scfg = load_sae(user_path(load_sae_dir))
         cfg = loaded_config(sae, scfg)
@@ -146,7 +145,7 @@ def sae_cmd(
 
         plot_atoms(rep, codes, tgt.shape, atoms_png, force, target=tgt)
     if out:
-        from ..sae_io import save_sae
+        from ..sae.saelens import save_sae
 
         meta = {"model_name": str(model), "hook_name": f"layer {layer} ({rep.layer_name}) activations",
                 "target": tgt.path, "grid": list(tgt.shape)}  # fmt: skip
@@ -165,8 +164,8 @@ def resolve_target(loaded, ad, target: str | None, grid: int | None):
     """The target (values matched to the model's outputs) and notes on where it came from."""
     from pathlib import Path
 
-    from ..sae import SAEError
-    from ..targets import fit_to_model, load_target
+    from ..sae.model import SAEError
+    from ..fitting.targets import fit_to_model, load_target
 
     prov = loaded.provenance or {}
     notes: list[str] = []
@@ -200,7 +199,7 @@ def resolve_target(loaded, ad, target: str | None, grid: int | None):
         if not files:
             raise SAEError(f"{what} was not found (looked in {where}); give --target IMAGE")
         if want:  # the file the model was fitted to, not just one with its name
-            from ..targets import file_sha256
+            from ..fitting.targets import file_sha256
 
             same = [c for c in files if file_sha256(c) == want]
             if not same:
@@ -224,7 +223,7 @@ def resolve_target(loaded, ad, target: str | None, grid: int | None):
 
 
 def _run(loaded, ad, layer, tgt, cfg, device, ablate, json, sae):
-    from ..sae_analysis import analyse
+    from ..sae.analysis import analyse
 
     name = ad.layers[layer].name if layer < len(ad.layers) else f"linears.{layer}"
     with progress_bar(transient=True, disable=json) as bar:

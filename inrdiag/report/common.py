@@ -114,7 +114,7 @@ def plot_format(path: str) -> str:
 def save_figure(fig, path: str, force: bool = False) -> None:
     """Save a matplotlib figure atomically in the format its extension names (png, or vector pdf/svg, with no
     creation date so the same plot gives the same bytes); refuse to overwrite without ``force``."""
-    from ..io import atomic_write
+    from ..files import atomic_write
 
     kind = plot_format(path)
     meta = {"png": {"Software": None}, "pdf": {"CreationDate": None}, "svg": {"Date": None}}[kind]

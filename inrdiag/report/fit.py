@@ -108,7 +108,7 @@ def _images(fig, model, target, rows: int, cols: int) -> None:
     import numpy as np
     import torch
 
-    from ..fitting import predict
+    from ..fitting.loop import predict
 
     model = model.eval()
     out = predict(model, target.coords(dtype=next(model.parameters()).dtype)).to(torch.float64)
@@ -153,8 +153,8 @@ def save_reconstruction(model, target, path: str, force: bool = False) -> None:
     import numpy as np
     import torch
 
-    from ..fitting import predict
-    from ..io import atomic_write
+    from ..files import atomic_write
+    from ..fitting.loop import predict
 
     model = model.eval()
     out = predict(model, target.coords(dtype=next(model.parameters()).dtype))

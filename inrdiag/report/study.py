@@ -12,7 +12,7 @@ VECTOR = {".pdf": "pdf", ".svg": "svg"}
 
 def save_plot(fig, path: str, force: bool = False) -> None:
     """Save a figure atomically in the format its extension names (.pdf/.svg vector, else PNG)."""
-    from ..io import atomic_write
+    from ..files import atomic_write
 
     kind = VECTOR.get(Path(path).suffix.lower(), "png")
     atomic_write(path, lambda tmp: fig.savefig(tmp, format=kind, dpi=150, bbox_inches="tight"), force)
@@ -21,7 +21,7 @@ def save_plot(fig, path: str, force: bool = False) -> None:
 def write_csv(path: str, head: list[str], rows: list[list], force: bool = False) -> None:
     import csv
 
-    from ..io import atomic_write
+    from ..files import atomic_write
 
     def write(tmp: str) -> None:
         with open(tmp, "w", newline="", encoding="utf-8") as f:

@@ -1,6 +1,6 @@
 """Signals beyond images and voxel grids: meshes and point clouds (occupancy, SDF), audio, video.
 
-``load_signal`` is the one hook ``inrdiag.targets.load_target`` calls: it returns a ``Target`` for
+``load_signal`` is the one hook ``inrdiag.fitting.targets.load_target`` calls: it returns a ``Target`` for
 the file types and kinds handled here, or None to let ``load_target`` read an image / voxel grid.
 Every optional library (trimesh, scikit-image, scipy, soundfile, PyAV) is imported lazily and
 refused with its install hint when absent (extras ``mesh``, ``audio``, ``video``).
@@ -62,7 +62,7 @@ def load_signal(p: Path, size: int | None = None, kind: str | None = None, secon
                           f"{' or .npy/.npz voxel grid' if kind == 'occupancy' else ''}"
                           f"{' or an audio file' if kind == 'audio' else ''}")  # fmt: skip
     if kind == "image":
-        from ..targets import IMAGE_SUFFIXES
+        from ..fitting.targets import IMAGE_SUFFIXES
 
         if suffix not in IMAGE_SUFFIXES and suffix != "":
             raise TargetError(f"{p}: --target-kind image needs an image ({', '.join(sorted(IMAGE_SUFFIXES))})")

@@ -24,8 +24,8 @@ def load_audio(p: Path, size: int | None = None, seconds: float | None = None):
     import numpy as np
     import torch
 
+    from ..fitting.targets import Target, _check_points, file_sha256
     from ..grid import check_memory
-    from ..targets import Target, _check_points, file_sha256
 
     sf = require("soundfile", "audio", f"{p}: reading audio")
     try:
@@ -81,7 +81,7 @@ def write_wav(path: str, samples, rate: float, force: bool = False) -> None:
     """Write float samples (clipped to [-1, 1]) as 16-bit PCM at ``round(rate)`` Hz."""
     import numpy as np
 
-    from ..io import atomic_write
+    from ..files import atomic_write
 
     sf = require("soundfile", "audio", "writing .wav")
     data = np.clip(np.asarray(samples, dtype=np.float64).reshape(-1), -1.0, 1.0)

@@ -85,7 +85,7 @@ def metric(kind: str, pred, target) -> float:
     """The metric of ``kind`` (see the table above) for predictions ``pred`` and values ``target`` (N x C)."""
     check_kind(kind)
     if kind == "occupancy":
-        from ..targets import iou
+        from ..fitting.targets import iou
 
         return iou(pred, target)
     if kind == "sdf":

@@ -244,8 +244,8 @@ def load_mesh(p: Path, size: int | None = None, kind: str = "occupancy"):
     import numpy as np
     import torch
 
+    from ..fitting.targets import Target, _check_points, file_sha256
     from ..grid import check_memory
-    from ..targets import Target, _check_points, file_sha256
     from .kinds import SDF_TRUNCATION
 
     n = DEFAULT_GRID if size is None else int(size)
@@ -284,7 +284,7 @@ def _dense_evaluator(geom: Geometry, n: int, kind: str, meta: dict):
     def evaluate(model, out) -> dict:
         import torch
 
-        from ..fitting import predict
+        from ..fitting.loop import predict
 
         axis = heldout_axis(n)
         if "truth" not in cache:  # computed once per target (compare reuses it over inits and seeds)
@@ -319,8 +319,8 @@ def extract_surface(model, target, path: str, force: bool = False) -> dict[str, 
     import torch
 
     from ..errors import TargetError
-    from ..fitting import predict
-    from ..io import atomic_write
+    from ..files import atomic_write
+    from ..fitting.loop import predict
 
     if target.kind not in ("occupancy", "sdf") or target.dim != 3:
         raise TargetError(f"a mesh reconstruction needs a 3-D occupancy or SDF target, not {target.kind}")

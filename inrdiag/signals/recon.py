@@ -40,7 +40,7 @@ def save_signal_reconstruction(model, target, path: str, force: bool = False) ->
     import numpy as np
     import torch
 
-    from ..fitting import predict
+    from ..fitting.loop import predict
 
     check_recon_suffix(target.kind, path)
     suffix = Path(path).suffix.lower()
@@ -52,8 +52,8 @@ def save_signal_reconstruction(model, target, path: str, force: bool = False) ->
     model = model.eval()
     out = predict(model, target.coords(dtype=next(model.parameters()).dtype)).to(torch.float64)
     if target.kind == "sdf" and suffix == ".png":  # the slice picture of occupancy, inside = f < 0
+        from ..fitting.targets import Target
         from ..report.fit import save_reconstruction
-        from ..targets import Target
 
         occ = Target("occupancy", target.path, target.sha256, target.shape, (target.values < 0).float())
 
@@ -81,6 +81,6 @@ def save_signal_reconstruction(model, target, path: str, force: bool = False) ->
     if target.kind == "video":
         write_video(path, grid, force)
         return
-    from ..io import atomic_write
+    from ..files import atomic_write
 
     atomic_write(path, lambda tmp: save_npy(tmp, grid), force)

@@ -24,8 +24,8 @@ def natural_key(name: str):
 
 
 def _check_size(shape: tuple[int, ...], p: Path, size: int | None) -> None:
+    from ..fitting.targets import _check_points
     from ..grid import check_memory
-    from ..targets import _check_points
 
     t, h, w = shape[:3]
     c = shape[3] if len(shape) > 3 else 1
@@ -155,7 +155,7 @@ def load_video(p: Path, size: int | None = None):
     import numpy as np
     import torch
 
-    from ..targets import IMAGE_SUFFIXES, Target, file_sha256
+    from ..fitting.targets import IMAGE_SUFFIXES, Target, file_sha256
 
     if p.is_dir():
         files = sorted((f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
@@ -222,7 +222,7 @@ def _folder_sha256(files: list[Path]) -> str:
     """sha256 over the frames' names and contents, in order (a folder has no single file hash)."""
     import hashlib
 
-    from ..targets import file_sha256
+    from ..fitting.targets import file_sha256
 
     h = hashlib.sha256()
     for f in files:
@@ -234,7 +234,7 @@ def write_video(path: str, frames, force: bool = False) -> None:
     """Write T x H x W x C frames in [0, 1]: ``.npy`` (float32) or ``.gif`` (8-bit, imageio)."""
     import numpy as np
 
-    from ..io import atomic_write
+    from ..files import atomic_write
 
     suffix = Path(path).suffix.lower()
     x = np.clip(np.asarray(frames, dtype=np.float32), 0, 1)

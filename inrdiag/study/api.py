@@ -33,7 +33,7 @@ def compare_folder(
     signal, the table of ``inrdiag compare FILE``), or None when jobs are still pending (``max_jobs``)
     or on a rank other than 0.
     """
-    from ..fitting import FitConfig
+    from ..fitting.loop import FitConfig
 
     cfg = config or FitConfig()
     if isinstance(signals, (str, Path)) and Path(signals).is_dir():
@@ -78,7 +78,7 @@ def build(kind: str, study: dict[str, Any], records: dict[str, dict[str, Any]], 
         return CS.from_records(study, records, baseline, run_dir)
     if kind == FS.KIND:
         if study["splits"] * study["seeds"] == 1 and len(records) == 1:
-            from ..freeze import SweepReport
+            from ..cohort.freeze import SweepReport
 
             return SweepReport.from_dict(next(iter(records.values()))["result"])
         return FS.from_records(study, records, run_dir)

@@ -28,7 +28,7 @@ KIND = "compare"
 
 def list_signals(folder: str | Path) -> tuple[list[Path], list[str]]:
     """Images or occupancy volumes of ``folder`` (sorted by name; one kind only) and the other files."""
-    from ..targets import IMAGE_SUFFIXES, VOLUME_SUFFIXES
+    from ..fitting.targets import IMAGE_SUFFIXES, VOLUME_SUFFIXES
 
     p = Path(folder)
     if not p.is_dir():

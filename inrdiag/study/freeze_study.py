@@ -42,7 +42,7 @@ def prepare(paths: list[Path], recipe, *, splits: int = 1, seeds: int = 1, holdo
             cohort_names: list[str] | None = None) -> tuple[list[Job], dict[str, Any]]:  # fmt: skip
     """(jobs, study config). ``test``: fixed held-out images (one split). ``cohort``: a cohort
     checkpoint whose training images are ``cohort_names`` (one split: the other images, or ``test``)."""
-    from ..targets import file_sha256
+    from ..fitting.targets import file_sha256
 
     if splits < 1 or seeds < 1:
         raise InrdiagError(f"--splits and --seeds must be >= 1, got {splits} and {seeds}")

@@ -48,7 +48,7 @@ def safe(name: str) -> str:
 
 
 def signal_ref(path: Path, index: int) -> dict[str, Any]:
-    from ..targets import file_sha256
+    from ..fitting.targets import file_sha256
 
     return {"index": index, "name": path.name, "path": str(path), "sha256": file_sha256(path)}
 
@@ -69,7 +69,7 @@ def run_job(job: Job, device: str = "cpu", threads: int | None = None, on_step: 
 
 
 def _load_signal(signal: dict[str, Any], size: int | None):
-    from ..targets import load_target
+    from ..fitting.targets import load_target
 
     tgt = load_target(signal["path"], size)
     if tgt.sha256 != signal["sha256"]:
@@ -79,7 +79,7 @@ def _load_signal(signal: dict[str, Any], size: int | None):
 
 
 def _run_fit(job: Job, device: str, threads: int | None, on_step: StepProgress | None) -> dict[str, Any]:
-    from ..fitting import FitConfig, fit
+    from ..fitting.loop import FitConfig, fit
 
     c = job.config
     tgt = _load_signal(c["signal"], c["size"])
@@ -99,9 +99,9 @@ def _run_fit(job: Job, device: str, threads: int | None, on_step: StepProgress |
 def _run_freeze(job: Job, device: str, threads: int | None) -> dict[str, Any]:
     import torch
 
-    from ..cohort import CohortRecipe, load_cohort, load_images, train_cohort
-    from ..freeze import freeze_sweep
-    from ..targets import file_sha256
+    from ..cohort.freeze import freeze_sweep
+    from ..cohort.train import CohortRecipe, load_cohort, load_images, train_cohort
+    from ..fitting.targets import file_sha256
 
     c = job.config
     before = torch.get_num_threads()

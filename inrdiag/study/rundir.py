@@ -54,7 +54,7 @@ def _short(x: Any) -> str:
 
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` atomically (temp file beside it, fsync, rename)."""
-    from ..io import atomic_write
+    from ..files import atomic_write
 
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import InrdiagError
-from ..fitting import FitConfig, FitResult, fit
+from ..fitting.loop import FitConfig, FitResult, fit
 
 
 @dataclass

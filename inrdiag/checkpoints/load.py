@@ -6,9 +6,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .checkpoint import read_checkpoint
-from .errors import CheckpointError
+from ..errors import CheckpointError
 from .layouts import LoadOptions, Resolved, TensorInfo, resolve
+from .read import read_checkpoint
 
 
 @dataclass
@@ -67,8 +67,8 @@ def load(path: str | os.PathLike, options: LoadOptions | None = None, **flags: A
     """
     import torch
 
-    from .errors import InrdiagError, SpecError
-    from .model import CoordMLP
+    from ..errors import InrdiagError, SpecError
+    from ..models.mlp import CoordMLP
 
     if not isinstance(path, (str, os.PathLike)):
         raise InrdiagError(f"load() needs a file path (str or os.PathLike), got {type(path).__name__}")

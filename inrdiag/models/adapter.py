@@ -36,8 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ModuleError
-from .model import CoordMLP
+from ..errors import ModuleError
+from .mlp import CoordMLP
 
 #: Points of the probe forward pass: a prime, unlikely to equal a width or a latent size by chance.
 PROBE_POINTS = 13
@@ -710,12 +710,12 @@ def as_adapter(
 ) -> ModuleAdapter:
     """A ``ModuleAdapter`` for a CoordMLP, any ``nn.Module``, an ``inrdiag.Loaded`` (its model, with its
     checkpoint key names and cohort encoder depth), a model built by ``--model-code``
-    (``inrdiag.usercode.UserLoaded``) or an adapter (returned as is).
+    (``inrdiag.models.usercode.UserLoaded``) or an adapter (returned as is).
 
     ``in_features`` (d): given, else a CoordMLP's spec, else the first ``nn.Linear``'s ``in_features``
     (a note says so; a module that encodes coordinates before its first linear layer must be given d).
     """
-    from .loader import Loaded
+    from ..checkpoints.load import Loaded
 
     if isinstance(obj, ModuleAdapter):
         if in_features is not None and in_features != obj.in_features:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import TargetError
+from ..errors import TargetError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 VOLUME_SUFFIXES = {".npy", ".npz"}
@@ -52,7 +52,7 @@ class Target:
         return len(self.shape)
 
     def coords(self, dtype=None, device=None):
-        from .grid import make_grid
+        from ..grid import make_grid
 
         return make_grid(self.shape, dtype=dtype, device=device)
 
@@ -80,7 +80,7 @@ def load_target(path: str | Path, size: int | None = None, kind: str | None = No
     ``align_corners=True``, matching the linspace grid; volumes: nearest). The size of the data is
     read from the file's header and checked before the data is decoded.
     """
-    from .io import user_path
+    from ..files import user_path
 
     p = user_path(path, "target")
     if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 2):
@@ -88,7 +88,7 @@ def load_target(path: str | Path, size: int | None = None, kind: str | None = No
     size = None if size is None else int(size)
     if not p.exists():
         raise TargetError(f"{p}: no such file")
-    from .signals import load_signal
+    from ..signals import load_signal
 
     signal = load_signal(p, size, kind=kind, seconds=seconds)
     if signal is not None:
@@ -139,7 +139,7 @@ def _load_image(p: Path, size: int | None) -> Target:
     import numpy as np
     import torch
 
-    from .grid import check_memory
+    from ..grid import check_memory
 
     notes: list[str] = []
     head = _image_header(p)
@@ -243,7 +243,7 @@ def _load_volume(p: Path, size: int | None) -> Target:
     import numpy as np
     import torch
 
-    from .grid import check_memory
+    from ..grid import check_memory
 
     try:
         key, shape, dtype = _volume_header(p)
@@ -338,7 +338,7 @@ def metric(kind: str, pred, target) -> float:
         return psnr(pred, target)
     if kind == "occupancy":
         return iou(pred, target)
-    from .signals.kinds import metric as signal_metric
+    from ..signals.kinds import metric as signal_metric
 
     return signal_metric(kind, pred, target)
 

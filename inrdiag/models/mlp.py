@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import SpecError
+from ..errors import SpecError
 from .spec import ArchSpec
 
 
@@ -132,7 +132,7 @@ class CoordMLP(nn.Module):
                 "or ArchSpec.from_dict(dict))"
             )
         spec.validate()
-        from .grid import check_memory
+        from ..grid import check_memory
 
         check_memory(4.0 * spec.num_parameters, f"a model of {spec.num_parameters:,} parameters", "architecture")
         self.spec = spec

@@ -6,8 +6,19 @@ from typing import Annotated
 
 import typer
 
-from .app import (DeviceOpt, ForceOpt, GridOpt, JsonOpt,
-                  ModelArg, PlotOpt, TolOpt, app, check_outputs, load_model, show)  # fmt: skip
+from .app import (
+    DeviceOpt,
+    ForceOpt,
+    GridOpt,
+    JsonOpt,
+    ModelArg,
+    PlotOpt,
+    TolOpt,
+    app,
+    check_outputs,
+    load_model,
+    show,
+)  # fmt: skip
 from .app import Loading, with_loading, wrote
 
 
@@ -20,7 +31,7 @@ def info(
 ) -> None:
     """What was loaded and how: format, layout, layers, activation, encoding, unused tensors."""
     loaded = load_model(model, loading)
-    renderer = "usercode:render_user_info" if hasattr(loaded, "code") else "core:render_info"
+    renderer = "usercode:render_user_info" if hasattr(loaded, "code") else "diagnose:render_info"
     show(json, loaded.to_dict(), renderer, loaded)
 
 
@@ -50,7 +61,7 @@ def rank(
     loading: Loading | None = None,
 ) -> None:
     """Weight stable ranks, representation spectra of every hidden layer, recommended freeze depth."""
-    from ..adapter import as_adapter
+    from ..models.adapter import as_adapter
     from ..errors import InrdiagError
     from ..signals.kinds import grid_from_provenance
     from ..spectra import rank_report
@@ -70,11 +81,11 @@ def rank(
     if csv:
         write_csv(rows, csv, force)
     if plot:
-        from ..report.core import plot_rank
+        from ..report.diagnose import plot_rank
 
         plot_rank(reports[0], plot, force)
     if len(paths) == 1:
-        show(json, reports[0].to_dict(), "core:render_rank", reports[0])
+        show(json, reports[0].to_dict(), "diagnose:render_rank", reports[0])
     else:
         data = {"checkpoints": [{"checkpoint": p, **r.to_dict()} for p, r in zip(paths, reports)]}
         show(json, data, "tables:render_rank_table", paths, reports)
@@ -156,5 +167,5 @@ def check(
     loaded = load_model(model, loading)
     rep = run_checks(loaded, pol, device=device)
     rep.notes.insert(0, f"policy file: {pol.source}" if pol.source else "policy file: none (flags and defaults only)")
-    show(json, rep.to_dict(), "core:render_check", rep)
+    show(json, rep.to_dict(), "diagnose:render_check", rep)
     raise typer.Exit(rep.exit_code)

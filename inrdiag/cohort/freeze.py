@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cohort import CohortError, CohortRecipe, encoder_features, head_forward
+from .train import CohortError, CohortRecipe, encoder_features, head_forward
 
 
 @dataclass
@@ -104,9 +104,9 @@ def fit_from_encoder(
     ``eval_steps`` and the trained model."""
     import torch
 
-    from .grid import make_grid
-    from .inits import build_model
-    from .targets import psnr
+    from ..fitting.targets import psnr
+    from ..grid import make_grid
+    from ..models.inits import build_model
 
     C = values.shape[1]
     model = build_model(recipe.backbone, 2, C, recipe.depth, recipe.width, seed=seed).to(device)
@@ -173,9 +173,8 @@ def freeze_sweep(
     seed: int = 0,
 ) -> SweepReport:
     """Sweep k = 0..K frozen layers for every held-out image in ``test`` (a CohortData), plus scratch."""
-    from .device import resolve_device
-    from .fitting import tune_malloc
-    from .spectra import recommend_freeze_depth, weight_stable_rank
+    from ..device import resolve_device, tune_malloc
+    from ..spectra import recommend_freeze_depth, weight_stable_rank
 
     if steps < 1:
         raise CohortError(f"--steps must be >= 1, got {steps}")

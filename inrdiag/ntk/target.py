@@ -125,8 +125,8 @@ def target_ntk(rep, model, y, lr: float, steps: int, fit: bool) -> TargetNTK:
     on the report's points; ``rep`` must hold eigenvectors (``ntk_report(..., vectors=True)``)."""
     import torch
 
-    from .adapter import as_adapter, cast_module
-    from .errors import InrdiagError
+    from ..errors import InrdiagError
+    from ..models.adapter import as_adapter, cast_module
 
     if lr <= 0 or not math.isfinite(lr):
         raise InrdiagError(f"--lr must be a positive number, got {lr}")

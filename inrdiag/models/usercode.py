@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, InrdiagError
-from .layouts import TensorInfo
+from ..checkpoints.layouts import TensorInfo
+from ..errors import CheckpointError, InrdiagError
 
 
 class ModelCodeError(InrdiagError):
@@ -241,7 +241,7 @@ class UserLoaded:
 def _flat_tensors(path: str | os.PathLike) -> tuple[dict[str, Any], str, dict[str, Any] | None, dict[str, str]]:
     """The file's tensors under their full dotted keys (wrapper prefix put back), its format, metadata,
     and what it held outside the state dict (key: why)."""
-    from .checkpoint import read_checkpoint
+    from ..checkpoints.read import read_checkpoint
 
     raw = read_checkpoint(path)
     pre = raw.wrapper + "." if raw.wrapper else ""
@@ -349,7 +349,7 @@ def load_user_model(
 def reinit_user_inlet(loaded: UserLoaded, scheme: str, seed: int = 0) -> list[str]:
     """Re-initialise the inlet of the user's module — the first ``nn.Linear`` it calls — by ``scheme``.
 
-    The same formulas as for inrdiag's own MLP (``inrdiag.inits``): ``default`` (torch's
+    The same formulas as for inrdiag's own MLP (``inrdiag.models.inits``): ``default`` (torch's
     ``U(-1/sqrt(n_in), 1/sqrt(n_in))``), ``rank-expand`` (DESIGN.md section 4; only where that layer
     reads the raw coordinates, and with a bias), ``siren`` (``U(-1/n_in, 1/n_in)`` weights). The module's
     activation is the user's code: what a scheme assumes about it is returned as a note, not checked.
@@ -404,7 +404,7 @@ def save_user_state(loaded: UserLoaded, path: str | os.PathLike, provenance: dic
     """
     from safetensors.torch import save_file
 
-    from .io import atomic_write
+    from ..files import atomic_write
 
     state = {k: v.detach().to("cpu").contiguous() for k, v in loaded.model.state_dict().items()}
     meta = json.dumps({"model_code": loaded.code.to_dict(), "provenance": provenance}, sort_keys=True, default=str)

@@ -27,7 +27,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from .errors import InrdiagError
+from ..errors import InrdiagError
 from .spec import ArchSpec
 
 #: eps of the rank-expanding init: bias b_i = -||V_i|| + eps (DESIGN.md section 4).
@@ -271,7 +271,7 @@ def build_spec(scheme: str, in_features: int, out_features: int, depth: int, wid
     in_features = _int_arg("in_features", in_features)
     out_features = _int_arg("out_features", out_features)
     depth, width = _int_arg("depth (--depth)", depth), _int_arg("width (--width)", width)
-    from .grid import check_memory
+    from ..grid import check_memory
 
     # the float32 weights alone, from the plain architecture (before a list of ``depth`` widths is even built)
     params = (in_features + 1) * width + (depth - 1) * (width + 1) * width + (width + 1) * out_features
@@ -288,9 +288,9 @@ def build_model(scheme: str, in_features: int, out_features: int, depth: int, wi
     """
     import torch
 
-    from .grid import check_memory
-    from .model import CoordMLP
-    from .seeds import check_seed
+    from ..grid import check_memory
+    from ..seeds import check_seed
+    from .mlp import CoordMLP
 
     spec = build_spec(scheme, in_features, out_features, depth, width)
     seed = check_seed(seed, "seed (--seed)")
@@ -309,8 +309,8 @@ def reinit_inlet(model, scheme: str, seed: int = 0) -> None:
     """Re-initialise only linear layer 0 of ``model`` (a CoordMLP: ``inrdiag.load(...).model``) in place."""
     import torch
 
-    from .model import CoordMLP
-    from .seeds import check_seed
+    from ..seeds import check_seed
+    from .mlp import CoordMLP
 
     if not isinstance(model, CoordMLP):
         hint = " (pass loaded.model, not the Loaded object)" if hasattr(model, "model") else ""

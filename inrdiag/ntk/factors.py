@@ -10,7 +10,7 @@ Every parameter group g is held as two matrices, ``Theta_g = (A A^T) ⊙ (D D^T)
   ``D`` = a column of ones, so ``Theta_g = A A^T``. Complex parameters count as their real and
   imaginary parts (two real parameters each), the NTK of gradient descent on ``(Re w, Im w)``.
 
-The model is anything ``inrdiag.adapter.as_adapter`` takes: a linear layer is "exact-factor" when it is
+The model is anything ``inrdiag.models.adapter.as_adapter`` takes: a linear layer is "exact-factor" when it is
 called once per point with real, untied weights; its A and D come from the tensors the adapter's
 forward hooks record. D comes from batched backward passes: in eval mode samples do not interact (the
 adapter checks it), so the gradient of ``sum_n f_c(x_n)`` with respect to the outputs ``h_k`` (all n
@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InrdiagError
+from ..errors import InrdiagError
 
 #: Rows per chunk of the forward/backward passes and of the matrix-free products.
 CHUNK = 8192
@@ -192,7 +192,7 @@ def linear_factors(model, x, chunk: int = CHUNK, names: list[str] | None = None)
     """
     import torch
 
-    from .adapter import as_adapter
+    from ..models.adapter import as_adapter
 
     ad = as_adapter(model, names=names)
     ks = ad.exact_layers
@@ -245,7 +245,7 @@ def generic_groups(model) -> list[GenericGroup]:
     """
     import torch
 
-    from .adapter import as_adapter
+    from ..models.adapter import as_adapter
 
     ad = as_adapter(model)
     paths = {layer.path: layer for layer in ad.layers}
@@ -280,7 +280,7 @@ def per_sample_jacobian(model, x, names: list[str], chunk: int = 1024):
     import torch
     from torch.func import functional_call, jacrev, vmap
 
-    from .adapter import as_adapter
+    from ..models.adapter import as_adapter
 
     module = as_adapter(model).module if not isinstance(model, torch.nn.Module) else model
     params = dict(module.named_parameters())
@@ -308,7 +308,7 @@ def layer_factors(model, x, chunk: int = CHUNK, names: list[str] | None = None) 
     groups (see ``generic_groups``); ``Theta = sum`` of their kernels, exactly."""
     import torch
 
-    from .adapter import as_adapter
+    from ..models.adapter import as_adapter
 
     ad = as_adapter(model, names=names)
     factors = linear_factors(ad, x, chunk)

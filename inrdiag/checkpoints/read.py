@@ -2,7 +2,7 @@
 
 Reading never unpickles arbitrary objects: ``.pt/.pth/.ckpt`` files go through
 ``torch.load(weights_only=True)``. The tensors found are then matched to a coordinate MLP by
-``inrdiag.layouts``; this module only gets the flat ``{key: tensor}`` dict out of the file.
+``inrdiag.checkpoints.layouts``; this module only gets the flat ``{key: tensor}`` dict out of the file.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, InrdiagError, SpecError
+from ..errors import CheckpointError, InrdiagError, SpecError
 
 #: Metadata key of inrdiag's own safetensors files, and the format version written.
 METADATA_KEY = "inrdiag"
@@ -149,8 +149,8 @@ def validate_metadata(meta: dict[str, Any], path: str | os.PathLike) -> None:
     "cohort": {"heads": int >= 1, "shared_layers": int in 1..layers-1, "names": [str] (optional)}}``.
     Raises CheckpointError naming the field, the value and what is allowed.
     """
-    from .grid import check_memory
-    from .spec import ArchSpec
+    from ..grid import check_memory
+    from ..models.spec import ArchSpec
 
     fmt = meta.get("format")
     if fmt != FORMAT_VERSION or isinstance(fmt, bool):
@@ -198,7 +198,7 @@ def validate_metadata(meta: dict[str, Any], path: str | os.PathLike) -> None:
 
 def expected_tensors(meta: dict[str, Any]) -> dict[str, list[int]]:
     """Key -> shape of every tensor an inrdiag file with (validated) metadata ``meta`` must hold."""
-    from .spec import ArchSpec
+    from ..models.spec import ArchSpec
 
     shapes = ArchSpec.from_dict(meta["arch"]).state_shapes()
     cohort = meta.get("cohort")
@@ -335,44 +335,3 @@ def _looks_flat(flat: dict[str, Any], pick: str) -> bool:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-def save(
-    model,
-    path: str | os.PathLike,
-    provenance: dict | None = None,
-    force: bool = False,
-    extra_metadata: dict | None = None,
-    tensors: dict | None = None,
-) -> Path:
-    """Write ``model`` (a CoordMLP) as one inrdiag ``.safetensors`` file, atomically.
-
-    The metadata key ``inrdiag`` holds ``{"format": 1, "arch": ArchSpec, "provenance": {...}}``,
-    so the file loads with no flags. ``tensors`` replaces the model's state dict (cohort files).
-    Refuses to overwrite an existing file unless ``force``; ``provenance`` must be plain JSON.
-    """
-    from safetensors.torch import save_file
-
-    from . import __version__
-    from .io import atomic_write
-    from .model import CoordMLP
-
-    if not isinstance(model, CoordMLP):
-        hint = " (pass loaded.model)" if hasattr(model, "model") and isinstance(model.model, CoordMLP) else ""
-        raise InrdiagError(f"save() needs a CoordMLP, got {type(model).__name__}{hint}")
-    if provenance is not None and not isinstance(provenance, dict):
-        raise InrdiagError(f"provenance must be a dict, got {type(provenance).__name__}")
-    if not isinstance(path, (str, os.PathLike)):
-        raise InrdiagError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    prov = {"inrdiag_version": __version__, **(provenance or {})}
-    meta = {"format": FORMAT_VERSION, "arch": model.spec.to_dict(), "provenance": prov}
-    meta.update(extra_metadata or {})
-    try:
-        text = json.dumps(meta, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InrdiagError(
-            f"provenance must be plain JSON (str, finite numbers, bools, lists, dicts): {_one_line(exc)}"
-        ) from None
-    state = tensors if tensors is not None else model.state_dict()
-    state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    return atomic_write(path, lambda tmp: save_file(state, tmp, metadata={METADATA_KEY: text}), force)

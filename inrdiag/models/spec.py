@@ -23,7 +23,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import SpecError
+from ..errors import SpecError
 
 #: Activations inrdiag can evaluate. ``sine`` is SIREN's ``sin(w0 h)``; ``finer`` is FINER's
 #: ``sin(w0 (|h| + 1) h)``; ``gauss`` is ``exp(-(w0 h)^2)`` (w0 plays the role of the scale);

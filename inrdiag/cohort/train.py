@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InrdiagError
+from ..errors import InrdiagError
 
 BACKBONES = ("siren", "ff")
 #: Adam learning rates by backbone: STRAINER's 1e-4 for SIREN; 1e-3 for the Fourier-feature ReLU MLP.
@@ -83,7 +83,7 @@ class CohortData:
 
 def list_images(folder: str | Path) -> tuple[list[Path], list[str]]:
     """Image files of ``folder`` in sorted order, and the names of other files (skipped, listed)."""
-    from .targets import IMAGE_SUFFIXES
+    from ..fitting.targets import IMAGE_SUFFIXES
 
     p = Path(folder)
     if not p.exists():
@@ -106,8 +106,8 @@ def load_images(paths: list[Path], size: int, channels: int | None = None) -> Co
     """
     import torch
 
-    from .errors import TargetError
-    from .targets import load_target
+    from ..errors import TargetError
+    from ..fitting.targets import load_target
 
     loaded, names, skipped, resized = [], [], [], []
     for path in paths:
@@ -140,7 +140,7 @@ def load_images(paths: list[Path], size: int, channels: int | None = None) -> Co
 # ---------------------------------------------------------------- model
 def build_cohort(recipe: CohortRecipe, heads: int, out_features: int, seed: int | None = None) -> list:
     """``heads`` CoordMLPs that share one encoder: the same encoding and linear modules 0..K-1."""
-    from .inits import build_model
+    from ..models.inits import build_model
 
     seed = recipe.seed if seed is None else seed
     base = build_model(recipe.backbone, 2, out_features, recipe.depth, recipe.width, seed=seed)
@@ -202,7 +202,7 @@ def _is_shared(key: str, K: int) -> bool:
 
 
 def save_cohort(models: list, recipe: CohortRecipe, names: list[str], path, provenance=None, force=False):
-    from .checkpoint import save
+    from ..checkpoints.save import save
 
     meta = {"cohort": {"shared_layers": recipe.shared_layers, "heads": len(models), "names": names}}
     prov = {"recipe": recipe.to_dict(), **(provenance or {})}
@@ -214,9 +214,9 @@ def load_cohort(path) -> tuple[list, CohortRecipe, list[str]]:
     """All heads of an inrdiag cohort checkpoint, sharing one encoder (eval mode)."""
     import torch
 
-    from .checkpoint import read_checkpoint
-    from .model import CoordMLP
-    from .spec import ArchSpec
+    from ..checkpoints.read import read_checkpoint
+    from ..models.mlp import CoordMLP
+    from ..models.spec import ArchSpec
 
     raw = read_checkpoint(path)
     meta = raw.metadata or {}
@@ -277,7 +277,7 @@ def training_bytes(heads: int, points: int, channels: int, recipe: CohortRecipe)
     (pre- and post-activation of each of its K layers and the encoding, N x width each, x2 for the
     gradients flowing back); each head's activations likewise (depth - K hidden layers + its output);
     parameters with their gradients and Adam's two moments (x4)."""
-    from .inits import FF_FEATURES
+    from ..models.inits import FF_FEATURES
 
     w, K, L = recipe.width, recipe.shared_layers, recipe.depth
     enc_feats = FF_FEATURES if recipe.backbone == "ff" else 2
@@ -293,7 +293,7 @@ def training_bytes(heads: int, points: int, channels: int, recipe: CohortRecipe)
 def check_training_memory(heads: int, points: int, channels: int, recipe: CohortRecipe, device=None) -> None:
     """Refuse (ResourceError, naming --size) a cohort whose training would not fit in memory: half the
     RAM on the CPU, 90% of the GPU's memory on CUDA. Runs before any tensor is allocated."""
-    from .grid import check_memory
+    from ..grid import check_memory
 
     limit = None
     if device is not None and getattr(device, "type", str(device)) == "cuda":
@@ -311,9 +311,8 @@ def train_cohort(data: CohortData, recipe: CohortRecipe, device: str = "auto", p
     """Fit the shared encoder and every head jointly: Adam on the mean over images of each MSE."""
     import torch
 
-    from .device import resolve_device
-    from .fitting import tune_malloc
-    from .targets import psnr
+    from ..device import resolve_device, tune_malloc
+    from ..fitting.targets import psnr
 
     tune_malloc()
     dev = resolve_device(device)
@@ -363,7 +362,7 @@ def _unique_params(models: list) -> list:
 def _coords(shape, dev):
     import torch
 
-    from .grid import make_grid
+    from ..grid import make_grid
 
     return make_grid(shape, dtype=torch.float32, device=dev)
 
@@ -383,9 +382,9 @@ def train_cohort_sharded(paths: list[Path], recipe: CohortRecipe, rank, progress
     import torch
     import torch.distributed as dist
 
-    from .fitting import tune_malloc
-    from .study.distributed import all_gather, gather
-    from .targets import psnr
+    from ..device import tune_malloc
+    from ..fitting.targets import psnr
+    from ..study.distributed import all_gather, gather
 
     tune_malloc()
     W, r = rank.world, rank.rank
@@ -414,7 +413,7 @@ def train_cohort_sharded(paths: list[Path], recipe: CohortRecipe, rank, progress
             values = values.expand(-1, -1, C).contiguous()
             local.resized += [f"{n} (gray -> RGB)" for n in local.names]
         values = values.to(dev)
-    from .inits import build_model
+    from ..models.inits import build_model
 
     base = build_model(recipe.backbone, 2, C, recipe.depth, recipe.width, seed=recipe.seed).to(dev).train()
     heads = {}

@@ -26,9 +26,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .report.common import SCHEMA_VERSION
-from .sae import CFG_FILE, SAELENS_ARCH, WEIGHTS_FILE, SAEConfig, SAEError, make_sae
+from .. import __version__
+from ..report.common import SCHEMA_VERSION
+from .model import CFG_FILE, SAELENS_ARCH, WEIGHTS_FILE, SAEConfig, SAEError, make_sae
 
 #: ``metadata.sae_lens_version`` written to cfg.json: the SAELens 6 config format (SAELens writes its own
 #: version, e.g. "6.18.0"; any value >= 6.0.0-rc.0 makes it keep the metadata as written).
@@ -62,7 +62,7 @@ def check_sae_out(folder, force: bool = False, inputs=()) -> list[Path]:
     """Refuse (before any work) an -o folder whose SAE files exist (without ``force``), a file in its place,
     a folder holding other files (it is replaced as a whole), an input among its files, or a missing parent
     folder. Returns the two file paths."""
-    from .io import check_writable_dir
+    from ..files import check_writable_dir
 
     d = check_writable_dir(folder, [WEIGHTS_FILE, CFG_FILE], force, inputs)
     return [d / WEIGHTS_FILE, d / CFG_FILE]
@@ -70,10 +70,10 @@ def check_sae_out(folder, force: bool = False, inputs=()) -> list[Path]:
 
 def save_sae(sae, cfg: SAEConfig, folder, meta: dict | None = None, force: bool = False, inputs=()) -> list[str]:
     """Write ``folder/sae_weights.safetensors`` and ``folder/cfg.json`` (SAELens's layout), as a whole: both go
-    to a temp folder that replaces ``folder`` (``inrdiag.io.atomic_dir``), so the pair always belongs together."""
+    to a temp folder that replaces ``folder`` (``inrdiag.files.atomic_dir``), so the pair always belongs together."""
     from safetensors.torch import save_file
 
-    from .io import atomic_dir
+    from ..files import atomic_dir
 
     paths = check_sae_out(folder, force, inputs)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in sae.state_dict().items()}
@@ -146,7 +146,7 @@ def _jumprelu_sae(d_in: int, d_sae: int, dtype):
     import torch
     from torch import nn
 
-    from .sae import _sae_module
+    from .model import _sae_module
 
     class JumpReLUSAE(_sae_module()):
         architecture = "jumprelu"

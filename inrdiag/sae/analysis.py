@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .sae import (
+from .model import (
     ABLATION_CHUNK,
     SAELENS_ARCH,
     Codes,
@@ -22,14 +22,14 @@ from .sae import (
     SAEConfig,
     SAEError,
     check_analysis_memory,
-    encode_all,  # fmt: skip
+    encode_all,
     train_sae,
 )
 
 
 # ---------------------------------------------------------------- model side: activations and splicing
 def _adapter(model):
-    from .adapter import as_adapter
+    from ..models.adapter import as_adapter
 
     return as_adapter(model)
 
@@ -278,12 +278,12 @@ def analyse(model, layer: int, coords, y, kind: str, cfg: SAEConfig, device="aut
 
     ``ablate``: None = every live atom, 0 = none, n = the n atoms of largest activation mass.
     ``sae``: a trained SAE (``load_sae``) to analyse instead of training one. ``model``: anything
-    ``inrdiag.adapter.as_adapter`` takes (a CoordMLP, any nn.Module, a Loaded, an adapter).
+    ``inrdiag.models.adapter.as_adapter`` takes (a CoordMLP, any nn.Module, a Loaded, an adapter).
     Returns (report, sae, codes).
     """
     import torch
 
-    from .device import resolve_device
+    from ..device import resolve_device
 
     ad = _adapter(model)
     check_layer(ad, layer)

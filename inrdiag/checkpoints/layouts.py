@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .checkpoint import RawCheckpoint
-from .errors import AmbiguousArchitectureError, CheckpointError, SpecError
-from .spec import ACTIVATIONS, ENCODINGS, OUT_ACTIVATIONS, PE_CONVENTIONS, USES_W0, ArchSpec
+from ..errors import AmbiguousArchitectureError, CheckpointError, SpecError
+from ..models.spec import ACTIVATIONS, ENCODINGS, OUT_ACTIVATIONS, PE_CONVENTIONS, USES_W0, ArchSpec
+from .read import RawCheckpoint
 
 #: Module names that mark an output head, sorted after numbered layers (siren-pytorch: last_layer).
 HEAD_NAMES = {"last_layer", "output", "out", "head", "final", "output_linear", "fc_out", "last",

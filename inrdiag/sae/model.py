@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InrdiagError
+from ..errors import InrdiagError
 
 KINDS = ("topk", "relu")
 #: SAELens's ``architecture`` names for our two kinds.
@@ -137,7 +137,7 @@ def _train_bytes(n: int, d: int, cfg: SAEConfig) -> int:
 
 
 def _memory_check(n: int, d: int, cfg: SAEConfig) -> None:
-    from .grid import check_memory
+    from ..grid import check_memory
 
     nbytes = _train_bytes(n, d, cfg) + 4 * (2 * n * d + 2 * encode_chunk_size(cfg.atoms) * cfg.atoms)
     check_memory(nbytes, f"an SAE with {cfg.atoms} atoms on {d} features", "--atoms or --batch-size")
@@ -158,7 +158,7 @@ def estimate_bytes(n: int, d: int, d_next: int, dim: int, channels: int, cfg: SA
 def check_analysis_memory(n: int, d: int, d_next: int, dim: int, channels: int, cfg: SAEConfig, device,
                           itemsize: int = 4) -> None:  # fmt: skip
     """Refuse (one line, with the estimate) an analysis that would not fit: half the RAM, or 90% of the GPU's."""
-    from .grid import check_memory
+    from ..grid import check_memory
 
     limit = None
     if getattr(device, "type", str(device)) == "cuda":

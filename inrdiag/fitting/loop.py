@@ -12,7 +12,6 @@ caller's choice of UI (the CLI draws a rich progress bar).
 
 from __future__ import annotations
 
-import copy
 import math
 import numbers
 import time
@@ -20,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InrdiagError
-from .spectra import DEFAULT_TOL, gram_spectra, spectrum_stats
+from ..device import tune_malloc
+from ..errors import InrdiagError
+from ..spectra import DEFAULT_TOL, layer_ranks
 
 #: Largest grid fitted full-batch by default (points); larger targets use sampled batches.
 FULL_BATCH_MAX = 2**17
@@ -44,7 +44,7 @@ Progress = Callable[[int, int, float, float], None]
 class FitConfig:
     """What to fit and how (every field is recorded in the checkpoint's provenance)."""
 
-    #: Inlet scheme, see ``inrdiag.inits.SCHEMES``.
+    #: Inlet scheme, see ``inrdiag.models.inits.SCHEMES``.
     init: str = "rank-expand"
     #: Hidden layers and their width.
     depth: int = DEFAULT_DEPTH
@@ -72,8 +72,8 @@ class FitConfig:
 
     def validate(self) -> None:
         """Raise an InrdiagError naming the field (and its flag), the value and what is allowed."""
-        from .inits import get_scheme
-        from .seeds import check_seed
+        from ..models.inits import get_scheme
+        from ..seeds import check_seed
 
         if not isinstance(self.init, str):
             raise InrdiagError(f"--init must be a scheme name (FitConfig.init, a str), got {self.init!r}")
@@ -193,42 +193,6 @@ class FitResult:
         }  # fmt: skip
 
 
-def tune_malloc() -> bool:
-    """On glibc, stop returning large freed blocks to the OS (``M_MMAP_MAX=0``, a 2 GiB
-    ``M_TRIM_THRESHOLD``), so full-batch activation buffers are reused instead of being unmapped
-    and page-faulted back every step (DESIGN.md section 5). Process-wide; returns whether applied.
-    The price: the process keeps up to its peak heap instead of shrinking after large frees."""
-    import ctypes
-    import ctypes.util
-    import platform
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        m_trim_threshold, m_mmap_max = -1, -4
-        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
-    except (OSError, AttributeError):
-        return False
-
-
-def layer_ranks(model, shape: tuple[int, ...], tol: float = DEFAULT_TOL, device=None) -> list:
-    """SpectrumStats of every hidden layer's Z_k on the grid of ``shape`` (float64, eval mode); ``model``
-    is a CoordMLP or any module mapping ``len(shape)`` coordinates to outputs."""
-    import torch
-
-    from .adapter import cast_module
-
-    m64 = cast_module(copy.deepcopy(model), device, torch.float64).eval()
-    grams, alive = gram_spectra(m64, shape, device, in_features=len(shape))
-    n = math.prod(shape)
-    out = []
-    for g, a in zip(grams, alive):
-        s = torch.linalg.eigvalsh(g).clamp_min(0).sqrt().flip(0)
-        out.append(spectrum_stats(s.tolist(), min(n, g.shape[0]), tol, int((~a).sum())))
-    return out
-
-
 def holdout_mask(shape: tuple[int, ...], stride: int):
     """Bool vector over the flattened grid: True where every index is a multiple of ``stride``."""
     import torch
@@ -250,7 +214,7 @@ def predict(model, coords, chunk: int = EVAL_CHUNK):
 
 
 def fit(target, config: FitConfig | None = None, progress: Progress | None = None, model=None) -> FitResult:
-    """Fit a new MLP (built by ``config.init``) to ``target`` (``inrdiag.targets.Target``)."""
+    """Fit a new MLP (built by ``config.init``) to ``target`` (``inrdiag.fitting.targets.Target``)."""
     import torch
 
     from .targets import Target
@@ -278,8 +242,8 @@ def fit(target, config: FitConfig | None = None, progress: Progress | None = Non
 def _prepare_user_model(model, target, cfg: FitConfig, batch: int, notes: list[str]):
     """Check the user's module against the target (d coordinates in, C outputs out) and the memory a fit
     needs; ``cfg.init`` other than "keep" re-initialises its inlet (the first nn.Linear it calls)."""
-    from .adapter import as_adapter
-    from .grid import check_memory
+    from ..grid import check_memory
+    from ..models.adapter import as_adapter
 
     ad = as_adapter(model, in_features=target.dim)
     if ad.out_features != target.channels:
@@ -290,7 +254,7 @@ def _prepare_user_model(model, target, cfg: FitConfig, batch: int, notes: list[s
     need = 4.0 * (4 * params + 3 * batch * (widths + target.dim) + 2 * target.points * (target.dim + target.channels))
     check_memory(need, f"fitting your module ({params:,} parameters) with {batch:,} points per step", "--batch-size")
     if cfg.init != "keep":
-        from .usercode import reinit_module_inlet
+        from ..models.usercode import reinit_module_inlet
 
         notes.extend(reinit_module_inlet(ad, cfg.init, cfg.seed))
     else:
@@ -301,10 +265,10 @@ def _prepare_user_model(model, target, cfg: FitConfig, batch: int, notes: list[s
 def _fit(target, cfg: FitConfig, progress: Progress | None, user_model=None) -> FitResult:
     import torch
 
-    from .device import resolve_device
-    from .grid import check_memory
-    from .inits import build_model, build_spec
-    from .signals.kinds import loss_function
+    from ..device import resolve_device
+    from ..grid import check_memory
+    from ..models.inits import build_model, build_spec
+    from ..signals.kinds import loss_function
     from .targets import METRIC_NAME, metric
 
     notes: list[str] = list(getattr(target, "notes", []))

@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InrdiagError
-from .grid import check_memory, make_grid
-from .spectra import spectrum_stats
+from ..errors import InrdiagError
+from ..grid import check_memory, make_grid
+from ..spectra import spectrum_stats
 
 METHODS = ("auto", "exact", "lanczos")
 DTYPES = ("auto", "float32", "float64")
@@ -159,7 +159,7 @@ def ntk_points(dim: int, grid: int | None, points: int | None, seed: int = 0, dt
 def _factor_bytes(ad, n: int, itemsize: int) -> float:
     """Bytes of the factors on n points: per exact-factor layer (d_in + 1) + C d_out columns, per generic
     group C p columns (p real parameters), times 2 for the forward/backward graph of one chunk (a bound)."""
-    from .ntk_factors import generic_groups
+    from .factors import generic_groups
 
     C = ad.out_features
     cols = sum(ad.layers[k].in_features + 1 + C * ad.layers[k].out_features for k in ad.exact_layers)
@@ -176,7 +176,7 @@ def choose_method(method: str, n: int, ad, itemsize: int) -> str:
         raise InrdiagError(f"unknown --method {method!r}; allowed: {', '.join(METHODS)}")
     if method != "auto":
         return method
-    from .grid import available_memory
+    from ..grid import available_memory
 
     exact_bytes = _factor_bytes(ad, n, itemsize) + 4.0 * n * n * 8
     return "exact" if n <= EXACT_MAX_POINTS and exact_bytes <= available_memory() / 4 else "lanczos"
@@ -231,7 +231,7 @@ def ntk_report(
     """The empirical NTK of ``model`` on a coordinate grid (or a seeded random subset of it).
 
     ``model``: a CoordMLP, any ``nn.Module`` mapping (N, d) coordinates to (N, C), an ``inrdiag.Loaded``
-    or a ``ModuleAdapter``; ``in_features`` is d when the module cannot tell (see ``inrdiag.adapter``).
+    or a ``ModuleAdapter``; ``in_features`` is d when the module cannot tell (see ``inrdiag.models.adapter``).
     Every ``nn.Parameter`` counts (``requires_grad`` is ignored: register constants as buffers).
 
     ``top_k`` eigenpairs are computed (all eigenvalues in exact mode); ``vectors=True`` keeps the
@@ -252,10 +252,10 @@ def ntk_report(
     """
     import torch
 
-    from .adapter import as_adapter
-    from .device import resolve_device
-    from .ntk_eig import krylov_spectrum, topk_eigh
-    from .ntk_factors import Factor, all_factors, generic_groups
+    from ..device import resolve_device
+    from ..models.adapter import as_adapter
+    from .eigen import krylov_spectrum, topk_eigh
+    from .factors import Factor, all_factors, generic_groups
 
     if dtype not in DTYPES:
         raise InrdiagError(f"unknown --dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
@@ -454,8 +454,8 @@ def lanczos_topk(comp, n, top_k, etol, trace, dev, tdtype, block=4, seed=0, lowr
     """
     import torch
 
-    from .ntk_eig import topk_eigh
-    from .ntk_factors import matmul_sum
+    from .eigen import topk_eigh
+    from .factors import matmul_sum
 
     def solve(factors):
         return topk_eigh(lambda V: matmul_sum(factors, V), n, top_k, dtype=torch.float64, device=dev,
