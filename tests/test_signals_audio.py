@@ -12,8 +12,9 @@ import torch
 sf = pytest.importorskip("soundfile")
 
 from inrdiag.fitting.targets import load_target  # noqa: E402
+from inrdiag.metrics import psnr  # noqa: E402
 from inrdiag.signals.errors import AudioError  # noqa: E402
-from inrdiag.signals.kinds import metric, psnr, snr  # noqa: E402
+from inrdiag.signals.kinds import metric, snr  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

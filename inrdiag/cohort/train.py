@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InrdiagError
+from ..metrics import to_luma
 
 BACKBONES = ("siren", "ff")
 #: Adam learning rates by backbone: STRAINER's 1e-4 for SIREN; 1e-3 for the Fourier-feature ReLU MLP.
@@ -123,7 +124,6 @@ def load_images(paths: list[Path], size: int, channels: int | None = None) -> Co
     if not loaded:
         raise CohortError("no readable images: " + "; ".join(skipped))
     channels = channels or max(t.channels for t in loaded)
-    luma = torch.tensor([0.299, 0.587, 0.114])
     vals = []
     for t in loaded:
         v = t.values
@@ -131,7 +131,7 @@ def load_images(paths: list[Path], size: int, channels: int | None = None) -> Co
             v = v.expand(-1, channels).contiguous()
             resized.append(f"{Path(t.path).name} (gray -> RGB)")
         elif v.shape[1] > channels:
-            v = (v @ luma)[:, None].contiguous()
+            v = to_luma(v)
             resized.append(f"{Path(t.path).name} (RGB -> gray)")
         vals.append(v)
     return CohortData(names, torch.stack(vals), (size, size), skipped, resized)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TargetError
+from ..metrics import psnr, to_luma
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 VOLUME_SUFFIXES = {".npy", ".npz"}
@@ -292,7 +293,6 @@ def match_channels(values, channels: int):
     """Target values (N x C) as ``channels`` channels: gray -> RGB repeats, RGB -> gray is ITU-R 601 luma.
 
     Returns (values, note or None); raises TargetError for any other mismatch."""
-    import torch
 
     c = values.shape[1]
     if c == channels:
@@ -300,8 +300,7 @@ def match_channels(values, channels: int):
     if c == 1 and channels == 3:
         return values.expand(-1, 3).contiguous(), "gray target repeated to RGB"
     if c == 3 and channels == 1:
-        luma = torch.tensor([0.299, 0.587, 0.114], dtype=values.dtype, device=values.device)
-        return (values @ luma)[:, None].contiguous(), "RGB target converted to gray (ITU-R 601 luma)"
+        return to_luma(values), "RGB target converted to gray (ITU-R 601 luma)"
     raise TargetError(f"a target with {c} channel(s) does not fit a model with {channels} output(s)")
 
 
@@ -312,14 +311,6 @@ def fit_to_model(tgt: Target, in_features: int, out_features: int) -> str | None
         raise TargetError(f"{tgt.path}: a {tgt.dim}-D target does not fit a model with {in_features}-D input")
     tgt.values, note = match_channels(tgt.values, out_features)
     return note
-
-
-def psnr(pred, target) -> float:
-    """PSNR in dB on [0, 1]: ``-10 log10(mean((clip(pred, 0, 1) - target)^2))`` (inf when exact)."""
-    import torch
-
-    mse = float(torch.mean((pred.detach().clamp(0, 1).to(torch.float64) - target.to(torch.float64)) ** 2))
-    return math.inf if mse == 0 else -10.0 * math.log10(mse)
 
 
 def iou(logits, target, threshold: float = 0.5) -> float:

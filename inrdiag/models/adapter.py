@@ -623,17 +623,10 @@ class _CoordChain:
 
     def head_forward(self, j: int, a: torch.Tensor) -> torch.Tensor:
         """Linear layers j..L of the MLP applied to ``a`` (linear j's input)."""
-        for i in range(j, self.last + 1):
-            a = self.m.linears[i](a)
-            if i < self.last:
-                a = self.m.hidden_step(i, a)
-        return self.m.output_step(a)
+        return self.m.head(a, j)
 
     def features(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        a = self.m.encoding(x)
-        for i in range(k + 1):
-            a = self.m.hidden_step(i, self.m.linears[i](a))
-        return a
+        return self.m.features(x, k)
 
     def all_features(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         a = self.m.encoding(x)

@@ -160,12 +160,24 @@ class CoordMLP(nn.Module):
         return activation(self.spec.out_activation, h, self.spec.w0_hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoding(x), 0)
+
+    def features(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """The activation of hidden layer ``k`` (N x width_k): encoding, then linears 0..k with their
+        activations; ``k = -1`` gives the encoding itself (linear 0's input)."""
         a = self.encoding(x)
+        for i in range(k + 1):
+            a = self.hidden_step(i, self.linears[i](a))
+        return a
+
+    def head(self, a: torch.Tensor, j: int) -> torch.Tensor:
+        """Linears ``j..L`` applied to ``a`` (linear j's input), with the hidden and output activations:
+        ``head(features(x, k), k + 1) == forward(x)``."""
         last = len(self.linears) - 1
-        for k, lin in enumerate(self.linears):
-            a = lin(a)
-            if k < last:
-                a = self.hidden_step(k, a)
+        for i in range(j, last + 1):
+            a = self.linears[i](a)
+            if i < last:
+                a = self.hidden_step(i, a)
         return self.output_step(a)
 
     def trace(self, x: torch.Tensor) -> Trace:

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import InrdiagError
 from ..grid import check_memory, make_grid
-from ..spectra import spectrum_stats
+from ..spectra import DEFAULT_TOL, spectrum_stats
 
 METHODS = ("auto", "exact", "lanczos")
 DTYPES = ("auto", "float32", "float64")
@@ -42,8 +42,6 @@ SMALL_GRAM = 4096
 #: Default points per axis for ``ntk`` (N = 4096 in 1-D, 2-D and 3-D): the exact method's range.
 DEFAULT_GRID = {1: 4096, 2: 64, 3: 16}
 DEFAULT_TOP_K = 32
-#: Relative tolerance of the numerical rank: count eigenvalues above tol * lambda_1.
-DEFAULT_TOL = 1e-3
 
 
 @dataclass

@@ -21,6 +21,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..metrics import psnr_from_mse
+
 
 @dataclass
 class TargetNTK:
@@ -61,7 +63,7 @@ def alignment(U, y) -> list[tuple[int, float]]:
 
 
 def _psnr(sq: float, count: int) -> float:
-    return math.inf if sq <= 0 else -10.0 * math.log10(sq / count)
+    return psnr_from_mse(sq / count)
 
 
 def predicted_psnr(eigenvalues, U, r0, lr: float, steps: list[int]) -> tuple[list[float], float]:

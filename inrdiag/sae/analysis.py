@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..metrics import psnr_from_mse
 from .model import (
     ABLATION_CHUNK,
     SAELENS_ARCH,
@@ -103,7 +104,7 @@ class Scorer:
         rows = t.reshape(-1, t.shape[-1]).tolist()
         if self.kind == "image":
             n = self.y.numel()
-            vals = [math.inf if r[0] <= 0 else -10.0 * math.log10(r[0] / n) for r in rows]
+            vals = [psnr_from_mse(r[0] / n) for r in rows]
         else:
             vals = [1.0 if r[1] <= 0 else r[0] / r[1] for r in rows]
         return vals[0] if t.dim() == 1 else vals

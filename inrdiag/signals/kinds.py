@@ -56,12 +56,6 @@ def _mse(pred, target, lo: float, hi: float) -> float:
     return float(torch.mean((pred.detach().clamp(lo, hi).to(torch.float64) - target.to(torch.float64)) ** 2))
 
 
-def psnr(pred, target, lo: float = 0.0, hi: float = 1.0) -> float:
-    """``-10 log10(mean((clip(pred, lo, hi) - target)^2))`` with peak 1 (inf when exact)."""
-    mse = _mse(pred, target, lo, hi)
-    return math.inf if mse == 0 else -10.0 * math.log10(mse)
-
-
 def snr(pred, target, lo: float = -1.0, hi: float = 1.0) -> float:
     """``10 log10(sum target^2 / sum (clip(pred) - target)^2)`` in dB (inf when exact, -inf for a silent target)."""
     import torch
@@ -83,6 +77,8 @@ def sign_iou(pred, target) -> float:
 
 def metric(kind: str, pred, target) -> float:
     """The metric of ``kind`` (see the table above) for predictions ``pred`` and values ``target`` (N x C)."""
+    from ..metrics import psnr
+
     check_kind(kind)
     if kind == "occupancy":
         from ..fitting.targets import iou
@@ -97,6 +93,8 @@ def metric(kind: str, pred, target) -> float:
 
 def frame_psnr(pred, target, frames: int) -> list[float]:
     """PSNR of each of ``frames`` equal consecutive blocks of the rows (video: one block per frame, 'ij' order)."""
+    from ..metrics import psnr
+
     n = target.shape[0] // frames
     return [psnr(pred[i * n : (i + 1) * n], target[i * n : (i + 1) * n]) for i in range(frames)]
 

@@ -206,7 +206,8 @@ def load_video(p: Path, size: int | None = None):
 
 def _frame_evaluator(tgt):
     def evaluate(model, out) -> dict:
-        from .kinds import frame_psnr, psnr
+        from ..metrics import psnr
+        from .kinds import frame_psnr
 
         vals = tgt.values.to(out.device)
         per = frame_psnr(out, vals, tgt.shape[0])
