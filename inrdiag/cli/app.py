@@ -302,20 +302,18 @@ def load_model(model: str, loading: Loading | None = None):
     return (loading or Loading()).load(model)
 
 
-def show(json: bool, data, renderer: str, *args) -> None:
-    """Print ``data`` (a dict) as the only JSON on stdout, or render with ``report.<module>:<function>(*args)``.
+def show(json: bool, data: dict[str, Any], render: Callable[..., None], *args: Any) -> None:
+    """Print ``data`` (a dict) as the only JSON on stdout, or call ``render(*args)`` to draw the table.
 
-    The renderer is named, not passed, so rich and the report module load only when a table is shown.
+    Commands import their renderer from ``report/`` inside the command body, so rich and the report
+    modules load only when a command runs, never for ``--help``.
     """
     if json:
         from ..report.common import emit_json
 
         emit_json(data)
     else:
-        import importlib
-
-        module, func = renderer.split(":")
-        getattr(importlib.import_module(f"..report.{module}", __package__), func)(*args)
+        render(*args)
         from .. import threads
 
         choice = threads.LAST

@@ -164,7 +164,9 @@ def cohort_train(
         models, res = _train(folder, recipe, device, json)
     prov = {"psnr_mean": sum(res.psnr) / len(res.psnr), "folder": str(Path(folder).resolve())}
     save_cohort(models, recipe, res.names, out, provenance=prov, force=force)
-    show(json, {**res.to_dict(), "out": out}, "cohort:render_cohort_train", res, out)
+    from ..report.cohort import render_cohort_train
+
+    show(json, {**res.to_dict(), "out": out}, render_cohort_train, res, out)
 
 
 @app.command("freeze-sweep")
@@ -314,7 +316,9 @@ def _show_sweep(rep, notes, plot, json, force) -> None:
             from ..report.cohort import plot_sweep
 
             plot_sweep(rep, plot, force)
-        show(json, rep.to_dict(), "cohort:render_sweep", rep)
+        from ..report.cohort import render_sweep
+
+        show(json, rep.to_dict(), render_sweep, rep)
         return
     from ..report import study as R
 
@@ -323,7 +327,9 @@ def _show_sweep(rep, notes, plot, json, force) -> None:
     if plot:
         R.plot_freeze_study(rep, plot, force)
         saved["plot"] = plot
-    show(json, {**rep.to_dict(), "outputs": saved}, "study:render_freeze_study", rep, saved)
+    from ..report.study import render_freeze_study
+
+    show(json, {**rep.to_dict(), "outputs": saved}, render_freeze_study, rep, saved)
 
 
 def _legacy_sweep(folder, paths, test, holdout, steps, lr, cohort_steps, backbone, depth, width, shared_layers, size,

@@ -31,8 +31,10 @@ def info(
 ) -> None:
     """What was loaded and how: format, layout, layers, activation, encoding, unused tensors."""
     loaded = load_model(model, loading)
-    renderer = "usercode:render_user_info" if hasattr(loaded, "code") else "diagnose:render_info"
-    show(json, loaded.to_dict(), renderer, loaded)
+    from ..report.diagnose import render_info
+    from ..report.usercode import render_user_info
+
+    show(json, loaded.to_dict(), render_user_info if hasattr(loaded, "code") else render_info, loaded)
 
 
 @app.command()
@@ -85,10 +87,14 @@ def rank(
 
         plot_rank(reports[0], plot, force)
     if len(paths) == 1:
-        show(json, reports[0].to_dict(), "diagnose:render_rank", reports[0])
+        from ..report.diagnose import render_rank
+
+        show(json, reports[0].to_dict(), render_rank, reports[0])
     else:
         data = {"checkpoints": [{"checkpoint": p, **r.to_dict()} for p, r in zip(paths, reports)]}
-        show(json, data, "tables:render_rank_table", paths, reports)
+        from ..report.tables import render_rank_table
+
+        show(json, data, render_rank_table, paths, reports)
     wrote(json, "plot", plot)
     wrote(json, "CSV", csv)
 
@@ -167,5 +173,7 @@ def check(
     loaded = load_model(model, loading)
     rep = run_checks(loaded, pol, device=device)
     rep.notes.insert(0, f"policy file: {pol.source}" if pol.source else "policy file: none (flags and defaults only)")
-    show(json, rep.to_dict(), "diagnose:render_check", rep)
+    from ..report.diagnose import render_check
+
+    show(json, rep.to_dict(), render_check, rep)
     raise typer.Exit(rep.exit_code)

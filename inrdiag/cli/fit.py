@@ -193,7 +193,9 @@ def fit(
 
         plot_fit(res, plot, force, tgt)
         saved["plot"] = plot
-    show(json, {**res.to_dict(), "outputs": saved}, "fit:render_fit", res, saved)
+    from ..report.fit import render_fit
+
+    show(json, {**res.to_dict(), "outputs": saved}, render_fit, res, saved)
 
 
 @app.command()
@@ -331,7 +333,9 @@ def _show_compare(rep, plot, csv, json, force, device, threads) -> None:
 
             plot_compare(rep, plot, force)
             saved["plot"] = plot
-        show(json, rep.to_dict(), "fit:render_compare", rep, saved)
+        from ..report.fit import render_compare
+
+        show(json, rep.to_dict(), render_compare, rep, saved)
         return
     if csv:
         R.write_csv(csv, *rep.csv_rows(), force)
@@ -339,7 +343,9 @@ def _show_compare(rep, plot, csv, json, force, device, threads) -> None:
     if plot:
         R.plot_compare_study(rep, plot, force)
         saved["plot"] = plot
-    show(json, {**rep.to_dict(), "outputs": saved}, "study:render_compare_study", rep, saved)
+    from ..report.study import render_compare_study
+
+    show(json, {**rep.to_dict(), "outputs": saved}, render_compare_study, rep, saved)
 
 
 @app.command()
@@ -388,4 +394,6 @@ def reinit(
         inlet = loaded.model.linears[0]
     info = {"source": str(model), "scheme": scheme, "seed": seed, "output": output,
             "inlet_shape": list(inlet.weight.shape), "notes": notes}  # fmt: skip
-    show(json, info, "fit:render_reinit", info)
+    from ..report.fit import render_reinit
+
+    show(json, info, render_reinit, info)

@@ -156,7 +156,9 @@ def sae_cmd(
         unknown = {} if ours else dict.fromkeys(("l1", "lr", "batch_size", "seed", "aux_coef", "dead_after"))
         kind = "jumprelu" if source["architecture"] == "jumprelu" else data["sae"]["kind"]
         data["sae"] = {**data["sae"], **unknown, "kind": kind, "architecture": source["architecture"], "file": source}
-    show(json, data, "sae:render_sae", rep, show_n, source)
+    from ..report.sae import render_sae
+
+    show(json, data, render_sae, rep, show_n, source)
     wrote(json, "atom maps", atoms_png)
 
 

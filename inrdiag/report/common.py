@@ -7,6 +7,8 @@ import math
 import sys
 from typing import Any
 
+from ..schema import SCHEMA_VERSION, versioned  # noqa: F401  (SCHEMA_VERSION: re-exported)
+
 SPARK = "▁▂▃▄▅▆▇█"
 
 
@@ -14,18 +16,6 @@ def console(stderr: bool = False):
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False, soft_wrap=False)
-
-
-#: Version of the JSON layout every command prints (and of JSON written to files): raised when a key is
-#: renamed or removed or its meaning changes; adding keys keeps it.
-SCHEMA_VERSION = 1
-
-
-def versioned(data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` with ``schema_version`` and ``inrdiag_version`` first."""
-    from .. import __version__
-
-    return {"schema_version": SCHEMA_VERSION, "inrdiag_version": __version__, **data}
 
 
 def emit_json(data: Any) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..report.common import SCHEMA_VERSION
+from ..schema import SCHEMA_VERSION
 from .model import CFG_FILE, SAELENS_ARCH, WEIGHTS_FILE, SAEConfig, SAEError, make_sae
 
 #: ``metadata.sae_lens_version`` written to cfg.json: the SAELens 6 config format (SAELens writes its own
