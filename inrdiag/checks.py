@@ -10,11 +10,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import InrdiagError
+from .files import user_path
+from .models.adapter import as_adapter
+from .spectra import DEFAULT_TOL, RankReport, SpectrumStats, rank_report
 
 #: The file name searched for (cwd upward) when ``check`` is given no ``--policy``.
 PYPROJECT = "pyproject.toml"
@@ -105,8 +109,6 @@ def default_policy(start: str | Path | None = None) -> CheckPolicy:
 def read_policy(path: str | Path) -> CheckPolicy:
     """Thresholds from a policy file: a ``pyproject.toml``'s ``[tool.inrdiag.check]``, a TOML/JSON ``check``
     table, or a flat table of ``POLICY_KEYS``. Keys may be spelt with ``-`` or ``_`` (not both for one key)."""
-    from .files import user_path
-
     p = user_path(path, "policy file")
     if not p.is_file():
         raise InrdiagError(f"policy file {p} not found")
@@ -137,13 +139,15 @@ def _parse(p: Path) -> dict[str, Any]:
             data = json.loads(text)
         except (json.JSONDecodeError, RecursionError) as exc:
             raise InrdiagError(f"policy file {p}: invalid JSON ({str(exc)[:120]})") from None
-    else:
+    elif sys.version_info >= (3, 11):
         import tomllib
 
         try:
             data = tomllib.loads(text)
         except (tomllib.TOMLDecodeError, RecursionError) as exc:
             raise InrdiagError(f"policy file {p}: invalid TOML ({str(exc)[:120]}); use .json for JSON") from None
+    else:  # tomllib is new in Python 3.11
+        raise InrdiagError(f"policy file {p}: reading TOML needs Python 3.11 or newer; use a .json policy")
     if not isinstance(data, dict):
         raise InrdiagError(f"policy file {p} must hold a table/object, got {type(data).__name__}")
     return data
@@ -197,7 +201,8 @@ class CheckRow:
 class CheckReport:
     policy: CheckPolicy
     rows: list[CheckRow]
-    rank: Any = None  # RankReport, when the spectra could be computed
+    #: The rank report, when the spectra could be computed.
+    rank: RankReport | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -219,15 +224,12 @@ class CheckReport:
         }
 
 
-def run_checks(loaded, policy: CheckPolicy, device: str = "auto", in_features: int | None = None) -> CheckReport:
+def run_checks(loaded: Any, policy: CheckPolicy, device: str = "auto", in_features: int | None = None) -> CheckReport:
     """Evaluate ``policy`` on a loaded model (``inrdiag.load``'s result), any ``nn.Module`` mapping (N, d)
     coordinates to (N, C) (``in_features`` = d when it cannot tell) or a ``ModuleAdapter``.
 
     The inlet is the first layer with a representation; hidden-to-hidden weights are all linear layers
     but the first and the last called."""
-    from .models.adapter import as_adapter
-    from .spectra import DEFAULT_TOL, rank_report
-
     rows: list[CheckRow] = []
     notes: list[str] = []
     ad = as_adapter(loaded, in_features=in_features)
@@ -271,19 +273,26 @@ def run_checks(loaded, policy: CheckPolicy, device: str = "auto", in_features: i
                                  v >= policy.min_weight_stable_rank, f"layer {worst.index} ({worst.name})"))  # fmt: skip
     if policy.max_dead_fraction is not None:
         reps = [(layer, layer.representation) for layer in rep.layers if layer.representation is not None]
-        if reps[0][1].dead_units is None:
+        if reps[0][1].dead_units is None or reps[0][1].width is None:
             rows.append(CheckRow("max dead-unit fraction", None, "<=", policy.max_dead_fraction, None,
                                  f"'{rep.activation}' units cannot be dead (not ReLU-like)"))  # fmt: skip
         else:
-            layer, r = max(reps, key=lambda lr: lr[1].dead_units / lr[1].width)
-            v = r.dead_units / r.width
+            layer, r = max(reps, key=lambda lr: _dead_fraction(lr[1]))
+            v = _dead_fraction(r)
             rows.append(CheckRow("max dead-unit fraction", v, "<=", policy.max_dead_fraction,
                                  v <= policy.max_dead_fraction,
                                  f"{r.dead_units} of {r.width} in layer {layer.index}"))  # fmt: skip
-    for r in rows:
-        if r.value is not None and isinstance(r.value, float) and math.isnan(r.value):
-            r.passed = False
+    for row in rows:
+        if row.value is not None and isinstance(row.value, float) and math.isnan(row.value):
+            row.passed = False
     return CheckReport(policy, rows, rep, notes)
+
+
+def _dead_fraction(s: SpectrumStats) -> float:
+    """Dead units / width of one representation (a ReLU-like layer's, where both are set)."""
+    if s.dead_units is None or s.width is None:
+        raise InrdiagError("dead units are counted only for ReLU-like representations")  # pragma: no cover
+    return s.dead_units / s.width
 
 
 def _spectral_names(policy: CheckPolicy) -> list[str]:

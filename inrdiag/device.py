@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import torch
+
 from .errors import InrdiagError
 
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def resolve_device(name: str = "auto"):
-    import torch
-
+def resolve_device(name: str = "auto") -> torch.device:
+    """The torch device ``name`` names: ``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda``, ``cuda:N``."""
     if name not in DEVICES and not name.startswith("cuda:"):
         raise InrdiagError(f"unknown --device {name!r}; allowed: auto, cpu, cuda, cuda:N")
     if name == "auto":

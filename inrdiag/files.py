@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 from .errors import InrdiagError, OutputExistsError
 
@@ -177,18 +178,19 @@ def _swap_in(tmp: Path, d: Path, names: list[str], force: bool, inputs: list) ->
     """Swap ``tmp`` in as ``d``, with an advisory lock on the parent folder held for the swap: two runs
     writing the same folder at once (threads or processes on this machine) then swap one after the other
     instead of racing between their renames (measured: 4 threads x 10 saves raced to ENOTEMPTY)."""
+    lock: ModuleType | None
     try:
-        import fcntl
+        import fcntl as lock
     except ImportError:  # pragma: no cover - not POSIX: the retry loop alone
-        fcntl = None
-    fd = os.open(_folder(d), os.O_RDONLY) if fcntl is not None else None
+        lock = None
+    fd = os.open(_folder(d), os.O_RDONLY) if lock is not None else None
     try:
-        if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        if lock is not None and fd is not None:
+            lock.flock(fd, lock.LOCK_EX)
         _swap_in_locked(tmp, d, names, force, inputs)
     finally:
-        if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        if lock is not None and fd is not None:
+            lock.flock(fd, lock.LOCK_UN)
             os.close(fd)
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import math
 import numbers
 
+import torch
+
 from .errors import ResourceError, SpecError
 
 #: Default points per axis by coordinate dimension (2-D images: 256, 3-D volumes: 48).
 DEFAULT_POINTS = {1: 4096, 2: 256, 3: 48}
 
 
-def _is_int(v) -> bool:
+def _is_int(v: object) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
@@ -37,13 +39,13 @@ def grid_shape(dim: int, n: int | tuple[int, ...] | None) -> tuple[int, ...]:
     return (int(n),) * int(dim)
 
 
-def make_grid(shape: tuple[int, ...], dtype=None, device=None):
+def make_grid(
+    shape: tuple[int, ...], dtype: torch.dtype | None = None, device: torch.device | str | None = None
+) -> torch.Tensor:
     """The N x d matrix of grid coordinates, N = prod(shape); axis 0 varies slowest.
 
     ``shape`` is a non-empty sequence of integers >= 1 (1: the single coordinate -1 on that axis).
     """
-    import torch
-
     if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or len(shape) == 0:
         raise SpecError(f"grid shape must be a non-empty tuple of integers >= 1, got {shape!r}")
     if not all(_is_int(n) and n >= 1 for n in shape):

@@ -8,6 +8,7 @@ to a folder so the commands in the README and docs (``examples/...``) work from 
 from __future__ import annotations
 
 import filecmp
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ class Written:
     status: str
 
 
-def write_examples(dest, force: bool = False) -> list[Written]:
+def write_examples(dest: str | os.PathLike[str], force: bool = False) -> list[Written]:
     """Copy the sample data into ``dest`` (created if missing; its parent must exist).
 
     Idempotent: a file already there with the same bytes is kept ("same"), so running it twice is harmless.

@@ -18,11 +18,12 @@ SEED_MIN = 0
 SEED_MAX = 2**32 - 1
 
 
-def check_seed(seed, name: str = "--seed") -> int:
+def check_seed(seed: object, name: str = "--seed") -> int:
     """``seed`` as an int, or an InrdiagError naming the value and the allowed range."""
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise InrdiagError(f"{name} must be an integer in [{SEED_MIN}, {SEED_MAX}] (2^32 - 1), got {seed!r}")
-    if not SEED_MIN <= seed <= SEED_MAX:
+    value = int(seed)
+    if not SEED_MIN <= value <= SEED_MAX:
         raise InrdiagError(f"{name} must be in [{SEED_MIN}, {SEED_MAX}] (2^32 - 1: torch's CPU generator uses "
                            f"32 bits of the seed), got {seed}")  # fmt: skip
-    return int(seed)
+    return value

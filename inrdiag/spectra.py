@@ -11,11 +11,18 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+from torch import nn
+
+from .device import resolve_device
 from .errors import InrdiagError
 from .grid import available_memory, check_memory, grid_shape, make_grid
+from .models.adapter import as_adapter, cast_module
+from .models.spec import RELU_LIKE
 
 #: Default relative tolerance of the numerical rank: count s_i > tol * s_1.
 DEFAULT_TOL = 1e-3
@@ -68,7 +75,11 @@ class SpectrumStats:
 
 
 def spectrum_stats(
-    s, max_rank: int, tol: float = DEFAULT_TOL, dead_units: int | None = None, width: int | None = None
+    s: Iterable[float] | torch.Tensor,
+    max_rank: int,
+    tol: float = DEFAULT_TOL,
+    dead_units: int | None = None,
+    width: int | None = None,
 ) -> SpectrumStats:
     """Numerical rank ``#{s_i > tol s_1}``, effective rank ``exp(H(s / sum s))`` (Roy & Vetterli 2007,
     singular values not squared), stable rank ``sum s_i^2 / s_1^2``, from singular values ``s``."""
@@ -89,10 +100,8 @@ def spectrum_stats(
     )
 
 
-def weight_stable_rank(W) -> float:
+def weight_stable_rank(W: torch.Tensor) -> float:
     """``||W||_F^2 / s_max(W)^2`` in float64 (complex128 for complex W; 1 for rank one, up to min(out, in))."""
-    import torch
-
     W = W.detach().to(torch.complex128 if W.is_complex() else torch.float64)
     s = torch.linalg.svdvals(W)
     if s.numel() == 0 or float(s[0]) == 0.0:
@@ -155,7 +164,13 @@ def recommend_freeze_depth(stable_ranks: list[float], candidates: list[int]) -> 
     return best + 1
 
 
-def gram_spectra(model, shape: tuple[int, ...], device=None, chunk: int = CHUNK, in_features: int | None = None):
+def gram_spectra(
+    model: Any,
+    shape: tuple[int, ...],
+    device: torch.device | str | None = None,
+    chunk: int = CHUNK,
+    in_features: int | None = None,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Float64 Gram matrices ``Z_k^H Z_k`` of every layer with a representation, over the grid, and
     alive-unit masks.
 
@@ -163,16 +178,13 @@ def gram_spectra(model, shape: tuple[int, ...], device=None, chunk: int = CHUNK,
     lists in the order of ``as_adapter(model).hidden`` (a CoordMLP's hidden layers 0..L-1);
     ``alive[k]`` is a bool vector: unit ever nonzero on the grid, read off the Gram diagonal
     (``sum_n |z_nj|^2 = 0`` exactly when unit j is zero everywhere). Complex representations give
-    complex Hermitian Grams with the same singular values.
+    complex Hermitian Grams with the same singular values. The representations come from the
+    adapter's own partial pass (``ModuleAdapter.all_features``), one forward per chunk.
     """
-    import torch
-
-    from .models.adapter import as_adapter
-
     ad = as_adapter(model, in_features=in_features)
     grid = make_grid(shape, dtype=torch.float64, device=device)
     ks = ad.hidden
-    reps = [ad.representations[k] for k in ks]
+    reps = [ad.representation(k) for k in ks]
     grams = [torch.zeros(r.width, r.width, dtype=torch.complex128 if r.dtype.is_complex else torch.float64,
                          device=device) for r in reps]  # fmt: skip
     with torch.no_grad():
@@ -189,8 +201,8 @@ def gram_spectra(model, shape: tuple[int, ...], device=None, chunk: int = CHUNK,
 
 
 def rank_report(
-    model,
-    grid: int | None = None,
+    model: Any,
+    grid: int | tuple[int, ...] | None = None,
     tol: float = DEFAULT_TOL,
     device: str = "auto",
     shared_layers: int | None = None,
@@ -208,12 +220,6 @@ def rank_report(
     that are zero on the whole grid (None for other activations, as they cannot be exactly zero on a
     half-line); for any other module, columns of the representation exactly zero on every grid point.
     """
-    import torch
-
-    from .device import resolve_device
-    from .models.adapter import as_adapter
-    from .models.spec import RELU_LIKE
-
     if not (0 < tol < 1):
         raise InrdiagError(f"--tol must be in (0, 1), got {tol}")
     ad = as_adapter(model, in_features=in_features, names=layer_names)
@@ -225,7 +231,7 @@ def rank_report(
     hidden_idx = ad.hidden
     if not hidden_idx:
         raise InrdiagError(f"{ad.kind} has no layer with a representation (one linear layer?): nothing to rank")
-    widths = [ad.representations[k].width for k in hidden_idx]
+    widths = [ad.representation(k).width for k in hidden_idx]
     chunk = min(CHUNK, n)
     need = 8.0 * (n * d + 3 * chunk * (sum(widths) + ad.input_width) + sum(w * w for w in widths))
     check_memory(need, f"a {'x'.join(map(str, shape))} grid", "--grid", available_memory() / 2)
@@ -236,21 +242,22 @@ def rank_report(
             raise InrdiagError(f"weights are not finite ({name} holds NaN/Inf); `inrdiag info` lists them")
     grams, alive = gram_spectra(a64, shape, dev, chunk)
     by_layer = {k: (g, al) for k, g, al in zip(hidden_idx, grams, alive)}
-    coord = ad.is_coord_mlp
-    layers = []
+    spec = ad.spec if ad.is_coord_mlp else None
+    coord = spec is not None
+    layers: list[LayerRank] = []
     for k, layer in enumerate(a64.layers):
         rep = None
         if k in by_layer:
             g, al = by_layer[k]
             eig = torch.linalg.eigvalsh(g).clamp_min(0).sqrt().flip(0)
-            relu_like = coord and ad.spec.activation in RELU_LIKE
+            relu_like = spec is not None and spec.activation in RELU_LIKE
             dead = int((~al).sum()) if relu_like or not coord else None
             rep = spectrum_stats(eig.tolist(), min(n, g.shape[0]), tol, dead, int(g.shape[0]))
         W = layer.module.weight
         layers.append(LayerRank(k, layer.name, int(W.shape[1]), int(W.shape[0]), weight_stable_rank(W), rep))
     candidates = hidden_idx if shared_layers is None else hidden_idx[: max(1, min(shared_layers, len(hidden_idx)))]
     srs = [layer.weight_stable_rank for layer in layers]
-    notes = []
+    notes: list[str] = []
     if shared_layers is not None:
         notes.append(f"freeze depth chosen within the shared encoder (layers 0..{candidates[-1]})")
     if not coord:
@@ -259,23 +266,21 @@ def rank_report(
         notes.append("dead units: columns of a representation that are exactly zero on every grid point")
         notes += a64.structure_notes()
     return RankReport(
-        grid_shape=list(shape), points=n, tol=tol, activation=ad.spec.activation if coord else "unknown",
+        grid_shape=list(shape), points=n, tol=tol, activation=spec.activation if spec is not None else "unknown",
         layers=layers, freeze_candidates=candidates, recommended_freeze_depth=recommend_freeze_depth(srs, candidates),
         device=str(dev), notes=notes,
     )  # fmt: skip
 
 
-def layer_ranks(model, shape: tuple[int, ...], tol: float = DEFAULT_TOL, device=None) -> list:
+def layer_ranks(
+    model: nn.Module, shape: tuple[int, ...], tol: float = DEFAULT_TOL, device: torch.device | str | None = None
+) -> list[SpectrumStats]:
     """SpectrumStats of every hidden layer's Z_k on the grid of ``shape`` (float64, eval mode); ``model``
     is a CoordMLP or any module mapping ``len(shape)`` coordinates to outputs."""
-    import torch
-
-    from .models.adapter import cast_module
-
     m64 = cast_module(copy.deepcopy(model), device, torch.float64).eval()
     grams, alive = gram_spectra(m64, shape, device, in_features=len(shape))
     n = math.prod(shape)
-    out = []
+    out: list[SpectrumStats] = []
     for g, a in zip(grams, alive):
         s = torch.linalg.eigvalsh(g).clamp_min(0).sqrt().flip(0)
         out.append(spectrum_stats(s.tolist(), min(n, g.shape[0]), tol, int((~a).sum())))

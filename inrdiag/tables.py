@@ -13,9 +13,14 @@ import io
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import InrdiagError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .spectra import RankReport
 
 #: Columns of a rank row, in order (``numerical_rank`` etc. are of the layer's representation Z_k).
 RANK_COLUMNS = (
@@ -48,9 +53,9 @@ def expand_checkpoints(paths: list[str]) -> list[str]:
     return out
 
 
-def rank_rows(report: Any, checkpoint: str | None = None) -> list[dict[str, Any]]:
+def rank_rows(report: RankReport | dict[str, Any], checkpoint: str | None = None) -> list[dict[str, Any]]:
     """One row per linear layer of a rank report (``RankReport`` or its ``to_dict()``); see RANK_COLUMNS."""
-    d = report.to_dict() if hasattr(report, "to_dict") else report
+    d = report if isinstance(report, dict) else report.to_dict()
     layers = d["layers"]
     last = len(layers) - 1
     rows = []
@@ -97,7 +102,7 @@ def write_csv(rows: list[dict[str, Any]], path: str | os.PathLike, force: bool =
     return atomic_write(path, write, force)
 
 
-def to_dataframe(rows: list[dict[str, Any]], columns: tuple[str, ...] = RANK_COLUMNS):
+def to_dataframe(rows: list[dict[str, Any]], columns: tuple[str, ...] = RANK_COLUMNS) -> pd.DataFrame:
     """The rows as a pandas DataFrame (pandas is optional: ``pip install 'inrdiag[pandas]'``)."""
     try:
         import pandas as pd

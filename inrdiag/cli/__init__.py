@@ -20,6 +20,8 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from types import ModuleType, TracebackType
+from typing import TYPE_CHECKING, Any
 
 # Commands register on `app` as their modules are imported; this order is the order in --help.
 from . import diagnose  # noqa: F401
@@ -29,6 +31,11 @@ from . import cohort  # noqa: F401
 from . import sae  # noqa: F401
 from . import examples  # noqa: F401
 from .app import app
+
+if TYPE_CHECKING:
+    from typer.core import TyperGroup
+
+    from ..threads import ThreadChoice
 
 __all__ = ["app", "main", "EXIT_OK", "EXIT_CHECK_FAILED", "EXIT_BAD_INPUT", "EXIT_INTERNAL", "EXIT_INTERRUPTED"]
 
@@ -84,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 COMPUTE_COMMANDS = {"rank", "check", "ntk", "fit", "compare", "reinit", "cohort-train", "freeze-sweep", "sae"}
 
 
-def thread_policy(args: list[str], torch_loaded: bool | None = None):
+def thread_policy(args: list[str], torch_loaded: bool | None = None) -> ThreadChoice | None:
     """Choose the CPU thread count before torch starts (``inrdiag.threads``) for a computing command.
 
     Applies only in a fresh process: when torch is already imported (``main`` called from Python, as
@@ -187,11 +194,11 @@ class _signals:
     Only in the main thread (``signal.signal`` is refused elsewhere), e.g. not under a threaded test runner.
     """
 
-    def __enter__(self):
+    def __enter__(self) -> _signals:
         import signal
         import threading
 
-        self.saved = {}
+        self.saved: dict[int, Any] = {}
         if threading.current_thread() is not threading.main_thread():
             return self
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -201,14 +208,14 @@ class _signals:
                 pass
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         import signal
 
         for sig, handler in self.saved.items():
             signal.signal(sig, handler)
 
 
-def _raise_interrupted(signum, frame) -> None:
+def _raise_interrupted(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 
 
@@ -218,23 +225,27 @@ def _fail(msg: str) -> None:
     sys.stderr.flush()
 
 
-def _click_exceptions():
+def _click_exceptions() -> ModuleType:
     """Click's exception classes as Typer raises them (recent Typer vendors Click as typer._click)."""
+    import importlib
+
     try:
-        from typer._click import exceptions
+        return importlib.import_module("typer._click.exceptions")
     except ImportError:  # older Typer on top of Click
-        from click import exceptions
-    return exceptions
+        return importlib.import_module("click.exceptions")
 
 
 @functools.lru_cache(maxsize=1)
-def _command():
+def _command() -> TyperGroup:
     """The Click command of the Typer app, built once (about 0.1 s: in-process callers such as the tests and
     the fuzz test run ``main`` thousands of times; Click commands are reusable across invocations)."""
     import typer.main
+    from typer.core import TyperGroup
 
     from .app import finish_help
 
     group = typer.main.get_command(app)
+    if not isinstance(group, TyperGroup):  # pragma: no cover - an app with several commands is a group
+        raise TypeError(f"the Typer app built a {type(group).__name__}, not a group of commands")
     finish_help(group)
     return group

@@ -10,9 +10,21 @@ import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any, get_type_hints
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
 import typer
+from typer.models import OptionInfo
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Sequence
+
+    from rich.progress import Progress
+    from typer.core import TyperGroup
+
+    from ..checkpoints.load import Loaded
+    from ..models.usercode import UserLoaded
 
 app = typer.Typer(
     name="inrdiag",
@@ -207,14 +219,16 @@ def _seed_in_range(value: int) -> int:
         raise typer.BadParameter(str(exc).removeprefix("--seed "), param_hint="'--seed'") from None
 
 
-def seed_option(help: str, panel: str | None = None) -> Any:
-    """The one ``--seed`` option type of every command: an integer in [0, 2^32 - 1] (``inrdiag.seeds``), refused
-    with the range outside it (torch's CPU generator would silently use only the low 32 bits)."""
-    return Annotated[
-        int,
-        typer.Option("--seed", help=f"{help} An integer in [0, 2^32 - 1].", callback=_seed_in_range,
-                     rich_help_panel=panel),
-    ]  # fmt: skip
+def seed_param(help: str, panel: str | None = None) -> OptionInfo:
+    """The one ``--seed`` option of every command: an integer in [0, 2^32 - 1] (``inrdiag.seeds``), refused
+    with the range outside it (torch's CPU generator would silently use only the low 32 bits).
+
+    A command module declares its alias with its own help text, as a type alias type checkers read::
+
+        SeedOpt = Annotated[int, seed_param("Seed of the init and the batch sampling.")]
+    """
+    return typer.Option("--seed", help=f"{help} An integer in [0, 2^32 - 1].", callback=_seed_in_range,
+                        rich_help_panel=panel)  # fmt: skip
 
 
 #: The loading options every MODEL-taking command accepts, in --help order: (parameter name, annotated type).
@@ -245,7 +259,7 @@ class Loading:
 
     options: dict[str, Any] = field(default_factory=dict)
 
-    def load(self, model: str):
+    def load(self, model: str) -> Loaded | UserLoaded:
         """Load ``model`` with these flags: through the user's code with --model-code, else
         ``inrdiag.load`` (see ``inrdiag.checkpoints.layouts.LoadOptions``)."""
         from ..errors import InrdiagError
@@ -297,7 +311,7 @@ def with_loading(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def load_model(model: str, loading: Loading | None = None):
+def load_model(model: str, loading: Loading | None = None) -> Loaded | UserLoaded:
     """Load a checkpoint with a command's loading flags (none: the file alone decides)."""
     return (loading or Loading()).load(model)
 
@@ -331,9 +345,11 @@ def wrote(json: bool, what: str, path: str | None) -> None:
         console().print(f"wrote {what}: {path}")
 
 
-def check_outputs(force: bool, inputs: tuple | list = (), **paths: str | None) -> None:
+def check_outputs(force: bool, inputs: Sequence[str | os.PathLike[str] | None] = (), /, **paths: str | None) -> None:
     """Before any work, refuse: existing outputs (without --force), two outputs on one path, an output that is
-    one of ``inputs`` (the same file after links, whatever --force says), a missing or unwritable folder."""
+    one of ``inputs`` (the same file after links, whatever --force says), a missing or unwritable folder.
+
+    ``paths``: output paths by the flag that names them (``**{"--plot": plot}``); None or "" is not given."""
     from ..errors import InrdiagError
     from ..files import check_not_input, check_writable
 
@@ -390,7 +406,7 @@ HELP = {
 }  # fmt: skip
 
 
-def finish_help(group) -> None:
+def finish_help(group: TyperGroup) -> None:
     """One place for what --help shows beyond each command's own text: the summary line, one example,
     and metavars (below)."""
     for name, cmd in group.commands.items():
@@ -402,7 +418,7 @@ def finish_help(group) -> None:
     apply_metavars(group)
 
 
-def apply_metavars(group) -> None:
+def apply_metavars(group: TyperGroup) -> None:
     """Give every value-taking parameter of every command a metavar (``METAVARS``, else N / X / TEXT by type);
     an argument shows its metavar alone (no ``<str>`` after it)."""
     for cmd in group.commands.values():
@@ -412,10 +428,10 @@ def apply_metavars(group) -> None:
             kind = p.bare_type() if hasattr(p, "bare_type") else ""
             p.metavar = METAVARS.get(p.name) or _BY_TYPE.get(kind) or "VALUE"
             if p.param_type_name == "argument":
-                p.display_type_rich = lambda ctx: None
+                p.display_type_rich = lambda ctx: None  # type: ignore[attr-defined]  # typer's per-argument hook
 
 
-def user_path(path: str):
+def user_path(path: str) -> Path:
     """A path given on the command line, ``~`` expanded (also inside ``--opt=~/x``, which shells leave as is)."""
     from ..files import user_path as _user_path
 
@@ -423,7 +439,7 @@ def user_path(path: str):
 
 
 @contextmanager
-def progress_bar(transient: bool = False, disable: bool = False) -> Iterator[Any]:
+def progress_bar(transient: bool = False, disable: bool = False) -> Iterator[Progress]:
     """A rich progress bar on stderr (description, bar, n/total, an ``info`` field, elapsed time).
 
     When the command fails or is interrupted the bar is erased and rich's closing newline skipped, so the

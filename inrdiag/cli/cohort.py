@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .app import DeviceOpt, ForceOpt, JsonOpt, PlotOpt, app, check_outputs, seed_option, show
+from .app import DeviceOpt, ForceOpt, JsonOpt, PlotOpt, app, check_outputs, seed_param, show
 from .study import FromOpt, JobsOpt, MaxJobsOpt, OutDirOpt
 
 RECIPE = "Cohort recipe"
@@ -48,7 +48,7 @@ SizeOpt = Annotated[
         "--size", help="Images are resized to size x size. (default: 64)", rich_help_panel=RECIPE, show_default=False
     ),
 ]
-SeedOpt = seed_option("Seed of initialisation and of the held-out split.")
+SeedOpt = Annotated[int, seed_param("Seed of initialisation and of the held-out split.")]
 
 
 def _recipe(backbone, depth, width, shared, size, steps, lr, seed, base=None):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,6 +22,7 @@ def examples(
     from ..sample_data import sample_data_dir, sample_files, write_examples
 
     root = sample_data_dir()
+    data: dict[str, Any]
     if dest is None:
         data = {"folder": str(root), "files": [str(p) for p in sample_files()], "written": []}
     else:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .app import DeviceOpt, ForceOpt, JsonOpt, ModelArg, PlotOpt, app, check_outputs, load_model, show  # fmt: skip
-from .app import Loading, ModelArgsOpt, ModelCodeOpt, progress_bar, seed_option, with_loading
+from .app import Loading, ModelArgsOpt, ModelCodeOpt, progress_bar, seed_param, with_loading
 from .study import CsvOpt, FromOpt, JobsOpt, MaxJobsOpt, OutDirOpt, job_progress, show_pending
 
 TRAIN = "Training budget"
@@ -37,7 +37,7 @@ BatchOpt = Annotated[
     typer.Option("--batch-size", help="Points per step (default: full batch up to 131,072 points, else 65,536 "
                  "sampled).", rich_help_panel=TRAIN, show_default=False),
 ]  # fmt: skip
-SeedOpt = seed_option("Seed of the init and the batch sampling.")
+SeedOpt = Annotated[int, seed_param("Seed of the init and the batch sampling.")]
 SizeOpt = Annotated[
     int | None,
     typer.Option(

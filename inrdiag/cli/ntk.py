@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 
 from .app import DeviceOpt, ForceOpt, JsonOpt, ModelArg, PlotOpt, app, check_outputs, load_model  # fmt: skip
-from .app import Loading, seed_option, with_loading, wrote
+from .app import Loading, seed_param, with_loading, wrote
 
-SeedOpt = seed_option("Seed of --points and of the Lanczos start block.")
+SeedOpt = Annotated[int, seed_param("Seed of --points and of the Lanczos start block.")]
 
 
 @app.command()

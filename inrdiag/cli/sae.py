@@ -7,10 +7,10 @@ from typing import Annotated
 import typer
 
 from .app import DeviceOpt, ForceOpt, JsonOpt, ModelArg, app, check_outputs, load_model, show  # fmt: skip
-from .app import Loading, progress_bar, seed_option, with_loading, wrote
+from .app import Loading, progress_bar, seed_param, with_loading, wrote
 
 SAE = "Sparse autoencoder"
-SeedOpt = seed_option("Seed of the SAE init and batches.", SAE)
+SeedOpt = Annotated[int, seed_param("Seed of the SAE init and batches.", SAE)]
 
 
 @app.command("sae")

@@ -6,10 +6,17 @@ cli/cohort.py) and call these helpers.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from ..study.jobs import Job, StepProgress
+    from ..study.runner import JobProgress, Outcome
 
 STUDY = "Studies (resumable, parallel)"
 
@@ -47,7 +54,7 @@ def is_rank0() -> bool:
 
 
 @contextmanager
-def job_progress(enabled: bool = True):
+def job_progress(enabled: bool = True) -> Iterator[tuple[JobProgress | None, StepProgress | None]]:
     """A rich progress bar over jobs on stderr, with the running job's steps below it.
 
     Yields ``(on_job, on_step)`` callbacks for ``inrdiag.study.runner.run_study``. The bar appears at
@@ -62,7 +69,7 @@ def job_progress(enabled: bool = True):
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                    TimeElapsedColumn(), console=console(stderr=True), transient=False)  # fmt: skip
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def started() -> None:
         if "jobs" not in tasks:
@@ -73,7 +80,7 @@ def job_progress(enabled: bool = True):
         started()
         bar.update(tasks["jobs"], completed=done, total=total, info=f"last: {label}" if label else "")
 
-    def on_step(job, step: int, n: int, loss: float, metric: float) -> None:
+    def on_step(job: Job, step: int, n: int, loss: float, metric: float) -> None:
         started()
         if "steps" not in tasks:
             tasks["steps"] = bar.add_task("", total=n, info="")
@@ -86,7 +93,8 @@ def job_progress(enabled: bool = True):
             bar.stop()
 
 
-def pending_message(outcome) -> dict:
+def pending_message(outcome: Outcome) -> dict[str, Any]:
+    """What a study with jobs still pending reports (``--max-jobs``): how many are done, where."""
     done = outcome.done_before + outcome.ran
     return {"complete": False, "done": done, "total": outcome.total, "ran_now": outcome.ran,
             "run_dir": outcome.run_dir,
@@ -94,7 +102,8 @@ def pending_message(outcome) -> dict:
                        "rerun the same command to continue"}  # fmt: skip
 
 
-def show_pending(json: bool, outcome) -> None:
+def show_pending(json: bool, outcome: Outcome) -> None:
+    """Print ``pending_message`` (as the only JSON with ``--json``)."""
     info = pending_message(outcome)
     if json:
         from ..report.common import emit_json

@@ -5,14 +5,20 @@ from __future__ import annotations
 import json
 import math
 import sys
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from ..schema import SCHEMA_VERSION, versioned  # noqa: F401  (SCHEMA_VERSION: re-exported)
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from rich.console import Console
 
 SPARK = "▁▂▃▄▅▆▇█"
 
 
-def console(stderr: bool = False):
+def console(stderr: bool = False) -> Console:
+    """A rich console on stdout (or stderr): no highlighting, no soft wrapping (tables keep their lines)."""
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False, soft_wrap=False)
@@ -38,6 +44,7 @@ def _clean(x: Any) -> Any:
 
 
 def fmt(x: float | None, digits: int = 3) -> str:
+    """A number for a table: ``-`` for None, ints as they are, else ``digits`` significant places."""
     if x is None:
         return "-"
     if isinstance(x, float) and not math.isfinite(x):
@@ -49,7 +56,7 @@ def fmt(x: float | None, digits: int = 3) -> str:
     )
 
 
-def say(c, text: str, indent: int = 2, first: str = "") -> None:
+def say(c: Console, text: str, indent: int = 2, first: str = "") -> None:
     """Print plain ``text`` wrapped at word boundaries to the console's width, continuation lines indented
     (rich's own wrapping would start them at column 0), so lines read well at 80 columns. No markup."""
     import textwrap
@@ -63,6 +70,7 @@ def say(c, text: str, indent: int = 2, first: str = "") -> None:
 
 
 def sparkline(values: list[float]) -> str:
+    """``values`` as a line of block characters, lowest to highest (``?`` for a non-finite value)."""
     finite = [v for v in values if math.isfinite(v)]
     if not finite:
         return ""
@@ -79,7 +87,7 @@ PLOT_FORMATS = ("png", "pdf", "svg")
 #: (Okabe & Ito), the inlet always in ``INLET_COLOR``.
 INLET_COLOR = "#D55E00"
 CYCLE = ["#0072B2", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
-STYLE = {
+STYLE: dict[str, Any] = {
     "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
     "legend.fontsize": 8, "legend.frameon": False, "axes.spines.top": False, "axes.spines.right": False,
     "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.5, "lines.linewidth": 1.4,
@@ -101,17 +109,17 @@ def plot_format(path: str) -> str:
     return ext
 
 
-def save_figure(fig, path: str, force: bool = False) -> None:
+def save_figure(fig: Figure, path: str, force: bool = False) -> None:
     """Save a matplotlib figure atomically in the format its extension names (png, or vector pdf/svg, with no
     creation date so the same plot gives the same bytes); refuse to overwrite without ``force``."""
     from ..files import atomic_write
 
     kind = plot_format(path)
-    meta = {"png": {"Software": None}, "pdf": {"CreationDate": None}, "svg": {"Date": None}}[kind]
+    meta: dict[str, Any] = {"png": {"Software": None}, "pdf": {"CreationDate": None}, "svg": {"Date": None}}[kind]
     atomic_write(path, lambda tmp: fig.savefig(tmp, format=kind, bbox_inches="tight", metadata=meta), force)
 
 
-def pyplot():
+def pyplot() -> ModuleType:
     """matplotlib.pyplot with a non-interactive backend (no display needed) and inrdiag's style applied."""
     import matplotlib
 
@@ -119,7 +127,7 @@ def pyplot():
     import matplotlib.pyplot as plt
     from cycler import cycler
 
-    plt.rcParams.update({**STYLE, "axes.prop_cycle": cycler(color=CYCLE)})
+    plt.style.use({**STYLE, "axes.prop_cycle": cycler(color=CYCLE)})
     return plt
 
 

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .common import CYCLE, INLET_COLOR, console, fmt, pyplot, role_name, save_figure, sparkline
 
+if TYPE_CHECKING:
+    from ..checkpoints.load import Loaded
+    from ..checks import CheckReport
+    from ..models.usercode import UserLoaded
+    from ..spectra import RankReport
 
-def render_info(loaded, max_tensor_rows: int = 200) -> None:
+
+def render_info(loaded: Loaded, max_tensor_rows: int = 200) -> None:
     """What was loaded and where each property came from. The tensor table shows at most
     ``max_tensor_rows`` rows (used tensors first; ``info --json`` lists every one), so a file of a
     million tiny tensors prints in a second, not a minute."""
@@ -82,7 +90,7 @@ def render_info(loaded, max_tensor_rows: int = 200) -> None:
         c.print("provenance: " + ", ".join(f"{k}={v}" for k, v in loaded.provenance.items()))
 
 
-def render_rank(rep, loaded=None) -> None:
+def render_rank(rep: RankReport, loaded: Loaded | UserLoaded | None = None) -> None:
     from rich.table import Table
 
     c = console()
@@ -125,7 +133,7 @@ def render_rank(rep, loaded=None) -> None:
 SPECTRUM_FLOOR = 1e-7
 
 
-def plot_rank(rep, path: str, force: bool = False) -> None:
+def plot_rank(rep: RankReport, path: str, force: bool = False) -> None:
     """Left: s_i / s_1 of every hidden layer's Z_k against the rank fraction i / min(N, width), floored at the
     method's accuracy, the inlet drawn in its colour, its numerical (|) and effective (o) rank marked.
     Right: per linear layer, weight stable rank and representation effective rank, the freeze depth marked."""
@@ -189,7 +197,7 @@ def plot_rank(rep, path: str, force: bool = False) -> None:
     plt.close(fig)
 
 
-def render_check(rep) -> None:
+def render_check(rep: CheckReport) -> None:
     from rich.table import Table
 
     c = console()

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .common import console, pyplot
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from rich.console import Console
+
+    from ..study.compare_study import CompareStudy
+    from ..study.freeze_study import FreezeStudy
+    from ..study.single import CompareResult
+    from ..study.stats import Summary
 
 VECTOR = {".pdf": "pdf", ".svg": "svg"}
 
 
-def save_plot(fig, path: str, force: bool = False) -> None:
+def save_plot(fig: Figure, path: str, force: bool = False) -> None:
     """Save a figure atomically in the format its extension names (.pdf/.svg vector, else PNG)."""
     from ..files import atomic_write
 
@@ -18,7 +28,8 @@ def save_plot(fig, path: str, force: bool = False) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format=kind, dpi=150, bbox_inches="tight"), force)
 
 
-def write_csv(path: str, head: list[str], rows: list[list], force: bool = False) -> None:
+def write_csv(path: str, head: list[str], rows: list[list[Any]], force: bool = False) -> None:
+    """Write ``head`` and ``rows`` as CSV, atomically (refused over an existing file without ``force``)."""
     import csv
 
     from ..files import atomic_write
@@ -32,11 +43,11 @@ def write_csv(path: str, head: list[str], rows: list[list], force: bool = False)
     atomic_write(path, write, force)
 
 
-def compare_result_csv(res) -> tuple[list[str], list[list]]:
+def compare_result_csv(res: CompareResult) -> tuple[list[str], list[list[Any]]]:
     """The one-target compare table as tidy CSV rows (the same columns as a study's)."""
     head = ["signal", "init", "seed", "metric_name", "metric", "heldout_metric", "inlet_effective_rank",
             "inlet_numerical_rank", "seconds"]  # fmt: skip
-    rows = []
+    rows: list[list[Any]] = []
     name = Path(res.target["path"]).name
     for r in res.rows:
         for j, s in enumerate(r.seeds):
@@ -46,7 +57,7 @@ def compare_result_csv(res) -> tuple[list[str], list[list]]:
     return head, rows
 
 
-def _num(x, digits: int = 2) -> str:
+def _num(x: float | None, digits: int = 2) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
     if isinstance(x, float) and math.isinf(x):
@@ -54,15 +65,15 @@ def _num(x, digits: int = 2) -> str:
     return f"{x:.{digits}f}"
 
 
-def _p(x) -> str:
+def _p(x: float | None) -> str:
     return "-" if x is None else (f"{x:.2g}" if x < 0.01 else f"{x:.3f}")
 
 
-def _ci(s) -> str:
+def _ci(s: Summary) -> str:
     return "-" if s.ci_low is None else f"[{_num(s.ci_low)}, {_num(s.ci_high)}]"
 
 
-def render_compare_study(rep, saved: dict[str, str] | None = None) -> None:
+def render_compare_study(rep: CompareStudy, saved: dict[str, str] | None = None) -> None:
     from rich.table import Table
 
     c = console()
@@ -84,10 +95,11 @@ def render_compare_study(rep, saved: dict[str, str] | None = None) -> None:
     )
     for col in ("init", "mean ± std", "95% CI", "all runs\nmean ± std", "inlet rank\neff / num", "s/run"):
         t.add_column(col, justify="left" if col == "init" else "right", no_wrap=True)
-    for s in rep.inits_summary:
-        o, a = s.over_signals, s.over_runs
-        t.add_row(s.init, f"{_num(o.mean, d)} ± {_num(o.std, d)}", _ci(o), f"{_num(a.mean, d)} ± {_num(a.std, d)}",
-                  f"{s.inlet_effective_rank:.1f} / {s.inlet_numerical_rank:.0f}", f"{s.seconds_per_run:.1f}")  # fmt: skip
+    for summ in rep.inits_summary:
+        o, a = summ.over_signals, summ.over_runs
+        t.add_row(summ.init, f"{_num(o.mean, d)} ± {_num(o.std, d)}", _ci(o), f"{_num(a.mean, d)} ± {_num(a.std, d)}",
+                  f"{summ.inlet_effective_rank:.1f} / {summ.inlet_numerical_rank:.0f}",
+                  f"{summ.seconds_per_run:.1f}")  # fmt: skip
     c.print(t)
     for title, pairs in ((f"{rep.metric_name}", rep.paired), (f"held-out {rep.metric_name}", rep.paired_heldout)):
         if not pairs:
@@ -105,7 +117,7 @@ def render_compare_study(rep, saved: dict[str, str] | None = None) -> None:
     _footer(c, rep, "compare", saved)
 
 
-def _footer(c, rep, command: str, saved) -> None:
+def _footer(c: Console, rep: CompareStudy | FreezeStudy, command: str, saved: dict[str, str] | None) -> None:
     """The lines under a study's tables: where its run folder is, what was written, the notes."""
     if rep.run_dir:
         c.print(f"run folder: {rep.run_dir} (report again: inrdiag {command} --from {rep.run_dir})")
@@ -115,7 +127,7 @@ def _footer(c, rep, command: str, saved) -> None:
         c.print(f"note: {note}")
 
 
-def plot_compare_study(rep, path: str, force: bool = False) -> None:
+def plot_compare_study(rep: CompareStudy, path: str, force: bool = False) -> None:
     """Left: per-signal paired lines across inits (grey), mean ± std over signals (black).
     Right: histogram of per-signal gains against the baseline, one colour per init, mean marked."""
     plt = pyplot()
@@ -154,7 +166,7 @@ def plot_compare_study(rep, path: str, force: bool = False) -> None:
     plt.close(fig)
 
 
-def render_freeze_study(rep, saved: dict[str, str] | None = None) -> None:
+def render_freeze_study(rep: FreezeStudy, saved: dict[str, str] | None = None) -> None:
     from rich.table import Table
 
     c = console()
@@ -186,16 +198,16 @@ def render_freeze_study(rep, saved: dict[str, str] | None = None) -> None:
     _footer(c, rep, "freeze-sweep", saved)
 
 
-def plot_freeze_study(rep, path: str, force: bool = False) -> None:
+def plot_freeze_study(rep: FreezeStudy, path: str, force: bool = False) -> None:
     """Paired lines per (split, held-out image): final PSNR at scratch, k=0, k* and best k; mean ± std."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.8, 4.4))
     labels = ["scratch", "k=0 (fine-tune all)", "k*", "best k"]
-    units = []
+    units: list[list[float]] = []
     for sw in rep.sweeps:
         final = str(sw["steps"])
 
-        def col(k, sw=sw, final=final):
+        def col(k: int | None, sw: dict[str, Any] = sw, final: str = final) -> list[float]:
             return next(r for r in sw["rows"] if r["k"] == k)["psnr"][final]
 
         ks, kb = sw["recommended_freeze_depth"], sw["measured_best_k"]
@@ -205,7 +217,7 @@ def plot_freeze_study(rep, path: str, force: bool = False) -> None:
         ax.plot(xs, u, color="0.65", lw=0.7, marker=".", alpha=0.8)
     import statistics
 
-    cols = list(zip(*units)) if units else [[] for _ in labels]
+    cols: list[tuple[float, ...]] = list(zip(*units)) if units else [() for _ in labels]
     means = [statistics.fmean(v) for v in cols]
     stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in cols]
     ax.errorbar(xs, means, yerr=stds, color="black", marker="o", capsize=4, lw=2, label="mean ± std")

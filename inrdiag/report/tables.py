@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .common import console
 
+if TYPE_CHECKING:
+    from ..spectra import RankReport
 
-def render_rank_table(paths: list[str], reports: list) -> None:
+
+def render_rank_table(paths: list[str], reports: list[RankReport]) -> None:
     """A row per checkpoint: inlet ranks, the weight stable rank of every layer, the freeze depth."""
     from rich.table import Table
 

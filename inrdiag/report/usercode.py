@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .common import console
 
+if TYPE_CHECKING:
+    from ..models.usercode import UserLoaded
 
-def render_user_info(loaded) -> None:
+
+def render_user_info(loaded: UserLoaded) -> None:
     from rich.table import Table
 
     c = console()

@@ -9,8 +9,12 @@ refused with its install hint when absent (extras ``mesh``, ``audio``, ``video``
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .kinds import KINDS, METRIC_NAME, check_kind
+
+if TYPE_CHECKING:
+    from ..fitting.targets import Target
 
 __all__ = ["KINDS", "METRIC_NAME", "SIGNAL_SUFFIXES", "load_signal"]
 
@@ -18,7 +22,8 @@ __all__ = ["KINDS", "METRIC_NAME", "SIGNAL_SUFFIXES", "load_signal"]
 TARGET_KINDS = ("auto", *KINDS)
 
 
-def _suffixes():
+def _suffixes() -> tuple[set[str], set[str], set[str]]:
+    """The suffixes read as (audio, meshes and point clouds, video files)."""
     from .audio import AUDIO_SUFFIXES
     from .mesh import MESH_SUFFIXES, POINT_SUFFIXES
     from .video import VIDEO_FILE_SUFFIXES
@@ -29,7 +34,9 @@ def _suffixes():
 SIGNAL_SUFFIXES = sorted(set().union(*_suffixes()))
 
 
-def load_signal(p: Path, size: int | None = None, kind: str | None = None, seconds: float | None = None):
+def load_signal(
+    p: Path, size: int | None = None, kind: str | None = None, seconds: float | None = None
+) -> Target | None:
     """The Target for ``p`` if it is a signal handled here (by suffix, or by ``kind``), else None.
 
     kind None/"auto": meshes and point clouds -> occupancy, audio files -> audio, video files, folders

@@ -11,7 +11,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from ..files import atomic_write
+from ..fitting.targets import Target, _check_points, file_sha256
+from ..grid import check_memory
 from .errors import AudioError, require
 from .kinds import snr
 
@@ -20,13 +29,8 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".aiff", ".aif"}
 MAX_CHANNELS = 2
 
 
-def load_audio(p: Path, size: int | None = None, seconds: float | None = None):
-    import numpy as np
-    import torch
-
-    from ..fitting.targets import Target, _check_points, file_sha256
-    from ..grid import check_memory
-
+def load_audio(p: Path, size: int | None = None, seconds: float | None = None) -> Target:
+    """The waveform of ``p`` as a 1-D audio Target: values (N x 1) float32 in [-1, 1] at ``linspace(-1, 1, N)``."""
     sf = require("soundfile", "audio", f"{p}: reading audio")
     try:
         info = sf.info(str(p))
@@ -54,7 +58,7 @@ def load_audio(p: Path, size: int | None = None, seconds: float | None = None):
         raise AudioError(f"{p}: {x.shape[0]} sample(s); at least 2 are needed")
     if not np.isfinite(x).all():
         raise AudioError(f"{p}: the waveform holds NaN/Inf samples")
-    notes = []
+    notes: list[str] = []
     if channels == 2:
         notes.append("stereo file: the first (left) channel is fitted")
     peak = float(np.abs(x).max())
@@ -73,16 +77,16 @@ def load_audio(p: Path, size: int | None = None, seconds: float | None = None):
             "samples": int(x.shape[0]), "seconds": n / rate, "crop_seconds": seconds, "notes": notes}  # fmt: skip
     values = torch.from_numpy(x)[:, None].contiguous()
     tgt = Target("audio", str(p), file_sha256(p), (int(x.shape[0]),), values, meta=meta)
-    tgt.evaluate = lambda model, out: {"snr_db": snr(out, tgt.values.to(out.device))}
+
+    def evaluate(model: nn.Module, out: torch.Tensor) -> dict[str, Any]:
+        return {"snr_db": snr(out, tgt.values.to(out.device))}
+
+    tgt.evaluate = evaluate
     return tgt
 
 
-def write_wav(path: str, samples, rate: float, force: bool = False) -> None:
+def write_wav(path: str, samples: npt.ArrayLike, rate: float, force: bool = False) -> None:
     """Write float samples (clipped to [-1, 1]) as 16-bit PCM at ``round(rate)`` Hz."""
-    import numpy as np
-
-    from ..files import atomic_write
-
     sf = require("soundfile", "audio", "writing .wav")
     data = np.clip(np.asarray(samples, dtype=np.float64).reshape(-1), -1.0, 1.0)
     sr = max(1, int(round(rate)))

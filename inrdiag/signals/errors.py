@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from ..errors import TargetError
 
 
@@ -21,7 +23,7 @@ class VideoError(TargetError):
     """A video that cannot become a (t, y, x) target (one frame, mismatched frame sizes...)."""
 
 
-def require(module: str, extra: str, what: str):
+def require(module: str, extra: str, what: str) -> ModuleType:
     """Import an optional dependency, or refuse with the install hint (``pip install 'inrdiag[extra]'``)."""
     import importlib
 

@@ -18,6 +18,14 @@ it is the same formula as for images (and what ``ntk --target`` predicts). SNR (
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..metrics import psnr
+from .errors import TargetError
 
 KINDS = ("image", "occupancy", "audio", "video", "sdf")
 METRIC_NAME = {"image": "PSNR", "occupancy": "IoU", "audio": "PSNR", "video": "PSNR", "sdf": "IoU"}
@@ -26,22 +34,19 @@ SDF_TRUNCATION = 0.1
 
 
 def check_kind(kind: str) -> str:
-    from .errors import TargetError
-
+    """``kind`` itself if it is one of ``KINDS``, else a TargetError naming the allowed kinds."""
     if kind not in KINDS:
         raise TargetError(f"unknown target kind {kind!r}; allowed: auto, {', '.join(KINDS)}")
     return kind
 
 
-def clamped_l1(pred, target, tau: float = SDF_TRUNCATION):
+def clamped_l1(pred: torch.Tensor, target: torch.Tensor, tau: float = SDF_TRUNCATION) -> torch.Tensor:
     """DeepSDF's loss: ``mean |clamp(pred, -tau, tau) - clamp(target, -tau, tau)|``."""
     return (pred.clamp(-tau, tau) - target.clamp(-tau, tau)).abs().mean()
 
 
-def loss_function(kind: str):
+def loss_function(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The training loss ``loss(pred, target) -> scalar tensor`` of ``kind``."""
-    import torch.nn.functional as F
-
     check_kind(kind)
     if kind == "occupancy":
         return F.binary_cross_entropy_with_logits
@@ -50,16 +55,12 @@ def loss_function(kind: str):
     return F.mse_loss
 
 
-def _mse(pred, target, lo: float, hi: float) -> float:
-    import torch
-
+def _mse(pred: torch.Tensor, target: torch.Tensor, lo: float, hi: float) -> float:
     return float(torch.mean((pred.detach().clamp(lo, hi).to(torch.float64) - target.to(torch.float64)) ** 2))
 
 
-def snr(pred, target, lo: float = -1.0, hi: float = 1.0) -> float:
+def snr(pred: torch.Tensor, target: torch.Tensor, lo: float = -1.0, hi: float = 1.0) -> float:
     """``10 log10(sum target^2 / sum (clip(pred) - target)^2)`` in dB (inf when exact, -inf for a silent target)."""
-    import torch
-
     err = float(torch.sum((pred.detach().clamp(lo, hi).to(torch.float64) - target.to(torch.float64)) ** 2))
     sig = float(torch.sum(target.to(torch.float64) ** 2))
     if err == 0:
@@ -67,7 +68,7 @@ def snr(pred, target, lo: float = -1.0, hi: float = 1.0) -> float:
     return -math.inf if sig == 0 else 10.0 * math.log10(sig / err)
 
 
-def sign_iou(pred, target) -> float:
+def sign_iou(pred: torch.Tensor, target: torch.Tensor) -> float:
     """IoU of the insides ``pred < 0`` and ``target < 0`` (SDF convention: negative inside)."""
     p = pred.detach() < 0
     t = target < 0
@@ -75,10 +76,8 @@ def sign_iou(pred, target) -> float:
     return 1.0 if union == 0 else int((p & t).sum()) / union
 
 
-def metric(kind: str, pred, target) -> float:
+def metric(kind: str, pred: torch.Tensor, target: torch.Tensor) -> float:
     """The metric of ``kind`` (see the table above) for predictions ``pred`` and values ``target`` (N x C)."""
-    from ..metrics import psnr
-
     check_kind(kind)
     if kind == "occupancy":
         from ..fitting.targets import iou
@@ -91,15 +90,13 @@ def metric(kind: str, pred, target) -> float:
     return psnr(pred, target)
 
 
-def frame_psnr(pred, target, frames: int) -> list[float]:
+def frame_psnr(pred: torch.Tensor, target: torch.Tensor, frames: int) -> list[float]:
     """PSNR of each of ``frames`` equal consecutive blocks of the rows (video: one block per frame, 'ij' order)."""
-    from ..metrics import psnr
-
     n = target.shape[0] // frames
     return [psnr(pred[i * n : (i + 1) * n], target[i * n : (i + 1) * n]) for i in range(frames)]
 
 
-def grid_from_provenance(provenance: dict | None, in_features: int) -> tuple[int, ...] | None:
+def grid_from_provenance(provenance: dict[str, Any] | None, in_features: int) -> tuple[int, ...] | None:
     """The fitted target's own grid for ``rank`` when ``--grid`` is not given: audio and video fits (a 1-D
     waveform is far finer than the default 4,096 points; a video is rarely a cube); None otherwise."""
     prov = provenance or {}

@@ -28,10 +28,27 @@ others are set to +-tau. Point clouds: distance to the nearest cloud point (an a
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from ..errors import TargetError
+from ..files import atomic_write
+from ..fitting.loop import predict
+from ..fitting.targets import Target, _check_points, file_sha256
+from ..grid import check_memory
 from .errors import MeshError, require
+from .kinds import SDF_TRUNCATION
+
+#: Float64 coordinates, distances and normals (numpy).
+Floats = npt.NDArray[np.float64]
+#: Inside masks (numpy bools).
+Mask = npt.NDArray[np.bool_]
 
 MESH_SUFFIXES = {".obj", ".ply", ".stl", ".off"}
 POINT_SUFFIXES = {".xyz"}
@@ -46,26 +63,27 @@ CHUNK = 1 << 18
 class Geometry:
     """A normalised watertight mesh (``mesh``) or oriented point cloud (``points``, ``normals``)."""
 
-    def __init__(self, mesh=None, points=None, normals=None) -> None:
+    def __init__(self, mesh: Any = None, points: Floats | None = None, normals: Floats | None = None) -> None:
+        #: A ``trimesh.Trimesh`` (trimesh is optional and untyped).
         self.mesh = mesh
         self.points = points
         self.normals = normals
-        self._tree = None
+        self._tree: Any = None  # scipy.spatial.cKDTree, built on first use
         self.notes: list[str] = []
 
     @property
     def is_mesh(self) -> bool:
         return self.mesh is not None
 
-    def tree(self):
+    def tree(self) -> Any:
+        """The k-d tree (scipy ``cKDTree``) of the cloud points or mesh vertices, built once."""
         if self._tree is None:
             spatial = require("scipy.spatial", "mesh", "point-cloud inside tests")
             self._tree = spatial.cKDTree(self.points if not self.is_mesh else self.mesh.vertices)
         return self._tree
 
-    def inside_grid(self, axes) -> Any:
+    def inside_grid(self, axes: Sequence[Floats]) -> Mask:
         """Bool array (len(axes[0]), len(axes[1]), len(axes[2])): grid point inside the shape."""
-        import numpy as np
 
         if not self.is_mesh:
             mesh_q = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
@@ -79,11 +97,12 @@ class Geometry:
             self.notes.append(note)
         return votes >= 2
 
-    def points_sign(self, q):
+    def points_sign(self, q: Floats) -> tuple[Mask, Floats]:
         """(inside, distance to the nearest cloud point) for query points q (Q x 3), in chunks."""
-        import numpy as np
 
         tree = self.tree()
+        if self.points is None or self.normals is None:
+            raise MeshError("inside tests by normals need an oriented point cloud")  # pragma: no cover
         inside = np.empty(len(q), dtype=bool)
         dist = np.empty(len(q))
         for s in range(0, len(q), CHUNK):
@@ -92,11 +111,10 @@ class Geometry:
             dist[s : s + CHUNK] = d
         return inside, dist
 
-    def distance(self, q):
+    def distance(self, q: Floats) -> Floats:
         """Unsigned distance of q (Q x 3) to the surface: exact for a mesh, to the nearest point for a cloud."""
         if not self.is_mesh:
             return self.points_sign(q)[1]
-        import numpy as np
 
         trimesh = require("trimesh", "mesh", "mesh distances")
         out = np.empty(len(q))
@@ -105,9 +123,8 @@ class Geometry:
         return out
 
 
-def _parity(mesh, axes, a: int):
+def _parity(mesh: Any, axes: Sequence[Floats], a: int) -> tuple[Mask, int]:
     """Inside test by ray parity along axis ``a``: (bool grid in x, y, z order, number of odd rays)."""
-    import numpy as np
 
     b, c = [k for k in range(3) if k != a]
     B, C = np.meshgrid(axes[b], axes[c], indexing="ij")
@@ -134,7 +151,6 @@ def _parity(mesh, axes, a: int):
 
 def read_geometry(p: Path) -> tuple[Geometry, dict[str, Any]]:
     """Read, check and normalise a mesh or oriented point cloud (see the module docstring)."""
-    import numpy as np
 
     suffix = p.suffix.lower()
     if suffix in POINT_SUFFIXES:
@@ -190,8 +206,7 @@ def read_geometry(p: Path) -> tuple[Geometry, dict[str, Any]]:
     return Geometry(mesh=mesh), meta
 
 
-def _points(p: Path, pts, nrm, what: str):
-    import numpy as np
+def _points(p: Path, pts: Floats, nrm: Floats, what: str) -> tuple[Geometry, dict[str, Any]]:
 
     if len(pts) == 0:
         raise MeshError(f"{p}: the point cloud is empty")
@@ -208,8 +223,7 @@ def _points(p: Path, pts, nrm, what: str):
     return geom, meta
 
 
-def _ply_normals(cloud):
-    import numpy as np
+def _ply_normals(cloud: Any) -> Floats | None:
 
     raw = (cloud.metadata or {}).get("_ply_raw", {}).get("vertex", {}).get("data")
     if raw is None or raw.dtype.names is None or not {"nx", "ny", "nz"} <= set(raw.dtype.names):
@@ -217,8 +231,7 @@ def _ply_normals(cloud):
     return np.stack([np.asarray(raw[k], dtype=np.float64).reshape(-1) for k in ("nx", "ny", "nz")], 1)
 
 
-def _normalisation(v):
-
+def _normalisation(v: Floats) -> tuple[Floats, float]:
     lo, hi = v.min(0), v.max(0)
     half = float((hi - lo).max()) / 2
     if not half > 0:
@@ -226,28 +239,20 @@ def _normalisation(v):
     return (lo + hi) / 2, EXTENT / half
 
 
-def _norm_meta(centre, scale) -> dict[str, Any]:
+def _norm_meta(centre: Floats, scale: float) -> dict[str, Any]:
     return {"centre": [float(c) for c in centre], "scale": float(scale),
             "normalisation": f"x' = (x - centre) * scale: bounding-box centre to 0, longest half-side to {EXTENT}"}  # fmt: skip
 
 
-def heldout_axis(n: int):
+def heldout_axis(n: int) -> Floats:
     """The dense held-out grid's axis: M = min(2 (n - 1), HELDOUT_MAX) cell centres -1 + (2i + 1) / M."""
-    import numpy as np
 
     m = min(2 * (n - 1), HELDOUT_MAX)
     return -1.0 + (2.0 * np.arange(m) + 1.0) / m
 
 
-def load_mesh(p: Path, size: int | None = None, kind: str = "occupancy"):
+def load_mesh(p: Path, size: int | None = None, kind: str = "occupancy") -> Target:
     """A mesh or point cloud as an ``occupancy`` or ``sdf`` Target on a ``size``^3 grid (default 64)."""
-    import numpy as np
-    import torch
-
-    from ..fitting.targets import Target, _check_points, file_sha256
-    from ..grid import check_memory
-    from .kinds import SDF_TRUNCATION
-
     n = DEFAULT_GRID if size is None else int(size)
     if n < 2:
         raise MeshError(f"--size/--grid must be at least 2, got {n}")
@@ -278,14 +283,13 @@ def load_mesh(p: Path, size: int | None = None, kind: str = "occupancy"):
     return tgt
 
 
-def _dense_evaluator(geom: Geometry, n: int, kind: str, meta: dict):
-    cache: dict[str, Any] = {}
+def _dense_evaluator(
+    geom: Geometry, n: int, kind: str, meta: dict[str, Any]
+) -> Callable[[nn.Module, torch.Tensor], dict[str, Any]]:
+    """The target's ``evaluate(model, out)``: IoU on the dense held-out grid (``heldout_axis``), in slabs."""
+    cache: dict[str, torch.Tensor] = {}
 
-    def evaluate(model, out) -> dict:
-        import torch
-
-        from ..fitting.loop import predict
-
+    def evaluate(model: nn.Module, out: torch.Tensor) -> dict[str, Any]:
         axis = heldout_axis(n)
         if "truth" not in cache:  # computed once per target (compare reuses it over inits and seeds)
             cache["truth"] = torch.from_numpy(geom.inside_grid((axis, axis, axis)).reshape(-1))
@@ -312,16 +316,9 @@ def _dense_evaluator(geom: Geometry, n: int, kind: str, meta: dict):
     return evaluate
 
 
-def extract_surface(model, target, path: str, force: bool = False) -> dict[str, Any]:
+def extract_surface(model: nn.Module, target: Target, path: str, force: bool = False) -> dict[str, Any]:
     """Marching cubes (scikit-image) of the fit on the target grid at level 0 (occupancy logit 0 = p 0.5;
     SDF 0), mapped back to the input's frame (``x = x' / scale + centre``); written by suffix."""
-    import numpy as np
-    import torch
-
-    from ..errors import TargetError
-    from ..files import atomic_write
-    from ..fitting.loop import predict
-
     if target.kind not in ("occupancy", "sdf") or target.dim != 3:
         raise TargetError(f"a mesh reconstruction needs a 3-D occupancy or SDF target, not {target.kind}")
     measure = require("skimage.measure", "mesh", "marching cubes (--recon .obj/.ply/.stl/.off)")
@@ -348,7 +345,7 @@ def extract_surface(model, target, path: str, force: bool = False) -> dict[str, 
             "frame": "input" if "scale" in meta else "[-1,1]^3"}  # fmt: skip
 
 
-def _write_obj(tmp: str, verts, faces) -> None:
+def _write_obj(tmp: str, verts: Floats, faces: npt.NDArray[np.integer[Any]]) -> None:
     with open(tmp, "w") as f:
         f.write("# inrdiag: marching cubes of a fitted occupancy/SDF network\n")
         f.writelines(f"v {x:.6g} {y:.6g} {z:.6g}\n" for x, y, z in verts)

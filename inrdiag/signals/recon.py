@@ -14,7 +14,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import torch
+from torch import nn
+
 from ..errors import TargetError
+from ..files import atomic_write
+from ..fitting.loop import predict
+from ..fitting.targets import Target
 
 RECON_SUFFIXES = {
     "image": (".png", ".npy"),
@@ -36,12 +43,19 @@ def handles(kind: str, path: str) -> bool:
     return not (kind in ("image", "occupancy") and Path(path).suffix.lower() == ".png")
 
 
-def save_signal_reconstruction(model, target, path: str, force: bool = False) -> None:
-    import numpy as np
-    import torch
+class _Negated(nn.Module):
+    """``-inner(x)``: an SDF model read as occupancy logits (inside = f < 0 -> positive logit)."""
 
-    from ..fitting.loop import predict
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -self.inner(x)
+
+
+def save_signal_reconstruction(model: nn.Module, target: Target, path: str, force: bool = False) -> None:
+    """Write ``model``'s reconstruction of ``target`` to ``path`` in the format its suffix names (table above)."""
     check_recon_suffix(target.kind, path)
     suffix = Path(path).suffix.lower()
     if suffix in (".obj", ".ply", ".stl", ".off"):
@@ -52,26 +66,19 @@ def save_signal_reconstruction(model, target, path: str, force: bool = False) ->
     model = model.eval()
     out = predict(model, target.coords(dtype=next(model.parameters()).dtype)).to(torch.float64)
     if target.kind == "sdf" and suffix == ".png":  # the slice picture of occupancy, inside = f < 0
-        from ..fitting.targets import Target
         from ..report.fit import save_reconstruction
 
         occ = Target("occupancy", target.path, target.sha256, target.shape, (target.values < 0).float())
-
-        class _Negated(torch.nn.Module):
-            def __init__(self, inner):
-                super().__init__()
-                self.inner = inner
-
-            def forward(self, x):
-                return -self.inner(x)
-
         save_reconstruction(_Negated(model), occ, path, force)
         return
     if target.kind == "audio" and suffix == ".wav":
         from .audio import write_wav
 
-        rate = (target.meta or {}).get("effective_sample_rate") or (target.meta or {}).get("sample_rate")
-        write_wav(path, out[:, 0].numpy(), rate, force)
+        meta = target.meta or {}
+        rate = meta.get("effective_sample_rate") or meta.get("sample_rate")
+        if rate is None:
+            raise TargetError(f"--recon {path}: the audio target has no sample rate to write the .wav at")
+        write_wav(path, out[:, 0].numpy(), float(rate), force)
         return
     grid = out.reshape(*target.shape, out.shape[1]).numpy().astype(np.float32)
     if target.kind == "audio":
@@ -81,6 +88,4 @@ def save_signal_reconstruction(model, target, path: str, force: bool = False) ->
     if target.kind == "video":
         write_video(path, grid, force)
         return
-    from ..files import atomic_write
-
     atomic_write(path, lambda tmp: save_npy(tmp, grid), force)

@@ -10,22 +10,39 @@ frame's image header), so a video beyond the point limit or memory is refused be
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import imageio.v3 as iio
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from ..files import atomic_write
+from ..fitting.targets import IMAGE_SUFFIXES, Target, _check_points, file_sha256
+from ..grid import check_memory
+from ..metrics import psnr
 from .errors import VideoError, require
+from .kinds import frame_psnr
+
+#: Frames as decoded (T x H x W x C, or T x H x W), any pixel type.
+Frames = npt.NDArray[Any]
 
 VIDEO_FILE_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
 
 
-def natural_key(name: str):
+def natural_key(name: str) -> list[int | str]:
+    """Sort key of a file name by its runs of digits as numbers (frame_2 before frame_10)."""
     return [int(s) if s.isdigit() else s.lower() for s in re.split(r"(\d+)", name)]
 
 
 def _check_size(shape: tuple[int, ...], p: Path, size: int | None) -> None:
-    from ..fitting.targets import _check_points
-    from ..grid import check_memory
 
     t, h, w = shape[:3]
     c = shape[3] if len(shape) > 3 else 1
@@ -39,9 +56,7 @@ def _check_size(shape: tuple[int, ...], p: Path, size: int | None) -> None:
     check_memory(4.0 * t * h * w * c * 2, f"decoding {t}x{h}x{w}x{c} frames of {p}", "--size")
 
 
-def _scale(a, p: Path):
-    import numpy as np
-
+def _scale(a: Frames, p: Path) -> npt.NDArray[np.float32]:
     if a.dtype == np.uint8:
         return a.astype(np.float32) / 255.0
     if a.dtype == np.uint16:
@@ -59,9 +74,7 @@ def _scale(a, p: Path):
     raise VideoError(f"{p}: unsupported pixel type {a.dtype}; expected uint8, uint16, bool or float in [0, 1]")
 
 
-def _from_npy(p: Path, size):
-    import numpy as np
-
+def _from_npy(p: Path, size: int | None) -> tuple[Frames, dict[str, Any]]:
     try:
         arr = np.load(p, mmap_mode="r", allow_pickle=False)
     except Exception as exc:
@@ -72,13 +85,8 @@ def _from_npy(p: Path, size):
     return np.asarray(arr), {"source": "npy"}
 
 
-def _from_frames(files: list[Path], p: Path, size):
-    import warnings
-
-    import imageio.v3 as iio
-    import numpy as np
-
-    shapes = []
+def _from_frames(files: list[Path], p: Path, size: int | None) -> tuple[Frames, dict[str, Any]]:
+    shapes: list[tuple[int, ...]] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for f in files:
@@ -105,12 +113,7 @@ def _from_frames(files: list[Path], p: Path, size):
     return np.stack(frames), {"source": "frames", "frames_folder": str(p), "frame_files": len(files)}
 
 
-def _from_gif(p: Path, size):
-    import warnings
-
-    import imageio.v3 as iio
-    import numpy as np
-
+def _from_gif(p: Path, size: int | None) -> tuple[Frames, dict[str, Any]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -127,9 +130,7 @@ def _from_gif(p: Path, size):
     return arr, {"source": "gif"}
 
 
-def _from_container(p: Path, size):
-    import numpy as np
-
+def _from_container(p: Path, size: int | None) -> tuple[Frames, dict[str, Any]]:
     av = require("av", "video", f"{p}: decoding video files")
     try:
         container = av.open(str(p))
@@ -151,12 +152,8 @@ def _from_container(p: Path, size):
     return np.stack(frames), {"source": "video", "fps": fps}
 
 
-def load_video(p: Path, size: int | None = None):
-    import numpy as np
-    import torch
-
-    from ..fitting.targets import IMAGE_SUFFIXES, Target, file_sha256
-
+def load_video(p: Path, size: int | None = None) -> Target:
+    """The frames of ``p`` as a video Target: values (T*H*W x C) in [0, 1] on the (t, y, x) grid, 'ij' order."""
     if p.is_dir():
         files = sorted((f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
                         and not f.name.startswith(".")), key=lambda f: natural_key(f.name))  # fmt: skip
@@ -188,7 +185,7 @@ def load_video(p: Path, size: int | None = None):
         x = x[..., :3]
     t = torch.from_numpy(np.ascontiguousarray(x))  # T x H x W x C
     native = list(t.shape[:3])
-    notes = []
+    notes: list[str] = []
     if size is not None:
         if size < 2:
             raise VideoError(f"--size must be at least 2, got {size}")
@@ -204,10 +201,10 @@ def load_video(p: Path, size: int | None = None):
     return tgt
 
 
-def _frame_evaluator(tgt):
-    def evaluate(model, out) -> dict:
-        from ..metrics import psnr
-        from .kinds import frame_psnr
+def _frame_evaluator(tgt: Target) -> Callable[[nn.Module, torch.Tensor], dict[str, Any]]:
+    """The target's ``evaluate(model, out)``: PSNR of every frame and of the whole video."""
+
+    def evaluate(model: nn.Module, out: torch.Tensor) -> dict[str, Any]:
 
         vals = tgt.values.to(out.device)
         per = frame_psnr(out, vals, tgt.shape[0])
@@ -221,9 +218,6 @@ def _frame_evaluator(tgt):
 
 def _folder_sha256(files: list[Path]) -> str:
     """sha256 over the frames' names and contents, in order (a folder has no single file hash)."""
-    import hashlib
-
-    from ..fitting.targets import file_sha256
 
     h = hashlib.sha256()
     for f in files:
@@ -231,18 +225,14 @@ def _folder_sha256(files: list[Path]) -> str:
     return h.hexdigest()
 
 
-def write_video(path: str, frames, force: bool = False) -> None:
+def write_video(path: str, frames: npt.ArrayLike, force: bool = False) -> None:
     """Write T x H x W x C frames in [0, 1]: ``.npy`` (float32) or ``.gif`` (8-bit, imageio)."""
-    import numpy as np
-
-    from ..files import atomic_write
 
     suffix = Path(path).suffix.lower()
     x = np.clip(np.asarray(frames, dtype=np.float32), 0, 1)
     if suffix == ".npy":
         atomic_write(path, lambda tmp: save_npy(tmp, x), force)
         return
-    import imageio.v3 as iio
 
     data = (x * 255 + 0.5).astype(np.uint8)
     if data.shape[-1] == 1:
@@ -250,9 +240,8 @@ def write_video(path: str, frames, force: bool = False) -> None:
     atomic_write(path, lambda tmp: iio.imwrite(tmp, data, extension=".gif", loop=0), force)
 
 
-def save_npy(tmp: str, x) -> None:
+def save_npy(tmp: str, x: npt.ArrayLike) -> None:
     """``np.save`` to exactly ``tmp`` (``np.save`` on a name would append ``.npy`` to a temp name)."""
-    import numpy as np
 
     with open(tmp, "wb") as f:
         np.save(f, x)

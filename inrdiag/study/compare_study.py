@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InrdiagError
+from ..fitting.loop import FitConfig
+from ..fitting.targets import IMAGE_SUFFIXES, VOLUME_SUFFIXES
+from ..seeds import check_seed
 from .jobs import Job, fit_job, signal_ref
 from .stats import Paired, Summary, paired, summarize
 
@@ -28,8 +31,6 @@ KIND = "compare"
 
 def list_signals(folder: str | Path) -> tuple[list[Path], list[str]]:
     """Images or occupancy volumes of ``folder`` (sorted by name; one kind only) and the other files."""
-    from ..fitting.targets import IMAGE_SUFFIXES, VOLUME_SUFFIXES
-
     p = Path(folder)
     if not p.is_dir():
         raise InrdiagError(f"{p}: no such folder")
@@ -45,17 +46,24 @@ def list_signals(folder: str | Path) -> tuple[list[Path], list[str]]:
     return signals, other
 
 
-def study_config(signals: list[dict[str, Any]], inits: list[str], seeds: int, config, size: int | None) -> dict:
+def study_config(
+    signals: list[dict[str, Any]], inits: list[str], seeds: int, config: FitConfig, size: int | None
+) -> dict[str, Any]:
     """What makes a compare study (stored in RUN_DIR/study.json; a rerun must match it)."""
     fit = {k: v for k, v in config.to_dict().items() if k not in ("init", "seed", "device", "threads")}
     return {"signals": signals, "inits": list(inits), "seeds": seeds, "first_seed": config.seed, "size": size,
             "fit": fit}  # fmt: skip
 
 
-def compare_jobs(signals: list[dict[str, Any]], inits: list[str], seeds: int, config, size: int | None) -> list[Job]:
-    """One fit job per (signal, init, seed), seeds ``config.seed + 0 .. seeds - 1``, signal-major."""
+def compare_jobs(
+    signals: list[dict[str, Any]], inits: list[str], seeds: int, config: FitConfig, size: int | None
+) -> list[Job]:
+    """One fit job per (signal, init, seed), seeds ``config.seed + 0 .. seeds - 1``, signal-major; every one
+    of them in [0, 2^32 - 1] (``inrdiag.seeds``)."""
     if seeds < 1:
         raise InrdiagError(f"--seeds must be >= 1, got {seeds}")
+    check_seed(config.seed)
+    check_seed(config.seed + seeds - 1, f"the last seed (--seed {config.seed} + --seeds {seeds} - 1)")
     if not inits:
         raise InrdiagError("no inits to compare")
     config.validate()
@@ -63,7 +71,9 @@ def compare_jobs(signals: list[dict[str, Any]], inits: list[str], seeds: int, co
             for sig in signals for init in inits for s in range(seeds)]  # fmt: skip
 
 
-def prepare(paths: list[Path], inits: list[str], seeds: int, config, size: int | None):
+def prepare(
+    paths: list[Path], inits: list[str], seeds: int, config: FitConfig, size: int | None
+) -> tuple[list[Job], dict[str, Any]]:
     """(jobs, study config) for these signal files."""
     refs = [signal_ref(p.resolve(), i) for i, p in enumerate(paths)]
     return compare_jobs(refs, inits, seeds, config, size), study_config(refs, inits, seeds, config, size)
@@ -141,7 +151,8 @@ def from_records(config: dict[str, Any], records: dict[str, dict[str, Any]], bas
         raise InrdiagError(f"--baseline {baseline!r} is not one of the compared inits ({', '.join(inits)})")
     signals = [s["name"] for s in config["signals"]]
     seeds = [config["first_seed"] + s for s in range(config["seeds"])]
-    runs, metric_name = [], ""
+    runs: list[dict[str, Any]] = []
+    metric_name = ""
     cell: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for rec in sorted(records.values(), key=lambda r: r["key"]):
         job, res = rec["job"], rec["result"]
@@ -163,7 +174,7 @@ def from_records(config: dict[str, Any], records: dict[str, dict[str, Any]], bas
         if heldout
         else None
     )
-    summaries = []
+    summaries: list[InitSummary] = []
     for i in inits:
         mine = [r for r in runs if r["init"] == i]
         summaries.append(InitSummary(
@@ -173,7 +184,7 @@ def from_records(config: dict[str, Any], records: dict[str, dict[str, Any]], bas
             _mean([r["seconds"] for r in mine]),
         ))  # fmt: skip
 
-    def pairs(table):
+    def pairs(table: dict[str, dict[str, float]]) -> list[Paired]:
         return [paired([table[s][i] for s in signals], [table[s][baseline] for s in signals], i, baseline)
                 for i in inits if i != baseline]  # fmt: skip
 

@@ -14,12 +14,20 @@ does not leave the others hanging: torchrun stops the whole group when one worke
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+import torch
+import torch.distributed as dist
+
+from ..device import resolve_device
 from ..errors import InrdiagError
+
+T = TypeVar("T")
 
 DEFAULT_TIMEOUT_S = 7 * 24 * 3600
 
@@ -84,10 +92,6 @@ def _env_int(name: str, default: int | None = None) -> int:
 def device_for(device: str, local_rank: int, local_world: int, threads: int | None) -> tuple[str, str, int | None]:
     """(backend, device, threads) of a rank: NCCL and ``cuda:LOCAL_RANK`` when CUDA is used, else
     gloo and the CPU with ``threads`` or ``cores / local_world`` threads."""
-    import torch
-
-    from ..device import resolve_device
-
     dev = resolve_device(device)
     if dev.type == "cuda":
         n = torch.cuda.device_count()
@@ -100,8 +104,6 @@ def device_for(device: str, local_rank: int, local_world: int, threads: int | No
 
 def init_from_env(device: str = "auto", threads: int | None = None) -> Rank:
     """Join the process group torchrun described in the environment (``env://`` rendezvous)."""
-    import torch.distributed as dist
-
     rank, world = _env_int("RANK"), _env_int("WORLD_SIZE")
     local_rank = _env_int("LOCAL_RANK", 0)
     local_world = _env_int("LOCAL_WORLD_SIZE", world)
@@ -113,8 +115,6 @@ def init_from_env(device: str = "auto", threads: int | None = None) -> Rank:
 
 def init_local(rank: int, world: int, port: int, device: str = "cpu", threads: int | None = None) -> Rank:
     """Join a gloo group of ``world`` local processes on 127.0.0.1:``port`` (``--jobs N``, tests)."""
-    import torch.distributed as dist
-
     backend, dev, th = device_for(device, rank, world, threads)
     if not dist.is_initialized():
         dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
@@ -124,14 +124,12 @@ def init_local(rank: int, world: int, port: int, device: str = "cpu", threads: i
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def shard(items: list, rank: int, world: int) -> list:
+def shard(items: list[T], rank: int, world: int) -> list[T]:
     """Rank ``rank``'s share of ``items``: every ``world``-th item from ``rank`` (deterministic,
     balanced to within one item)."""
     return items[rank::world]
@@ -141,8 +139,6 @@ def broadcast(obj: Any, r: Rank) -> Any:
     """Rank 0's ``obj`` on every rank."""
     if not r.distributed:
         return obj
-    import torch.distributed as dist
-
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
@@ -152,8 +148,6 @@ def gather(obj: Any, r: Rank) -> list | None:
     """Every rank's ``obj`` on rank 0 (in rank order), None on the others."""
     if not r.distributed:
         return [obj]
-    import torch.distributed as dist
-
     out = [None] * r.world if r.main else None
     dist.gather_object(obj, out, dst=0)
     return out
@@ -163,8 +157,6 @@ def all_gather(obj: Any, r: Rank) -> list:
     """Every rank's ``obj`` on every rank, in rank order."""
     if not r.distributed:
         return [obj]
-    import torch.distributed as dist
-
     out: list = [None] * r.world
     dist.all_gather_object(out, obj)
     return out
@@ -173,8 +165,6 @@ def all_gather(obj: Any, r: Rank) -> list:
 def finish(r: Rank, ok: bool = True) -> None:
     """Leave the process group: after a last barrier when this rank succeeded (so no rank exits under
     another's collective); at once after an error (the launcher then stops the other ranks)."""
-    import torch.distributed as dist
-
     if r.distributed and dist.is_initialized():
         if ok:
             dist.barrier()
@@ -182,7 +172,7 @@ def finish(r: Rank, ok: bool = True) -> None:
 
 
 @contextmanager
-def group(r: Rank):
+def group(r: Rank) -> Iterator[Rank]:
     """``with group(rank):`` ... leaves the process group as ``finish`` does, on success or error."""
     try:
         yield r

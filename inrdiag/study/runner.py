@@ -27,6 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.multiprocessing as mp
+
+from ..device import resolve_device
 from ..errors import InrdiagError
 from . import distributed as D
 from .jobs import Job, StepProgress, run_job
@@ -142,14 +146,13 @@ def run_study(
     return Outcome(records, len(jobs), before, len(new), workers, True, time.perf_counter() - t0, out)
 
 
-def _resolve(device: str):
-    from ..device import resolve_device
-
+def _resolve(device: str) -> torch.device:
     return resolve_device(device)
 
 
 # ---------------------------------------------------------------- torchrun
-def _run_torchrun(jobs, kind, config, out, device, threads, max_jobs, on_job) -> Outcome:
+def _run_torchrun(jobs: list[Job], kind: str, config: dict[str, Any], out: str | None, device: str,
+                  threads: int | None, max_jobs: int | None, on_job: JobProgress | None) -> Outcome:  # fmt: skip
     t0 = time.perf_counter()
     r = D.init_from_env(device, threads)
     with D.group(r):
@@ -199,7 +202,8 @@ def _worker(rank: int, world: int, port: int, jobs: list[Job], run_path: str, ki
         _run_list(D.shard(jobs, rank, world), rd, r, None, None)
 
 
-def _spawn(mp, workers, todo, rd, kind, config, th):
+def _spawn(workers: int, todo: list[Job], rd: RunDir, kind: str, config: dict[str, Any],
+           th: int) -> mp.ProcessContext:  # fmt: skip
     """Start the workers with OMP/MKL_NUM_THREADS = th in their environment (as torchrun sets it), so
     their thread pools start at that size; this process's environment is restored at once."""
     saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
@@ -215,12 +219,11 @@ def _spawn(mp, workers, todo, rd, kind, config, th):
                 os.environ[k] = v
 
 
-def _run_workers(todo, kind, config, rd, device, threads, workers, on_job) -> list[dict[str, Any]]:
-    import torch.multiprocessing as mp
-
+def _run_workers(todo: list[Job], kind: str, config: dict[str, Any], rd: RunDir | None, device: str,
+                 threads: int | None, workers: int, on_job: JobProgress | None) -> list[dict[str, Any]]:  # fmt: skip
     if str(_resolve(device)) != "cpu":
         raise InrdiagError("--jobs N runs CPU workers; on GPUs launch with torchrun --nproc-per-node N")
-    tmp = None
+    tmp: tempfile.TemporaryDirectory[str] | None = None
     if rd is None:
         tmp = tempfile.TemporaryDirectory(prefix="inrdiag-study-")
         rd = RunDir.open(Path(tmp.name) / "run", kind, config)
@@ -228,7 +231,7 @@ def _run_workers(todo, kind, config, rd, device, threads, workers, on_job) -> li
     keys = {j.key for j in todo}
     start = {k for k in rd.records() if k in keys}
     try:
-        ctx = _spawn(mp, workers, todo, rd, kind, config, th)
+        ctx = _spawn(workers, todo, rd, kind, config, th)
         try:
             seen = 0
             while not ctx.join(timeout=0.5):

@@ -105,7 +105,7 @@ def paired(a: list[float], b: list[float], name: str = "a", baseline: str = "b")
     ties = sum(x == 0 for x in d)
     losses = n - wins - ties
     t_stat = t_p = w_p = None
-    if n >= 2 and gain.std is not None and gain.std > 0:
+    if n >= 2 and gain.mean is not None and gain.std is not None and gain.std > 0:
         from scipy import stats
 
         t_stat = gain.mean / (gain.std / math.sqrt(n))
