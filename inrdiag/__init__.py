@@ -1,13 +1,16 @@
 """inrdiag: diagnostics for coordinate MLPs (implicit neural representations).
 
 The public surface is re-exported here lazily, so ``import inrdiag`` (and ``inrdiag --help``)
-does not import torch.
+does not import torch: ``_EXPORTS`` maps each name to its module, imported on first access
+(``__getattr__``). Type checkers and editors read the ``TYPE_CHECKING`` imports below instead,
+which name the same objects (tests/test_cli_core.py checks that both list the same names from
+the same modules), so ``inrdiag.rank_report`` has its real signature, not ``Any``.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -72,6 +75,65 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
+
+if TYPE_CHECKING:  # the same names from the same modules as _EXPORTS (``name as name``: an explicit re-export)
+    from .checkpoints.layouts import LoadOptions as LoadOptions
+    from .checkpoints.load import Loaded as Loaded
+    from .checkpoints.load import load as load
+    from .checkpoints.save import save as save
+    from .checks import CheckPolicy as CheckPolicy
+    from .checks import run_checks as run_checks
+    from .errors import InrdiagError as InrdiagError
+    from .errors import ModuleError as ModuleError
+    from .fitting.loop import FitConfig as FitConfig
+    from .fitting.loop import FitResult as FitResult
+    from .fitting.loop import fit as fit
+    from .fitting.targets import Target as Target
+    from .fitting.targets import load_target as load_target
+    from .grid import make_grid as make_grid
+    from .models.adapter import ModuleAdapter as ModuleAdapter
+    from .models.adapter import as_adapter as as_adapter
+    from .models.inits import SCHEMES as SCHEMES
+    from .models.inits import build_model as build_model
+    from .models.inits import reinit_inlet as reinit_inlet
+    from .models.mlp import CoordMLP as CoordMLP
+    from .models.spec import ArchSpec as ArchSpec
+    from .models.usercode import ModelCode as ModelCode
+    from .models.usercode import UserLoaded as UserLoaded
+    from .models.usercode import load_user_model as load_user_model
+    from .ntk.eigen import topk_eigh as topk_eigh
+    from .ntk.factors import Factor as Factor
+    from .ntk.factors import layer_factors as layer_factors
+    from .ntk.kernel import GroupNTK as GroupNTK
+    from .ntk.kernel import NTKReport as NTKReport
+    from .ntk.kernel import ntk_report as ntk_report
+    from .sae.model import SAEConfig as SAEConfig
+    from .sae.model import train_sae as train_sae
+    from .sae.saelens import load_sae as load_sae
+    from .sae.saelens import save_sae as save_sae
+    from .sample_data import sample_data_dir as sample_data_dir
+    from .sample_data import write_examples as write_examples
+    from .signals import load_signal as load_signal
+    from .signals.mesh import extract_surface as extract_surface
+    from .spectra import RankReport as RankReport
+    from .spectra import rank_report as rank_report
+    from .spectra import spectrum_stats as spectrum_stats
+    from .spectra import weight_stable_rank as weight_stable_rank
+    from .study.api import compare_folder as compare_folder
+    from .study.api import freeze_folder as freeze_folder
+    from .study.api import load_study as load_study
+    from .study.compare_study import CompareStudy as CompareStudy
+    from .study.freeze_study import FreezeStudy as FreezeStudy
+    from .study.rundir import RunDir as RunDir
+    from .study.runner import run_study as run_study
+    from .study.single import CompareResult as CompareResult
+    from .study.single import compare as compare
+    from .study.stats import paired as paired
+    from .study.stats import summarize as summarize
+    from .tables import rank_rows as rank_rows
+    from .tables import to_dataframe as to_dataframe
+    from .tables import write_csv as write_csv
+    from .threads import choose_threads as choose_threads
 
 
 def __getattr__(name: str) -> Any:

@@ -111,6 +111,8 @@ def weight_stable_rank(W: torch.Tensor) -> float:
 
 @dataclass
 class LayerRank:
+    """One linear layer of a rank report: its weight's stable rank and the spectrum of its representation."""
+
     index: int
     name: str
     in_features: int
@@ -132,6 +134,8 @@ class LayerRank:
 
 @dataclass
 class RankReport:
+    """What ``rank_report`` measured: every linear layer on a coordinate grid and the freeze depth it suggests."""
+
     grid_shape: list[int]
     points: int
     tol: float

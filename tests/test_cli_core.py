@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import importlib
+import inspect
 import os
 import subprocess
 import sys
@@ -39,13 +43,98 @@ def test_cli_pins_mkl_threading_for_reproducibility():
     assert out.strip().endswith("MKL_DYNAMIC=FALSE")
 
 
-def test_help_lists_every_command_and_exports_resolve():
+def test_help_lists_every_command():
     code = "from inrdiag.cli import main\ntry:\n main(['--help'])\nexcept SystemExit: pass"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     for cmd in ("info", "rank", "check", "ntk", "fit", "compare", "reinit", "cohort-train", "freeze-sweep", "sae"):
         assert cmd in out, cmd
-    for name in inrdiag.__all__:  # the lazy library exports all import
-        assert getattr(inrdiag, name) is not None
+
+
+def _type_checking_imports() -> dict[str, str]:
+    """name -> module (relative to inrdiag) of every import in inrdiag/__init__.py's ``if TYPE_CHECKING:`` block."""
+    tree = ast.parse((ROOT / "inrdiag" / "__init__.py").read_text(encoding="utf-8"))
+    blocks = [node for node in tree.body if isinstance(node, ast.If) and isinstance(node.test, ast.Name)
+              and node.test.id == "TYPE_CHECKING"]  # fmt: skip
+    assert len(blocks) == 1, "inrdiag/__init__.py has one `if TYPE_CHECKING:` block"
+    found: dict[str, str] = {}
+    for node in blocks[0].body:
+        assert isinstance(node, ast.ImportFrom) and node.level == 1 and node.module, ast.dump(node)
+        for alias in node.names:
+            assert alias.asname == alias.name, f"{alias.name}: re-export it as `{alias.name} as {alias.name}`"
+            assert alias.name not in found, f"{alias.name} imported twice"
+            found[alias.name] = node.module
+    return found
+
+
+def test_type_checking_block_lists_exactly_the_lazy_exports():
+    """What type checkers see (the TYPE_CHECKING imports) is what users get at run time (``_EXPORTS``)."""
+    seen = _type_checking_imports()
+    assert seen == inrdiag._EXPORTS, {
+        "only in TYPE_CHECKING": sorted(set(seen) - set(inrdiag._EXPORTS)),
+        "only in _EXPORTS": sorted(set(inrdiag._EXPORTS) - set(seen)),
+        "other module": sorted(n for n in set(seen) & set(inrdiag._EXPORTS) if seen[n] != inrdiag._EXPORTS[n]),
+    }
+    assert sorted(inrdiag.__all__) == sorted([*inrdiag._EXPORTS, "__version__"])
+    assert set(inrdiag.__all__) <= set(dir(inrdiag))
+
+
+def test_import_inrdiag_stays_lazy_and_every_export_resolves():
+    """``import inrdiag`` loads no torch and none of the modules it exports from; then every name resolves
+    to the object of its module (a fresh interpreter, so nothing was imported before)."""
+    code = (
+        "import sys, importlib, inrdiag\n"
+        "mods = sorted(m for m in sys.modules if m.startswith('inrdiag.'))\n"
+        "print('torch' in sys.modules, mods)\n"
+        "bad = [n for n, m in inrdiag._EXPORTS.items()\n"
+        "       if getattr(inrdiag, n) is not getattr(importlib.import_module('inrdiag.' + m), n)]\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    lazy, resolved = out.stdout.strip().splitlines()
+    assert lazy == "False []", lazy
+    assert resolved == "[]", resolved
+    with pytest.raises(AttributeError, match="no attribute 'not_an_export'"):
+        inrdiag.not_an_export  # noqa: B018
+
+
+#: Exported functions whose owners have not annotated every parameter and the return yet; the test below
+#: fails on any other unannotated export (a ratchet: remove a name once its function is annotated).
+NOT_YET_ANNOTATED = {"save", "ntk_report", "layer_factors", "topk_eigh", "fit", "compare", "build_model",
+                     "reinit_inlet", "train_sae", "save_sae", "load_sae"}  # fmt: skip
+#: Exported dataclasses still documented only by the signature dataclasses generates (same ratchet).
+NOT_YET_DOCUMENTED = {"FitResult", "CompareResult", "FreezeStudy"}
+#: Exported values that are neither classes nor functions.
+EXPORTED_VALUES = {"SCHEMES"}
+
+
+@pytest.mark.parametrize("name", sorted(inrdiag._EXPORTS))
+def test_each_export_is_defined_where_the_table_says(name):
+    """Each export is the very object of its module, defined there (``__module__``), not re-exported from a
+    third one; classes are classes and results are dataclasses with ``to_dict``; functions are documented
+    Python functions whose parameters and return are annotated (the annotations are strings, some naming
+    types imported for type checkers only: mypy checks that they resolve)."""
+    module_name = f"inrdiag.{inrdiag._EXPORTS[name]}"
+    module = importlib.import_module(module_name)
+    obj = getattr(inrdiag, name)
+    assert obj is getattr(module, name)
+    if name in EXPORTED_VALUES:
+        assert isinstance(obj, dict) and obj and all(isinstance(k, str) for k in obj)
+        return
+    assert inspect.isclass(obj) or inspect.isfunction(obj), f"{name} is a {type(obj).__name__}"
+    assert obj.__module__ == module_name, f"{name} is defined in {obj.__module__}, exported from {module_name}"
+    assert obj.__doc__ and obj.__doc__.strip(), f"{name} has no docstring"
+    if inspect.isclass(obj):
+        if name not in NOT_YET_DOCUMENTED:
+            assert not obj.__doc__.startswith(f"{name}("), f"{name}: only the generated dataclass docstring"
+        if name.endswith(("Report", "Result", "Study")):
+            assert dataclasses.is_dataclass(obj) and callable(getattr(obj, "to_dict", None)), name
+        return
+    sig = inspect.signature(obj)
+    missing = [p.name for p in sig.parameters.values() if p.annotation is inspect.Parameter.empty]
+    if sig.return_annotation is inspect.Signature.empty:
+        missing.append("return")
+    if name not in NOT_YET_ANNOTATED:
+        assert not missing, f"{name}: not annotated: {missing}"
 
 
 def test_rank_json_contract(cli, model_file):
