@@ -9,6 +9,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from tolerances import assert_close
 
 from inrdiag.fitting.targets import load_target
 from inrdiag.signals.errors import VideoError
@@ -27,7 +28,7 @@ def test_npy_4d_is_video_in_t_y_x_order(tmp_path):
     np.save(tmp_path / "v.npy", a)
     t = load_target(tmp_path / "v.npy")
     assert t.kind == "video" and t.shape == (3, 4, 5) and t.channels == 3
-    np.testing.assert_allclose(t.values.numpy(), a.reshape(-1, 3) / 255.0, atol=1e-7)
+    assert_close(t.values, a.reshape(-1, 3) / 255.0, torch.float32)
     c = t.coords()
     assert c[0].tolist() == [-1, -1, -1] and c[5 * 4 * 1].tolist()[0] == 0.0  # axis 0 is time (frame 1 of 3 at t=0)
 
@@ -47,7 +48,7 @@ def test_frame_folder_in_natural_order_and_gif(tmp_path):
         iio.imwrite(tmp_path / "f" / name, a[[1, 2, 0][i]])
     t = load_target(tmp_path / "f")
     assert t.kind == "video" and t.shape == (3, 6, 6)
-    np.testing.assert_allclose(t.values[:, 0].numpy(), a.reshape(-1) / 255.0, atol=1e-7)
+    assert_close(t.values[:, 0], a.reshape(-1) / 255.0, torch.float32)
     rgb = np.stack([np.full((8, 8, 3), v, np.uint8) for v in (0, 120, 240)])
     iio.imwrite(tmp_path / "v.gif", rgb, extension=".gif", loop=0)
     g = load_target(tmp_path / "v.gif", kind="video")

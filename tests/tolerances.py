@@ -9,6 +9,11 @@ Kinds:
   svd), relative to the largest value (small values carry absolute error ~ eps * lambda_1).
 - ``iterative``: Krylov / randomized solvers checked against a dense solve (their own stopping
   tolerance dominates rounding).
+- ``gram``: singular values of Z taken as ``sqrt(eig(Z^T Z))`` (``inrdiag.spectra``, the Gram matrix
+  accumulated in float64) vs an SVD of Z. An eigenvalue's absolute error ~ eps * s_1^2 becomes
+  ~ sqrt(eps) * s_1 on its square root, so a (near) zero singular value reads ~1e-8 s_1 in float64.
+  For float32 features the float32 rounding of the forward pass (a few 1e-7 s_1 per layer, times w0
+  for sine layers) dominates that floor.
 
 Float32 is what models really run in, so every float64 cross-check has a float32 twin.
 """
@@ -29,6 +34,7 @@ TOLERANCES: dict[str, dict[torch.dtype, Tol]] = {
     "exact": {torch.float64: Tol(1e-12, 1e-12), torch.float32: Tol(1e-5, 1e-6)},
     "eig": {torch.float64: Tol(1e-9, 1e-12), torch.float32: Tol(1e-4, 1e-6)},
     "iterative": {torch.float64: Tol(1e-6, 1e-10), torch.float32: Tol(1e-3, 1e-5)},
+    "gram": {torch.float64: Tol(1e-9, 1e-7), torch.float32: Tol(1e-4, 1e-6)},
 }
 
 
