@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -227,3 +228,19 @@ def test_compare_stays_a_function_after_submodule_imports():
         importlib.import_module(mod)
     assert callable(inrdiag.compare) and callable(inrdiag.compare_folder) and callable(inrdiag.load_study)
     assert inrdiag.compare.__module__ == "inrdiag.study.single"
+
+
+def test_study_apis_range_check_their_seeds(images, tmp_path):
+    """Seeds outside [0, 2^32 - 1] (inrdiag.seeds) are refused before any job runs: the first seed, the
+    last of ``seeds`` consecutive ones, and a freeze study's recipe seed."""
+    from inrdiag.cohort.train import CohortRecipe
+    from inrdiag.seeds import SEED_MAX
+
+    cfg = FitConfig(depth=2, width=8, steps=1, device="cpu")
+    with pytest.raises(InrdiagError, match=r"--seed must be in \[0, 4294967295\].*got -1"):
+        inrdiag.compare_folder(images, ["default"], seeds=1, config=replace(cfg, seed=-1))
+    with pytest.raises(InrdiagError, match=r"the last seed \(--seed 4294967294 \+ --seeds 3 - 1\).*got 4294967296"):
+        inrdiag.compare_folder(images, ["default"], seeds=3, config=replace(cfg, seed=SEED_MAX - 1))
+    with pytest.raises(InrdiagError, match=r"recipe.seed must be in .*got 4294967296"):
+        inrdiag.freeze_folder(sorted(images.iterdir()), CohortRecipe(seed=SEED_MAX + 1), out=str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
