@@ -22,6 +22,7 @@ EXACT64 = tol(torch.float64, "exact")
 def approx64(v):
     return pytest.approx(v, rel=EXACT64.rtol, abs=EXACT64.atol)
 
+
 ARCHS = [
     dict(activation="relu"),
     dict(activation="sine", w0=30.0),
@@ -161,7 +162,7 @@ def test_atom_stats_coverage_and_spread():
     atoms = torch.cat([torch.tensor([0]), torch.ones(100, dtype=torch.long)])
     with torch.no_grad():
         sae.W_dec.copy_(torch.eye(2))
-    st = atom_stats(Codes(rows=rows, atoms=atoms, values=torch.ones(101), recon=None), sae, coords)
+    st = atom_stats(Codes(rows=rows, atoms=atoms, values=torch.ones(101), recon=torch.empty(0, 2)), sae, coords)
     assert st.coverage.tolist() == [0.01, 1.0]
     assert st.spread[0] == 0.0
     assert_close(st.spread[1], 1.0, torch.float64)

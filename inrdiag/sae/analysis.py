@@ -204,8 +204,6 @@ def ablate_atoms(model: Any, layer: int, sae: SparseAutoencoder, codes: Codes, s
     once per point the points re-run from its output ``P - F[n, j] (W_dec[j] W^T)``
     (``ModuleAdapter.splice_pre``); otherwise from its input ``Z - F[n, j] W_dec[j]`` (``splice``).
     """
-    if codes.recon is None:
-        raise SAEError("ablate_atoms needs the codes' reconstruction (encode_all keeps it)")
     ad = as_adapter(model)
     rep = ad.representation(layer)
     lin = ad.linear(rep.reader)
@@ -414,7 +412,6 @@ def analyse(model: Any, layer: int, coords: torch.Tensor, y: torch.Tensor, kind:
     t["train"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     codes = encode_all(module, Z)
-    assert codes.recon is not None
     Zf = Z.to(codes.recon.dtype)
     err = float(((Zf - codes.recon) ** 2).sum())
     var = float(((Zf - Zf.mean(0)) ** 2).sum())

@@ -266,8 +266,8 @@ class Codes:
     rows: torch.Tensor
     atoms: torch.Tensor
     values: torch.Tensor
-    #: N x d reconstruction (None when only the codes were kept).
-    recon: torch.Tensor | None
+    #: N x d reconstruction.
+    recon: torch.Tensor
 
 
 def encode_all(sae: SparseAutoencoder, X: torch.Tensor) -> Codes:
