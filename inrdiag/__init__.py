@@ -66,8 +66,13 @@ _EXPORTS = {
     "build_model": "models.inits",
     "reinit_inlet": "models.inits",
     "SCHEMES": "models.inits",
-    "SAEConfig": "sae.model",
+    "SAEConfig": "sae.config",
     "train_sae": "sae.model",
+    "SparseAutoencoder": "sae.model",
+    "TrainedSAE": "sae.model",
+    "LoadedSAE": "sae.saelens",
+    "run_sae": "sae.run",
+    "SAERun": "sae.run",
     "save_sae": "sae.saelens",
     "load_sae": "sae.saelens",
     "sample_data_dir": "sample_data",
@@ -107,8 +112,13 @@ if TYPE_CHECKING:  # the same names from the same modules as _EXPORTS (``name as
     from .ntk.kernel import GroupNTK as GroupNTK
     from .ntk.kernel import NTKReport as NTKReport
     from .ntk.kernel import ntk_report as ntk_report
-    from .sae.model import SAEConfig as SAEConfig
+    from .sae.config import SAEConfig as SAEConfig
+    from .sae.model import SparseAutoencoder as SparseAutoencoder
+    from .sae.model import TrainedSAE as TrainedSAE
     from .sae.model import train_sae as train_sae
+    from .sae.run import SAERun as SAERun
+    from .sae.run import run_sae as run_sae
+    from .sae.saelens import LoadedSAE as LoadedSAE
     from .sae.saelens import load_sae as load_sae
     from .sae.saelens import save_sae as save_sae
     from .sample_data import sample_data_dir as sample_data_dir

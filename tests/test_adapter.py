@@ -552,7 +552,7 @@ def _sae_setup(name, layer, atoms=16, k=3):
     x = make_grid((6, 6), dtype=torch.float64)
     with torch.no_grad():
         z = layer_activations(ad, x, layer)
-    sae = train_sae(z, SAEConfig(atoms=atoms, k=k, steps=20, batch_size=16))[0].double()
+    sae = train_sae(z, SAEConfig(atoms=atoms, k=k, steps=20, batch_size=16)).sae.double()
     y = torch.rand(36, ad.out_features, dtype=torch.float64)
     return model, ad, x, z, sae, Scorer("image", y)
 
@@ -565,7 +565,8 @@ def test_sae_ablation_on_modules_matches_one_by_one(name, layer):
     with torch.no_grad():
         assert torch.equal(splice_forward(ad, layer, z, x), model(x))
         codes = encode_all(sae, z)
-        totals, base_total = ablate_atoms(ad, layer, sae, codes, scorer, chunk=7, x=x)
+        ab = ablate_atoms(ad, layer, sae, codes, scorer, chunk=7, x=x)
+        totals, base_total = ab.totals, ab.base
         f = sae.encode(z)
         base = scorer.metric(scorer.point_stats(splice_forward(ad, layer, sae.decode(f), x)).sum(0))
         assert scorer.metric(base_total) == pytest.approx(base, rel=1e-9, abs=1e-12)
@@ -583,7 +584,8 @@ def test_analyse_on_a_skip_connection_mlp():
     model, ad, x, z, trained, _ = _sae_setup("nerf-skip", 1)
     y = torch.rand(36, 2, dtype=torch.float64)
     cfg = SAEConfig(atoms=16, k=3, steps=20, batch_size=16)
-    rep, sae, codes = analyse(ad, 1, x, y, "image", cfg, device="cpu", grid=(6, 6), sae=trained)
+    res = analyse(ad, 1, x, y, "image", cfg, device="cpu", grid=(6, 6), sae=trained)
+    rep, sae = res.report, res.sae
     assert rep.width == 26 and sae.d_in == 26 and rep.ablated == int((torch.tensor(rep.mass) > 0).sum())
     assert any("concatenated" in n for n in rep.notes)
     with torch.no_grad():  # the reported drops are the one-by-one recomputation

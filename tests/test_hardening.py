@@ -294,7 +294,8 @@ def test_concurrent_sae_saves_never_mix_their_files(tmp_path):
     for t in threads:
         t.join()
     assert not errors, errors
-    back, cfg = load_sae(d)
+    loaded = load_sae(d)
+    back, cfg = loaded.sae, loaded.cfg
     mine = saes[cfg["k"] - 1]
     assert torch.equal(back.W_enc, mine.W_enc)  # weights and cfg.json from one run
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]

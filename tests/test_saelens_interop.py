@@ -12,9 +12,12 @@ import json
 import pytest
 import torch
 from safetensors.torch import save_file
+from tolerances import assert_close
 
 from inrdiag.sae.model import SAEConfig, SAEError, make_sae
 from inrdiag.sae.saelens import SAELENS_FORMAT_VERSION, load_sae, sae_file_info, save_sae
+
+F64, F32 = torch.float64, torch.float32
 
 D_IN, D_SAE = 12, 40
 
@@ -74,11 +77,11 @@ def test_topk_rescaled_by_decoder_norm_is_exact(tmp_path, x, unit):
     norms = None if unit else torch.rand(D_SAE, 1, generator=gen, dtype=torch.float64) * 3 + 0.05
     w = _weights(gen, norms)
     d = _write(tmp_path / "s", {"architecture": "topk", "k": 5, "rescale_acts_by_decoder_norm": True}, w)
-    sae, _ = load_sae(d)
+    sae = load_sae(d).sae
     f, xhat = ref_topk(w, x, 5, rescale=True)
     with torch.no_grad():
-        torch.testing.assert_close(sae.encode(x), f, rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(sae(x), xhat, rtol=1e-12, atol=1e-12)
+        assert_close(sae.encode(x), f, F64)
+        assert_close(sae(x), xhat, F64)
     if not unit:  # the rescaling changes which atoms win: the un-rescaled reading would be wrong
         assert not torch.equal(ref_topk(w, x, 5, rescale=False)[0] > 0, f > 0)
     assert sae_file_info(d, sae, json.loads((d / "cfg.json").read_text()))["rescale_acts_by_decoder_norm"] is True
@@ -90,12 +93,12 @@ def test_topk_rescale_float32_file(tmp_path, x):
     w32 = {k: v.float() for k, v in w.items()}
     d = _write(tmp_path / "s", {"architecture": "topk", "k": 4, "rescale_acts_by_decoder_norm": True,
                                 "dtype": "float32"}, w32)  # fmt: skip
-    sae, _ = load_sae(d)
+    sae = load_sae(d).sae
     assert sae.W_enc.dtype == torch.float32
     f, xhat = ref_topk({k: v.double() for k, v in w32.items()}, x, 4, rescale=True)
     with torch.no_grad():
-        torch.testing.assert_close(sae(x.float()).double(), xhat, rtol=2e-5, atol=2e-5)
-        torch.testing.assert_close(sae.encode(x.float()).double(), f, rtol=2e-5, atol=2e-5)
+        assert_close(sae(x.float()), xhat, F32)
+        assert_close(sae.encode(x.float()), f, F32)
 
 
 def test_rescale_with_a_zero_decoder_row_is_refused(tmp_path):
@@ -116,13 +119,15 @@ def test_jumprelu(tmp_path, x):
     thr = torch.rand(D_SAE, generator=gen, dtype=torch.float64) * 0.6
     thr[:3] = -0.2  # a negative threshold gates nothing beyond the ReLU
     d = _write(tmp_path / "j", {"architecture": "jumprelu"}, {**w, "threshold": thr})
-    sae, cfg = load_sae(d)
+    loaded = load_sae(d)
+    sae, cfg = loaded.sae, loaded.cfg
     f, xhat = ref_jumprelu(w, x, thr)
     assert 0 < int((f > 0).sum()) < f.numel() // 2
     with torch.no_grad():
-        torch.testing.assert_close(sae.encode(x), f, rtol=0, atol=0)
-        torch.testing.assert_close(sae(x), xhat, rtol=1e-12, atol=1e-12)
+        assert torch.equal(sae.encode(x), f)
+        assert_close(sae(x), xhat, F64)
     info = sae_file_info(d, sae, cfg)
+    assert loaded.info == info
     assert info["architecture"] == "jumprelu" and info["model_name"] == "gpt2"
     assert info["hook_name"] == "blocks.3.hook_resid_post" and info["written_by"] == "SAELens"
     assert info["threshold"]["min"] == 0.0 and info["threshold"]["max"] == pytest.approx(float(thr.max()))
@@ -130,7 +135,7 @@ def test_jumprelu(tmp_path, x):
     save_sae(sae, SAEConfig(atoms=D_SAE, kind="relu", steps=1), tmp_path / "again", {"model_name": "m"})
     c = json.loads((tmp_path / "again" / "cfg.json").read_text())
     assert c["architecture"] == "jumprelu" and "k" not in c
-    back, _ = load_sae(tmp_path / "again")
+    back = load_sae(tmp_path / "again").sae
     with torch.no_grad():
         assert torch.equal(back(x), sae(x))
 
@@ -141,9 +146,10 @@ def test_jumprelu_training_file_with_log_threshold(tmp_path, x):
     thr = torch.rand(D_SAE, generator=gen, dtype=torch.float64) * 0.5 + 0.01
     d = _write(tmp_path / "j", {"architecture": "jumprelu", "l0_coefficient": 1.0, "jumprelu_bandwidth": 0.05},
                {**w, "log_threshold": thr.log()})  # fmt: skip
-    sae, cfg = load_sae(d)
+    loaded = load_sae(d)
+    sae, cfg = loaded.sae, loaded.cfg
     with torch.no_grad():
-        torch.testing.assert_close(sae(x), ref_jumprelu(w, x, thr)[1], rtol=1e-12, atol=1e-12)
+        assert_close(sae(x), ref_jumprelu(w, x, thr)[1], F64)
     info = sae_file_info(d, sae, cfg)
     assert info["converted_from"] == "log_threshold" and info["training"] == {
         "by": "SAELens",
@@ -160,13 +166,14 @@ def test_batchtopk_training_file_reads_as_its_inference_jumprelu(tmp_path, x):
     t = 0.3
     d = _write(tmp_path / "b", {"architecture": "batchtopk", "k": 6.0},
                {**w, "topk_threshold": torch.tensor(t, dtype=torch.float64)})  # fmt: skip
-    sae, cfg = load_sae(d)
+    loaded = load_sae(d)
+    sae, cfg = loaded.sae, loaded.cfg
     n = w["W_dec"].norm(dim=-1)
     h = _pre(w, x) * n
     f = h.relu() * (h > t)
     with torch.no_grad():
-        torch.testing.assert_close(sae.encode(x), f, rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(sae(x), (f / n) @ w["W_dec"] + w["b_dec"], rtol=1e-12, atol=1e-12)
+        assert_close(sae.encode(x), f, F64)
+        assert_close(sae(x), (f / n) @ w["W_dec"] + w["b_dec"], F64)
     assert sae_file_info(d, sae, cfg)["architecture"] == "jumprelu"
 
 
@@ -233,15 +240,133 @@ def test_optional_cross_check_with_sae_lens(tmp_path, x):
     theirs = sl.SAE.load_from_disk(str(tmp_path / "o"))
     assert theirs.cfg.metadata.model_name == "m" and theirs.cfg.metadata["inrdiag"]["steps"] == 7
     with torch.no_grad():
-        torch.testing.assert_close(theirs(x), sae(x))
+        assert_close(theirs(x), sae(x), F64)
     gen = torch.Generator().manual_seed(7)
     w = _weights(gen, torch.rand(D_SAE, 1, generator=gen, dtype=torch.float64) + 0.5)
     thr = torch.rand(D_SAE, generator=gen, dtype=torch.float64) * 0.5
     for name, cfg, tensors in (("t", {"architecture": "topk", "k": 5, "rescale_acts_by_decoder_norm": True}, w),
                                ("j", {"architecture": "jumprelu"}, {**w, "threshold": thr})):  # fmt: skip
         d = _write(tmp_path / name, cfg, tensors)
-        ours, _ = load_sae(d)
+        ours = load_sae(d).sae
         theirs = sl.SAE.load_from_disk(str(d))
         with torch.no_grad():
-            torch.testing.assert_close(ours.encode(x), theirs.encode(x))
-            torch.testing.assert_close(ours(x), theirs(x))
+            assert_close(ours.encode(x), theirs.encode(x), F64)
+            assert_close(ours(x), theirs(x), F64)
+
+
+# ---------------------------------------------------------------- the files stay byte-for-byte what they were
+def _filled(sae):
+    """Deterministic weights (no RNG): parameter i holds linspace(-1, 1) * (i + 1)."""
+    with torch.no_grad():
+        for i, p in enumerate(sae.parameters()):
+            p.copy_(torch.linspace(-1, 1, p.numel(), dtype=p.dtype).reshape(p.shape) * (i + 1))
+    return sae
+
+
+#: sha256 of sae_weights.safetensors as written before the autoencoder became one module-level class (issue 12).
+WEIGHTS_SHA256 = {
+    "topk": "75944198a523b80bfcbdea8e9ec06808188852ceda6c33bbf0477ed4f7693d05",
+    "relu": "06b5822aaf396662ab24254b402a56213f30eb30c66e21c13a5f7e546ae1f31e",
+    "jumprelu": "2433b7856fd7b7366aa488cd27aba2dd8a399df95e4ac9607b9d4f32cb972d15",
+}
+TOPK_CFG = """{
+  "architecture": "topk",
+  "d_in": 6,
+  "d_sae": 10,
+  "dtype": "float32",
+  "device": "cpu",
+  "apply_b_dec_to_input": true,
+  "normalize_activations": "none",
+  "reshape_activations": "none",
+  "metadata": {
+    "sae_lens_version": "6.0.0",
+    "sae_lens_training_version": null,
+    "inrdiag_version": "VERSION",
+    "schema_version": SCHEMA,
+    "model_name": "m",
+    "hook_name": "h",
+    "inrdiag": {
+      "atoms": 10,
+      "kind": "topk",
+      "k": 3,
+      "l1": 0.1,
+      "steps": 7,
+      "batch_size": 1024,
+      "lr": 0.001,
+      "seed": 0,
+      "aux_coef": 0.03125,
+      "dead_after": 100
+    }
+  },
+  "k": 3,
+  "rescale_acts_by_decoder_norm": false
+}
+"""
+
+
+def test_saved_files_are_byte_for_byte_unchanged(tmp_path):
+    import hashlib
+
+    from inrdiag import __version__
+    from inrdiag.schema import SCHEMA_VERSION
+
+    def sha(folder):
+        return hashlib.sha256((folder / "sae_weights.safetensors").read_bytes()).hexdigest()
+
+    meta = {"model_name": "m", "hook_name": "h"}
+    save_sae(_filled(make_sae(6, 10, "topk", 3)), SAEConfig(atoms=10, k=3, steps=7), tmp_path / "t", meta)
+    assert sha(tmp_path / "t") == WEIGHTS_SHA256["topk"]
+    want = TOPK_CFG.replace('"VERSION"', json.dumps(__version__)).replace("SCHEMA", json.dumps(SCHEMA_VERSION))
+    assert (tmp_path / "t" / "cfg.json").read_text() == want
+    relu = _filled(make_sae(6, 10, "relu", 32, dtype=torch.float64))
+    save_sae(relu, SAEConfig(atoms=10, kind="relu", k=3, steps=7), tmp_path / "r", meta)
+    assert sha(tmp_path / "r") == WEIGHTS_SHA256["relu"]
+    shapes = {"W_enc": (6, 10), "b_enc": (10,), "W_dec": (10, 6), "b_dec": (6,), "threshold": (10,)}
+    w = {
+        k: torch.linspace(-1, 1, torch.Size(s).numel()).reshape(s) * (i + 1) for i, (k, s) in enumerate(shapes.items())
+    }
+    src = tmp_path / "j_src"
+    src.mkdir()
+    save_file(w, str(src / "sae_weights.safetensors"))
+    (src / "cfg.json").write_text(json.dumps({"architecture": "jumprelu", "d_in": 6, "d_sae": 10, "dtype": "float32"}))
+    save_sae(load_sae(src).sae, SAEConfig(atoms=10, kind="relu", steps=1), tmp_path / "j", {"model_name": "m"})
+    assert sha(tmp_path / "j") == WEIGHTS_SHA256["jumprelu"]
+
+
+# ---------------------------------------------------------------- the report names every architecture right
+def test_report_architecture_label_for_every_architecture(tmp_path):
+    """Issue 12 item 5: SAEReport.to_dict() (the Python API, not only the CLI) says "jumprelu" for a JumpReLU SAE,
+    "standard" only for a ReLU one, for files of each SAELens architecture and for modules given directly."""
+    from conftest import tiny_model
+
+    from inrdiag.grid import make_grid
+    from inrdiag.sae.analysis import analyse
+    from inrdiag.sae.model import JumpReLUSAE
+
+    model = tiny_model(hidden=(D_IN, D_IN), dtype=torch.float32)
+    x = make_grid((5, 5), dtype=torch.float32)
+    y = torch.rand(25, 1, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(8)
+    w = _weights(gen)
+    thr = torch.full((D_SAE,), 0.05, dtype=torch.float64)
+    files = {
+        "standard": ({"architecture": "standard"}, w, "standard", "relu"),
+        "topk": ({"architecture": "topk", "k": 4}, w, "topk", "topk"),
+        "jumprelu": ({"architecture": "jumprelu"}, {**w, "threshold": thr}, "jumprelu", "jumprelu"),
+        "batchtopk": ({"architecture": "batchtopk", "k": 4}, {**w, "topk_threshold": torch.tensor(0.05)},
+                      "jumprelu", "jumprelu"),
+    }  # fmt: skip
+    for name, (cfg, tensors, arch, kind) in files.items():
+        loaded = load_sae(_write(tmp_path / name, cfg, tensors))
+        d = analyse(model, 0, x, y, "image", device="cpu", ablate=0, sae=loaded).report.to_dict()["sae"]
+        assert (d["architecture"], d["kind"], d["file"]["architecture"]) == (arch, kind, arch), name
+        assert d["lr"] is None and d["steps"] == 0  # not stated by a SAELens file
+    assert d["file"]["converted_from"] == "topk_threshold"
+    for sae, arch, kind in ((JumpReLUSAE(D_IN, D_SAE), "jumprelu", "jumprelu"),
+                            (make_sae(D_IN, D_SAE, "relu", 0), "standard", "relu"),
+                            (make_sae(D_IN, D_SAE, "topk", 3), "topk", "topk")):  # fmt: skip
+        with torch.no_grad():
+            sae.W_enc.copy_(w["W_enc"])
+            sae.W_dec.copy_(w["W_dec"])
+        d = analyse(model, 0, x, y, "image", device="cpu", ablate=0, sae=sae).report.to_dict()["sae"]
+        assert (d["architecture"], d["kind"]) == (arch, kind) and "file" not in d

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..sae.config import ATOM_MAPS, SHOW_ROWS
 from .common import console, fmt, pyplot, save_figure
+
+if TYPE_CHECKING:
+    from ..fitting.targets import Target
+    from ..sae.analysis import SAEReport
+    from ..sae.model import Codes
 
 
 def _metric(name: str, v: float | None) -> str:
@@ -15,8 +25,17 @@ def _where(layer: int) -> str:
     return "the inlet (layer 0)" if layer == 0 else f"layer {layer}"
 
 
-def describe_file(src: dict) -> tuple[str, str]:
-    """(architecture as the file states it, how and on what it was trained) for a loaded SAE file."""
+@dataclass
+class FileDescription:
+    """A loaded SAE file in words: ``what`` (architecture and sparsity, as the file states them) and ``how``
+    (how and on what it was trained, who wrote it)."""
+
+    what: str
+    how: str
+
+
+def describe_file(src: dict[str, Any]) -> FileDescription:
+    """``FileDescription`` of a loaded SAE file from its ``sae_file_info``."""
     arch = src["architecture"]
     if arch == "topk":
         what = f"TopK k={src['k']}" + (" (rescale_acts_by_decoder_norm, folded exactly)"
@@ -39,22 +58,24 @@ def describe_file(src: dict) -> tuple[str, str]:
     version = f" (SAELens format {src['sae_lens_version']})" if src.get("sae_lens_version") else ""
     how += f"; written by {src['written_by']}{version}; model {src.get('model_name') or 'not recorded'}, "
     how += f"hook {src.get('hook_name') or 'not recorded'}"
-    return what, how
+    return FileDescription(what=what, how=how)
 
 
-def render_sae(rep, show_n: int = 10, source: dict | None = None) -> None:
+def render_sae(rep: SAEReport, show_n: int = SHOW_ROWS) -> None:
+    """The report as tables (a loaded SAE file is described by its own settings, ``rep.source``)."""
     from rich.table import Table
 
     c = console()
     cfg = rep.config
     grid = f"{rep.points:,} grid points {'x'.join(map(str, rep.grid))}"
+    source = rep.source
     if source:
-        what, how = describe_file(source)
+        desc = describe_file(source)
         c.print(f"SAE from {source['folder']} on {_where(rep.layer)} ({rep.layer_name}, {rep.width} units) over "
-                f"{grid}: {source['d_sae']} atoms, {what}")  # fmt: skip
-        c.print(f"  {how}")
+                f"{grid}: {source['d_sae']} atoms, {desc.what}")  # fmt: skip
+        c.print(f"  {desc.how}")
     else:
-        arch = f"TopK k={cfg.k}" if cfg.kind == "topk" else f"ReLU + L1 {cfg.l1:g}"
+        arch = {"topk": f"TopK k={cfg.k}", "jumprelu": "JumpReLU"}.get(rep.architecture, f"ReLU + L1 {cfg.l1:g}")
         trained = f"{cfg.steps} steps, batch {cfg.batch_size}, Adam lr {cfg.lr:g}, seed {cfg.seed}"
         c.print(f"SAE on {_where(rep.layer)} ({rep.layer_name}, {rep.width} units) over {grid}: {cfg.atoms} "
                 f"atoms, {arch}; {trained}")  # fmt: skip
@@ -91,7 +112,8 @@ def render_sae(rep, show_n: int = 10, source: dict | None = None) -> None:
         c.print(f"note: {note}")
 
 
-def plot_atoms(rep, codes, shape, path: str, force: bool = False, count: int = 16, target=None) -> None:
+def plot_atoms(rep: SAEReport, codes: Codes, shape: Sequence[int], path: str, force: bool = False,
+               count: int = ATOM_MAPS, target: Target | None = None) -> None:  # fmt: skip
     """Activation maps of the ``count`` most harmful atoms (by activation mass without ablations), all on one
     colour scale (one colour bar), after the target for context. Volumes: maximum over the last axis."""
     import math

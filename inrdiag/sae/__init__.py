@@ -1,2 +1,3 @@
-"""Sparse autoencoders on layer activations: the model and its training (``model``), splicing and
-ablations (``analysis``), and SAELens-compatible files (``saelens``)."""
+"""Sparse autoencoders on layer activations: the configuration and names (``config``, no torch), the
+autoencoder and its training (``model``), splicing and ablations (``analysis``), SAELens-compatible files
+(``saelens``), and the whole ``inrdiag sae`` computation on a checkpoint (``run``)."""

@@ -5,131 +5,119 @@ sparse codes ``F = act((Z - b_dec) W_enc + b_enc)`` (N x m); the m rows of ``W_d
 ``act`` is TopK (keep the k largest pre-activations, then ReLU) or ReLU with an L1 penalty; the
 tensor names, shapes and the ``b_dec`` subtraction follow SAELens (``W_enc`` d x m, ``W_dec`` m x d).
 
-This module: the configuration, the autoencoder, its training and the codes of every grid point.
-``sae_analysis``: splicing into the network, metrics, atom statistics and batched ablations;
-``sae_io``: SAELens-layout files.
+This module: the autoencoder (``SparseAutoencoder``, and ``JumpReLUSAE`` for SAELens's JumpReLU files),
+its training and the codes of every grid point. ``config``: the configuration and names (no torch);
+``analysis``: splicing into the network, metrics, atom statistics and batched ablations; ``saelens``:
+SAELens-layout files; ``run``: the whole ``inrdiag sae`` computation on a checkpoint.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from ..errors import InrdiagError
+import torch
+from torch import nn
 
-KINDS = ("topk", "relu")
-#: SAELens's ``architecture`` names for our two kinds.
-SAELENS_ARCH = {"topk": "topk", "relu": "standard"}
-WEIGHTS_FILE = "sae_weights.safetensors"
-CFG_FILE = "cfg.json"
+from ..progress import Progress
+from .config import ARCHITECTURES, CFG_FILE, KINDS, SAELENS_ARCH, WEIGHTS_FILE, SAEConfig, SAEError  # noqa: F401  (re-exported)
 
-
-class SAEError(InrdiagError):
-    """A sparse-autoencoder request that cannot be carried out."""
+#: Points per chunk of the batched ablations' partial forward passes.
+ABLATION_CHUNK = 32768
 
 
-@dataclass
-class SAEConfig:
-    """How the SAE is built and trained (every field is written to cfg.json)."""
+# ---------------------------------------------------------------- the autoencoders
+class SparseAutoencoder(nn.Module):
+    """``forward(x) == decode(encode(x))``; parameters named, shaped and registered as SAELens names them.
 
-    atoms: int = 4096
-    kind: str = "topk"
-    k: int = 32
-    l1: float = 0.1
-    steps: int = 1000
-    batch_size: int = 1024
-    lr: float = 1e-3
-    seed: int = 0
-    #: TopK: weight of the auxiliary loss that makes dead atoms predict the residual (0 disables).
-    aux_coef: float = 1.0 / 32
-    #: Steps without firing after which an atom counts as dead for the auxiliary loss.
-    dead_after: int = 100
+    ``kind``: "topk" (codes = ReLU of the k largest pre-activations) or "relu" (dense ReLU codes,
+    SAELens's "standard"). ``rescaled``: the file was SAELens's ``rescale_acts_by_decoder_norm``
+    (folded into the weights on loading); ``converted_from``: the tensor a loaded threshold came from.
+    """
 
-    def validate(self) -> None:
-        if self.kind not in KINDS:
-            raise SAEError(f"unknown --kind {self.kind!r}; allowed: {', '.join(KINDS)}")
-        if self.atoms < 1:
-            raise SAEError(f"--atoms must be >= 1, got {self.atoms}")
-        if self.kind == "topk" and not 1 <= self.k <= self.atoms:
-            raise SAEError(f"--k must be 1..--atoms ({self.atoms}), got {self.k}")
-        if self.steps < 1:
-            raise SAEError(f"--steps must be >= 1, got {self.steps}")
-        if self.batch_size < 1:
-            raise SAEError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise SAEError(f"--lr must be a positive number, got {self.lr}")
-        if not (self.l1 >= 0 and math.isfinite(self.l1)):
-            raise SAEError(f"--l1 must be >= 0, got {self.l1}")
+    def __init__(self, d_in: int, d_sae: int, kind: str = "topk", k: int = 32,
+                 dtype: torch.dtype = torch.float32) -> None:  # fmt: skip
+        super().__init__()
+        if kind not in KINDS:
+            raise SAEError(f"unknown SAE kind {kind!r}; allowed: {', '.join(KINDS)}")
+        self.d_in, self.d_sae, self.kind, self.k = d_in, d_sae, kind, k
+        self.W_enc = nn.Parameter(torch.zeros(d_in, d_sae, dtype=dtype))
+        self.b_enc = nn.Parameter(torch.zeros(d_sae, dtype=dtype))
+        self.W_dec = nn.Parameter(torch.zeros(d_sae, d_in, dtype=dtype))
+        self.b_dec = nn.Parameter(torch.zeros(d_in, dtype=dtype))
+        self.rescaled = False
+        self.converted_from: str | None = None
 
+    @property
+    def architecture(self) -> str:
+        """SAELens's name of this SAE's architecture ("topk", "standard" or, for ``JumpReLUSAE``, "jumprelu")."""
+        return SAELENS_ARCH[self.kind]
 
-# ---------------------------------------------------------------- the autoencoder
-def _sae_module():
-    import torch
-    from torch import nn
+    def pre(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.b_dec) @ self.W_enc + self.b_enc
 
-    class SparseAutoencoder(nn.Module):
-        """``forward(x) == decode(encode(x))``; parameters named as SAELens names them."""
+    def encode_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(values, atom indices), each B x k' (k' = k for TopK; dense B x m values and no indices
+        otherwise); values >= 0."""
+        h = self.pre(x)
+        if self.kind == "topk":
+            vals, idx = torch.topk(h, self.k, dim=-1)
+            return torch.relu(vals), idx
+        return torch.relu(h), None
 
-        def __init__(self, d_in: int, d_sae: int, kind: str = "topk", k: int = 32, dtype=torch.float32):
-            super().__init__()
-            self.d_in, self.d_sae, self.kind, self.k = d_in, d_sae, kind, k
-            self.W_enc = nn.Parameter(torch.zeros(d_in, d_sae, dtype=dtype))
-            self.b_enc = nn.Parameter(torch.zeros(d_sae, dtype=dtype))
-            self.W_dec = nn.Parameter(torch.zeros(d_sae, d_in, dtype=dtype))
-            self.b_dec = nn.Parameter(torch.zeros(d_in, dtype=dtype))
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        vals, idx = self.encode_sparse(x)
+        if idx is None:
+            return vals
+        return torch.zeros(x.shape[0], self.d_sae, dtype=vals.dtype, device=vals.device).scatter_(1, idx, vals)
 
-        def pre(self, x):
-            return (x - self.b_dec) @ self.W_enc + self.b_enc
+    def decode(self, f: torch.Tensor) -> torch.Tensor:
+        return f @ self.W_dec + self.b_dec
 
-        def encode_sparse(self, x):
-            """(values, atom indices), each B x k' (k' = k for TopK, m for ReLU); values >= 0."""
-            h = self.pre(x)
-            if self.kind == "topk":
-                vals, idx = torch.topk(h, self.k, dim=-1)
-                return torch.relu(vals), idx
-            vals = torch.relu(h)
-            return vals, None
+    def decode_sparse(self, vals: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+        if idx is None:
+            return self.decode(vals)
+        return _bag(idx, vals, self.W_dec) + self.b_dec
 
-        def encode(self, x):
-            vals, idx = self.encode_sparse(x)
-            if idx is None:
-                return vals
-            return torch.zeros(x.shape[0], self.d_sae, dtype=vals.dtype, device=vals.device).scatter_(1, idx, vals)
-
-        def decode(self, f):
-            return f @ self.W_dec + self.b_dec
-
-        def decode_sparse(self, vals, idx):
-            if idx is None:
-                return self.decode(vals)
-            return _bag(idx, vals, self.W_dec) + self.b_dec
-
-        def forward(self, x):
-            return self.decode(self.encode(x))
-
-    return SparseAutoencoder
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
 
 
-def _bag(idx, vals, W):
+class JumpReLUSAE(SparseAutoencoder):
+    """SAELens's JumpReLU: the same parameters plus a per-atom ``threshold`` (registered after them);
+    codes ``relu(h) * (h > threshold)`` = ``h * (h > max(threshold, 0))``, dense like the ReLU kind."""
+
+    def __init__(self, d_in: int, d_sae: int, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__(d_in, d_sae, "relu", 0, dtype)
+        self.threshold = nn.Parameter(torch.zeros(d_sae, dtype=dtype), requires_grad=False)
+
+    @property
+    def architecture(self) -> str:
+        return "jumprelu"
+
+    def encode_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        h = self.pre(x)
+        return h * (h > self.threshold.clamp_min(0)).to(h.dtype), None
+
+
+def _bag(idx: torch.Tensor, vals: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     """``sum_j vals[:, j] W[idx[:, j]]`` (B x d) without a dense B x m code matrix (embedding_bag:
     10x faster than gather + einsum on CPU, forward and backward)."""
-    import torch
-
     return torch.nn.functional.embedding_bag(idx, W, per_sample_weights=vals.to(W.dtype), mode="sum")
 
 
-def make_sae(d_in: int, d_sae: int, kind: str = "topk", k: int = 32, dtype=None):
-    import torch
-
-    return _sae_module()(d_in, d_sae, kind, k, dtype or torch.float32)
-
-
-# ---------------------------------------------------------------- training
-Progress = Callable[[int, int, float], None]
+def make_sae(d_in: int, d_sae: int, kind: str = "topk", k: int = 32,
+             dtype: torch.dtype | None = None) -> SparseAutoencoder:  # fmt: skip
+    """An untrained ``SparseAutoencoder`` (all parameters zero; ``dtype`` default float32)."""
+    return SparseAutoencoder(d_in, d_sae, kind, k, dtype or torch.float32)
 
 
+def describe_sae(sae: SparseAutoencoder) -> SAEConfig:
+    """The SAEConfig an SAE of unknown training states: its size, kind and k (``steps`` 0: not trained here)."""
+    return SAEConfig(atoms=sae.d_sae, kind=sae.kind, k=sae.k or 1, steps=0)
+
+
+# ---------------------------------------------------------------- memory
 def _train_bytes(n: int, d: int, cfg: SAEConfig) -> int:
     """SAE parameters with their gradients and Adam moments, and a batch's dense pre-activations."""
     m = cfg.atoms
@@ -155,35 +143,45 @@ def estimate_bytes(n: int, d: int, d_next: int, dim: int, channels: int, cfg: SA
     return float(grid + train + codes + ablation)
 
 
-def check_analysis_memory(n: int, d: int, d_next: int, dim: int, channels: int, cfg: SAEConfig, device,
-                          itemsize: int = 4) -> None:  # fmt: skip
+def check_analysis_memory(n: int, d: int, d_next: int, dim: int, channels: int, cfg: SAEConfig,
+                          device: torch.device | str, itemsize: int = 4) -> None:  # fmt: skip
     """Refuse (one line, with the estimate) an analysis that would not fit: half the RAM, or 90% of the GPU's."""
     from ..grid import check_memory
 
     limit = None
-    if getattr(device, "type", str(device)) == "cuda":
-        import torch
-
-        limit = 0.9 * torch.cuda.get_device_properties(device).total_memory
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        limit = 0.9 * torch.cuda.get_device_properties(dev).total_memory
     nbytes = estimate_bytes(n, d, d_next, dim, channels, cfg, itemsize)
     check_memory(nbytes, f"an SAE analysis with {cfg.atoms} atoms on {n:,} points x {d} features",
                  "--atoms, --k, --batch-size or --grid", limit)  # fmt: skip
 
 
-ABLATION_CHUNK = 32768
-
-
 def encode_chunk_size(m: int) -> int:
+    """Points per chunk of ``encode_all`` (a chunk's dense B x m pre-activations stay near 64 MiB)."""
     return max(256, min(16384, (64 * 2**20) // (4 * max(m, 1))))
 
 
-def train_sae(X, cfg: SAEConfig, device=None, progress: Progress | None = None):
-    """Train an SAE on the rows of ``X`` (N x d; float32 copy on ``device``). Returns (sae, losses)."""
-    import torch
+# ---------------------------------------------------------------- training
+@dataclass
+class TrainedSAE:
+    """What ``train_sae`` returns: the trained SAE (eval mode) and the loss after every step."""
 
+    sae: SparseAutoencoder
+    #: Minibatch loss per step (squared error / the activations' total variance, plus the penalties).
+    losses: list[float]
+
+
+def train_sae(X: torch.Tensor, cfg: SAEConfig, device: torch.device | str | None = None,
+              progress: Progress | None = None) -> TrainedSAE:  # fmt: skip
+    """Train an SAE on the rows of ``X`` (N x d; float32 copy on ``device``, default X's).
+
+    ``progress(step, total, loss, metric)`` after every step (``metric`` NaN: an SAE has none)."""
     if not isinstance(cfg, SAEConfig):
         raise SAEError(f"cfg must be an SAEConfig, got {type(cfg).__name__}")
     cfg.validate()
+    if progress is not None and not callable(progress):
+        raise SAEError(f"progress must be a callable (step, total, loss, metric) or None, got {progress!r}")
     if not isinstance(X, torch.Tensor) or X.dim() != 2 or not (X.is_floating_point() or X.is_complex()):
         what = f"a {X.dim()}-D {X.dtype} tensor" if isinstance(X, torch.Tensor) else type(X).__name__
         raise SAEError(f"X must be the layer's activations as a 2-D float tensor (N x d), got {what}")
@@ -191,7 +189,7 @@ def train_sae(X, cfg: SAEConfig, device=None, progress: Progress | None = None):
     if n < 1 or d < 1:
         raise SAEError(f"X must hold at least one point and one unit, got shape {list(X.shape)}")
     _memory_check(n, d, cfg)
-    dev = X.device if device is None else device
+    dev = X.device if device is None else torch.device(device)
     X = X.detach().to(device=dev, dtype=torch.float32)
     if not bool(torch.isfinite(X).all()):
         raise SAEError("the layer's activations are not finite (NaN/Inf weights or inputs); nothing to train on")
@@ -249,15 +247,15 @@ def train_sae(X, cfg: SAEConfig, device=None, progress: Progress | None = None):
         loss.backward()
         opt.step()
         with torch.no_grad():
-            sae.W_dec /= sae.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            sae.W_dec.div_(sae.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
         lv = float(loss.detach())
         if not math.isfinite(lv):
             raise SAEError(f"SAE training diverged at step {step}; lower --lr")
         losses.append(lv)
-        if progress:
-            progress(step, cfg.steps, lv)
+        if progress is not None:
+            progress(step, cfg.steps, lv, math.nan)
     sae.eval()
-    return sae, losses
+    return TrainedSAE(sae=sae, losses=losses)
 
 
 # ---------------------------------------------------------------- codes over the whole grid
@@ -265,15 +263,15 @@ def train_sae(X, cfg: SAEConfig, device=None, progress: Progress | None = None):
 class Codes:
     """The non-zero codes of every grid point: ``rows[i]``, ``atoms[i]``, ``values[i]`` (values > 0)."""
 
-    rows: Any
-    atoms: Any
-    values: Any
-    recon: Any  # N x d reconstruction
+    rows: torch.Tensor
+    atoms: torch.Tensor
+    values: torch.Tensor
+    #: N x d reconstruction.
+    recon: torch.Tensor
 
 
-def encode_all(sae, X) -> Codes:
-    import torch
-
+def encode_all(sae: SparseAutoencoder, X: torch.Tensor) -> Codes:
+    """The sparse codes and the reconstruction of every row of ``X`` (in chunks of ``encode_chunk_size``)."""
     X = X.to(device=sae.W_enc.device, dtype=sae.W_enc.dtype)
     chunk = encode_chunk_size(sae.d_sae)
     rows, atoms, values, recon = [], [], [], []
@@ -292,4 +290,4 @@ def encode_all(sae, X) -> Codes:
             rows.append(r + s)
             atoms.append(a)
             values.append(v)
-    return Codes(torch.cat(rows), torch.cat(atoms), torch.cat(values), torch.cat(recon))
+    return Codes(rows=torch.cat(rows), atoms=torch.cat(atoms), values=torch.cat(values), recon=torch.cat(recon))

@@ -22,13 +22,21 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors.torch import load_file, save_file
+
 from .. import __version__
+from ..files import atomic_dir, check_writable_dir
 from ..schema import SCHEMA_VERSION
-from .model import CFG_FILE, SAELENS_ARCH, WEIGHTS_FILE, SAEConfig, SAEError, make_sae
+from .model import CFG_FILE, WEIGHTS_FILE, JumpReLUSAE, SAEConfig, SAEError, SparseAutoencoder, describe_sae, make_sae
+
+PathLike = str | os.PathLike[str]
 
 #: ``metadata.sae_lens_version`` written to cfg.json: the SAELens 6 config format (SAELens writes its own
 #: version, e.g. "6.18.0"; any value >= 6.0.0-rc.0 makes it keep the metadata as written).
@@ -39,11 +47,11 @@ SAELENS_TRAINING_KEYS = ("l1_coefficient", "lp_norm", "l0_coefficient", "aux_los
                          "training_tokens", "train_batch_size_tokens", "context_size", "dataset_path")  # fmt: skip
 
 
-def saelens_cfg(sae, cfg: SAEConfig, meta: dict | None = None) -> dict[str, Any]:
+def saelens_cfg(sae: SparseAutoencoder, cfg: SAEConfig, meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """cfg.json as SAELens 6 writes it: inference fields at top level, everything else under ``metadata``
     (kept by SAELens because ``metadata.sae_lens_version`` is a 6.x version)."""
-    arch = getattr(sae, "architecture", SAELENS_ARCH[sae.kind])
-    out = {
+    arch = sae.architecture
+    out: dict[str, Any] = {
         "architecture": arch, "d_in": sae.d_in, "d_sae": sae.d_sae,
         "dtype": str(sae.W_enc.dtype).replace("torch.", ""),
         "device": "cpu", "apply_b_dec_to_input": True, "normalize_activations": "none",
@@ -58,23 +66,20 @@ def saelens_cfg(sae, cfg: SAEConfig, meta: dict | None = None) -> dict[str, Any]
     return out
 
 
-def check_sae_out(folder, force: bool = False, inputs=()) -> list[Path]:
+def check_sae_out(folder: PathLike, force: bool = False, inputs: Iterable[PathLike | None] = ()) -> list[Path]:
     """Refuse (before any work) an -o folder whose SAE files exist (without ``force``), a file in its place,
     a folder holding other files (it is replaced as a whole), an input among its files, or a missing parent
     folder. Returns the two file paths."""
-    from ..files import check_writable_dir
-
     d = check_writable_dir(folder, [WEIGHTS_FILE, CFG_FILE], force, inputs)
     return [d / WEIGHTS_FILE, d / CFG_FILE]
 
 
-def save_sae(sae, cfg: SAEConfig, folder, meta: dict | None = None, force: bool = False, inputs=()) -> list[str]:
+def save_sae(sae: SparseAutoencoder, cfg: SAEConfig, folder: PathLike, meta: dict[str, Any] | None = None,
+             force: bool = False, inputs: Iterable[PathLike | None] = ()) -> list[str]:  # fmt: skip
     """Write ``folder/sae_weights.safetensors`` and ``folder/cfg.json`` (SAELens's layout), as a whole: both go
-    to a temp folder that replaces ``folder`` (``inrdiag.files.atomic_dir``), so the pair always belongs together."""
-    from safetensors.torch import save_file
-
-    from ..files import atomic_dir
-
+    to a temp folder that replaces ``folder`` (``inrdiag.files.atomic_dir``), so the pair always belongs together.
+    Returns the two file paths."""
+    inputs = list(inputs)
     paths = check_sae_out(folder, force, inputs)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in sae.state_dict().items()}
     text = json.dumps(saelens_cfg(sae, cfg, meta), indent=2) + "\n"
@@ -84,10 +89,8 @@ def save_sae(sae, cfg: SAEConfig, folder, meta: dict | None = None, force: bool 
     return [str(p) for p in paths]
 
 
-def loaded_config(sae, cfg: dict) -> SAEConfig:
+def loaded_config(sae: SparseAutoencoder, cfg: dict[str, Any]) -> SAEConfig:
     """The SAEConfig describing a loaded SAE (its training settings when inrdiag wrote it; steps 0 otherwise)."""
-    from dataclasses import fields
-
     meta = _meta(cfg).get("inrdiag") or {}
     known = {f.name for f in fields(SAEConfig)}
     base = {k: v for k, v in meta.items() if k in known} if isinstance(meta, dict) else {}
@@ -101,20 +104,20 @@ def loaded_config(sae, cfg: dict) -> SAEConfig:
         out.validate()
         return out
     except (TypeError, ValueError, SAEError):  # foreign or odd metadata: describe the SAE only
-        return SAEConfig(atoms=sae.d_sae, kind=sae.kind, k=sae.k or 1, steps=0)
+        return describe_sae(sae)
 
 
-def _meta(cfg: dict) -> dict:
+def _meta(cfg: dict[str, Any]) -> dict[str, Any]:
     meta = cfg.get("metadata")
     return meta if isinstance(meta, dict) else {}
 
 
-def sae_file_info(folder, sae, cfg: dict) -> dict[str, Any]:
+def sae_file_info(folder: PathLike, sae: SparseAutoencoder, cfg: dict[str, Any]) -> dict[str, Any]:
     """What a loaded SAE file says about itself, for reports: its architecture and sparsity settings as
     the file states them, who wrote it, the model and hook it was trained on, and its training settings
     (inrdiag's ``metadata.inrdiag``, or the training keys of a SAELens training config)."""
     meta = _meta(cfg)
-    arch = getattr(sae, "architecture", SAELENS_ARCH[sae.kind])
+    arch = sae.architecture
     info: dict[str, Any] = {
         "folder": str(folder), "architecture": arch, "d_in": sae.d_in, "d_sae": sae.d_sae,
         "dtype": str(sae.W_enc.dtype).replace("torch.", ""),
@@ -126,11 +129,11 @@ def sae_file_info(folder, sae, cfg: dict) -> dict[str, Any]:
     }  # fmt: skip
     if arch == "topk":
         info["k"] = sae.k
-        info["rescale_acts_by_decoder_norm"] = bool(getattr(sae, "rescaled", False))
-    if arch == "jumprelu":
+        info["rescale_acts_by_decoder_norm"] = sae.rescaled
+    if isinstance(sae, JumpReLUSAE):
         t = sae.threshold.detach().double().clamp_min(0)
         info["threshold"] = {"min": float(t.min()), "median": float(t.median()), "max": float(t.max())}
-        info["converted_from"] = getattr(sae, "converted_from", None)
+        info["converted_from"] = sae.converted_from
     ours = meta.get("inrdiag")
     if isinstance(ours, dict) and isinstance(ours.get("steps"), int) and ours["steps"] > 0:
         info["training"] = {"by": "inrdiag", **ours}
@@ -140,46 +143,41 @@ def sae_file_info(folder, sae, cfg: dict) -> dict[str, Any]:
     return info
 
 
-def _jumprelu_sae(d_in: int, d_sae: int, dtype):
-    """A JumpReLU SAE on the engine's module: the same parameters plus a per-atom ``threshold``;
-    codes ``relu(h) * (h > threshold)`` = ``h * (h > max(threshold, 0))``, dense like the ReLU kind."""
-    import torch
-    from torch import nn
-
-    from .model import _sae_module
-
-    class JumpReLUSAE(_sae_module()):
-        architecture = "jumprelu"
-
-        def __init__(self):
-            super().__init__(d_in, d_sae, "relu", 0, dtype)
-            self.threshold = nn.Parameter(torch.zeros(d_sae, dtype=dtype), requires_grad=False)
-
-        def encode_sparse(self, x):
-            h = self.pre(x)
-            return h * (h > self.threshold.clamp_min(0)).to(h.dtype), None
-
-    return JumpReLUSAE()
-
-
-def _flag(d: Path, cfg: dict, key: str, default: bool) -> bool:
+def _flag(d: Path, cfg: dict[str, Any], key: str, default: bool) -> bool:
     v = cfg.get(key, default)
     if not isinstance(v, bool):
         raise SAEError(f"{d / CFG_FILE}: {key} must be true or false, got {v!r}")
     return v
 
 
-def load_sae(folder):
+@dataclass
+class LoadedSAE:
+    """What ``load_sae`` returns: the SAE (eval mode), the folder and its cfg.json as read."""
+
+    sae: SparseAutoencoder
+    folder: Path
+    #: cfg.json as the file states it.
+    cfg: dict[str, Any]
+
+    @cached_property
+    def config(self) -> SAEConfig:
+        """The SAEConfig describing it (``loaded_config``): inrdiag's training settings, else steps 0."""
+        return loaded_config(self.sae, self.cfg)
+
+    @cached_property
+    def info(self) -> dict[str, Any]:
+        """What the file says about itself (``sae_file_info``): architecture, who wrote it, model and hook."""
+        return sae_file_info(self.folder, self.sae, self.cfg)
+
+
+def load_sae(folder: PathLike) -> LoadedSAE:
     """Read an SAE saved by ``save_sae`` or by SAELens: architectures ``standard``, ``topk`` (with or without
     ``rescale_acts_by_decoder_norm``, folded exactly), ``jumprelu`` (also BatchTopK's inference files) and
     ``batchtopk`` training files; SAELens before 6.0 wrote TopK SAEs as ``standard`` with
-    ``activation_fn_str: "topk"``. Returns (sae, cfg dict)."""
-    import torch
-    from safetensors.torch import load_file
-
+    ``activation_fn_str: "topk"``."""
     if not isinstance(folder, (str, os.PathLike)):
         raise SAEError(f"load_sae needs a folder path (str or PathLike), got {type(folder).__name__}")
-    d = Path(folder)
+    d = Path(os.path.expanduser(folder))
     if not d.is_dir():
         raise SAEError(f"--sae {d}: not a folder (expected {WEIGHTS_FILE} + {CFG_FILE})")
     try:
@@ -239,8 +237,9 @@ def load_sae(folder):
     if not all(bool(torch.isfinite(t).all()) for t in tensors):
         raise SAEError(f"{d}: the SAE's weights hold NaN or Inf")
     dt = W_enc.dtype
+    sae: SparseAutoencoder
     if threshold is not None:
-        sae = _jumprelu_sae(d_in, d_sae, dt)
+        sae = JumpReLUSAE(d_in, d_sae, dt)
         sae.converted_from = source
     else:
         sae = make_sae(d_in, d_sae, {"topk": "topk", "standard": "relu"}[arch], k, dtype=dt)
@@ -248,18 +247,17 @@ def load_sae(folder):
                          **({"threshold": threshold.to(dt)} if threshold is not None else {})}, strict=True)  # fmt: skip
     with torch.no_grad():
         if not _flag(d, cfg, "apply_b_dec_to_input", True):  # no subtraction: fold -b_dec W_enc into b_enc
-            sae.b_enc += sae.b_dec @ sae.W_enc
+            sae.b_enc.add_(sae.b_dec @ sae.W_enc)
         if rescale:
             _fold_decoder_norms(d, sae)
     sae.rescaled = rescale
-    return sae.eval(), cfg
+    return LoadedSAE(sae=sae.eval(), folder=d, cfg=cfg)
 
 
-def _threshold(d: Path, arch: str, state: dict, d_sae: int):
+def _threshold(d: Path, arch: str, state: dict[str, torch.Tensor], d_sae: int) -> tuple[torch.Tensor, str | None]:
     """The per-atom JumpReLU threshold: ``threshold``, exp(``log_threshold``) (older training files), or a
     BatchTopK training file's scalar ``topk_threshold`` for every atom (what SAELens saves for inference)."""
-    import torch
-
+    src: str | None
     if "threshold" in state:
         t, src = state["threshold"], None
     elif "log_threshold" in state:
@@ -273,7 +271,7 @@ def _threshold(d: Path, arch: str, state: dict, d_sae: int):
     return t, src
 
 
-def _fold_decoder_norms(d: Path, sae) -> None:
+def _fold_decoder_norms(d: Path, sae: SparseAutoencoder) -> None:
     """``rescale_acts_by_decoder_norm``: with n_j = ||W_dec[j]||, SAELens selects and reports the codes of
     ``h * n`` and decodes ``(f / n) W_dec``. The same SAE without rescaling has ``W_enc[:, j] n_j``,
     ``b_enc[j] n_j`` and ``W_dec[j] / n_j`` (computed in float64, then rounded once to the file's dtype)."""
