@@ -16,6 +16,8 @@ and the ratio against the baseline of the same run:
   alone in this process (factors + dead-column drop + low-rank Lanczos, what ``bench_ntk.py --part topk``
   times). Targets: <= 15 s and <= 1.3x the solver.
 - ``rank MODEL`` (256 x 256) against the import-only process. Target: <= 3 s.
+- ``--help`` (the console script's start-up: it must not import torch) against a bare ``python -c pass``
+  and against ``import torch``. Target: <= 0.3 s.
 
 The load average is printed at the start and at the end; on a shared machine compare the ratios.
 """
@@ -92,13 +94,22 @@ def solver_topk(repeats: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--only", choices=["ntk-exact", "ntk-topk", "rank"], default=None)
+    ap.add_argument("--only", choices=["help", "ntk-exact", "ntk-topk", "rank"], default=None)
     ap.add_argument("--old-default", action="store_true", help="also time ntk-topk with --dtype float64")
     a = ap.parse_args()
     import torch
 
     print(f"{os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"load average at the start {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
+    if a.only in (None, "help"):
+        bare = fresh(["-c", "pass"], max(a.repeats, 5))
+        torch_only = fresh(["-c", "import torch"], a.repeats)
+        hlp = fresh(["--help"], max(a.repeats, 5))
+        line("python -c pass (interpreter start-up)", bare)
+        line("inrdiag --help", hlp, torch_only, "an 'import torch' process")
+        print(f"  --help - interpreter start-up: {hlp['best'] - bare['best']:.2f} s")
+        if a.only == "help":
+            return
     imp = fresh(["-c", "import torch, inrdiag.cli"], a.repeats)
     line("import torch + inrdiag.cli only (floor of any command)", imp)
     model = str(CKPT)
