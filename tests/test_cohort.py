@@ -14,8 +14,6 @@ from inrdiag.cohort.train import (
     CohortRecipe,
     build_cohort,
     cohort_state,
-    encoder_features,
-    head_forward,
     list_images,  # fmt: skip
     load_cohort,
     load_images,
@@ -58,26 +56,28 @@ def test_encoder_is_shared_and_heads_are_independent():
     assert models[1].linears[0] is models[0].linears[0] and models[2].linears[1] is models[0].linears[1]
     assert models[1].linears[2] is not models[0].linears[2]
     x = inrdiag.make_grid((5, 5)).float()
-    feats = encoder_features(models[0], 2, x)
-    loss_0 = head_forward(models[0], 2, feats).pow(2).sum()
+    feats = models[0].features(x, 1)
+    loss_0 = models[0].head(feats, 2).pow(2).sum()
     grads = torch.autograd.grad(loss_0, [p for m in models[1:] for k in (2, 3) for p in m.linears[k].parameters()],
                                 allow_unused=True)  # fmt: skip
     assert all(g is None or torch.count_nonzero(g) == 0 for g in grads)  # head 0's loss never reaches heads 1, 2
     # The split forward equals each model's own forward.
     for m in models:
-        torch.testing.assert_close(head_forward(m, 2, encoder_features(m, 2, x)), m(x))
+        assert torch.equal(m.head(m.features(x, 1), 2), m(x))  # the same operations in the same order
 
 
 def test_train_save_load_round_trip(cohort_dir, tmp_path):
     images, _ = list_images(cohort_dir)
     data = load_images(images[:4], 12)
     r = recipe()
-    models, res = train_cohort(data, r, device="cpu")
-    assert len(res.psnr) == 4 and res.loss[-1] < res.loss[0]
+    res = train_cohort(data, r, device="cpu")
+    models = res.models
+    assert len(res.psnr) == 4 and len(res.loss) == r.steps and res.loss[-1] < res.loss[0]
     path = tmp_path / "cohort.safetensors"
     save_cohort(models, r, data.names, path)
-    loaded, r2, names = load_cohort(path)
-    assert names == data.names and r2 == r
+    cohort = load_cohort(path)
+    loaded = cohort.models
+    assert cohort.names == data.names and cohort.recipe == r
     x = inrdiag.make_grid((12, 12)).float()
     for a, b in zip(models, loaded):
         with torch.no_grad():
@@ -107,7 +107,9 @@ def test_frozen_layers_stay_bit_identical(k):
     enc = models[0]
     before = {key: v.clone() for key, v in enc.state_dict().items()}
     y = torch.rand(36, 1)
-    _, model = fit_from_encoder(enc, 2, k, y, (6, 6), r, steps=5, lr=1e-2, seed=1, eval_steps=[5], device="cpu")
+    fitted = fit_from_encoder(enc, 2, k, y, (6, 6), r, steps=5, lr=1e-2, seed=1, eval_steps=[5], device="cpu")
+    model = fitted.model
+    assert len(fitted.psnr) == 1 and fitted.final_loss > 0
     for j in range(len(model.linears)):
         same = torch.equal(model.linears[j].weight, before[f"linears.{j}.weight"]) if j < 2 else None
         if j < k:
@@ -122,8 +124,10 @@ def test_freeze_sweep_report(cohort_dir):
     r = recipe(steps=10)
     train = load_images(images[:3], 12)
     test = load_images(images[3:], 12)
-    models, _ = train_cohort(train, r, device="cpu")
-    rep = freeze_sweep(models[0], r, train.names, test, steps=6, device="cpu")
+    models = train_cohort(train, r, device="cpu").models
+    calls = []
+    rep = freeze_sweep(models[0], r, train.names, test, steps=6, device="cpu", progress=lambda *a: calls.append(a))
+    assert [c[:2] for c in calls] == [(i, 8) for i in range(1, 9)]  # (fits done, fits): 2 images x 4 rows
     assert [row.k for row in rep.rows] == [None, 0, 1, 2]
     assert all(len(v) == 2 for row in rep.rows for v in row.psnr.values())
     assert rep.recommended_freeze_depth == 1 + int(np.argmax(rep.stable_ranks))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -37,7 +38,10 @@ BatchOpt = Annotated[
     typer.Option("--batch-size", help="Points per step (default: full batch up to 131,072 points, else 65,536 "
                  "sampled).", rich_help_panel=TRAIN, show_default=False),
 ]  # fmt: skip
-SeedOpt = seed_option("Seed of the init and the batch sampling.")
+if TYPE_CHECKING:
+    SeedOpt = int
+else:
+    SeedOpt = seed_option("Seed of the init and the batch sampling.")
 SizeOpt = Annotated[
     int | None,
     typer.Option(
@@ -61,7 +65,7 @@ HoldoutOpt = Annotated[
 
 
 @contextmanager
-def _progress(enabled: bool, total_runs: int = 1):
+def _progress(enabled: bool, total_runs: int = 1) -> Iterator[Callable[[str, int, int, str], None] | None]:
     """A rich progress bar on stderr; yields ``update(label, step, steps, loss, metric_text)``."""
     if not enabled:
         yield None
@@ -316,7 +320,9 @@ def compare(
     _show_compare(rep, plot, csv, json, force, device, threads)
 
 
-def _show_compare(rep, plot, csv, json, force, device, threads) -> None:
+def _show_compare(rep: Any, plot: str | None, csv: str | None, json: bool, force: bool, device: str,
+                  threads: int | None) -> None:  # fmt: skip
+    """Render a CompareResult (one target) or a CompareStudy (a folder)."""
     from dataclasses import replace
 
     from ..report import study as R
@@ -326,7 +332,8 @@ def _show_compare(rep, plot, csv, json, force, device, threads) -> None:
     if isinstance(rep, CompareResult):
         rep.config = replace(rep.config, device=device, threads=threads)
         if csv:
-            R.write_csv(csv, *R.compare_result_csv(rep), force)
+            head, rows = R.compare_result_csv(rep)
+            R.write_csv(csv, head, rows, force)
             saved["csv"] = csv
         if plot:
             from ..report.fit import plot_compare
@@ -338,7 +345,8 @@ def _show_compare(rep, plot, csv, json, force, device, threads) -> None:
         show(json, rep.to_dict(), render_compare, rep, saved)
         return
     if csv:
-        R.write_csv(csv, *rep.csv_rows(), force)
+        head, rows = rep.csv_rows()
+        R.write_csv(csv, head, rows, force)
         saved["csv"] = csv
     if plot:
         R.plot_compare_study(rep, plot, force)
