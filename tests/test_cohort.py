@@ -141,3 +141,67 @@ def test_recipe_validation():
         recipe(shared_layers=5)
     with pytest.raises(CohortError, match="backbone"):
         recipe(backbone="relu")
+
+
+def test_read_cohort_is_the_one_reader(cohort_dir, tmp_path):
+    from inrdiag.cohort.file import is_encoder_key, read_cohort
+
+    images, _ = list_images(cohort_dir)
+    r = recipe(steps=2)
+    res = train_cohort(load_images(images[:3], 12), r, device="cpu")
+    path = tmp_path / "c.safetensors"
+    save_cohort(res.models, r, res.names, path)
+    cf = read_cohort(path)
+    assert cf.shared_layers == 2 and len(cf.heads) == 3 and cf.names == res.names and cf.recipe() == r
+    assert set(cf.encoder) == {k for k in res.models[0].state_dict() if is_encoder_key(k, 2)}
+    for d, m in enumerate(res.models):
+        state = cf.head_state(d)
+        assert all(torch.equal(state[k], v) for k, v in m.state_dict().items())
+    with pytest.raises(CohortError, match="out of range"):
+        cf.head_state(3)
+    single = tmp_path / "one.safetensors"
+    inrdiag.save(res.models[0], single)
+    with pytest.raises(CohortError, match="not an inrdiag cohort checkpoint"):
+        read_cohort(single)
+    with pytest.raises(CohortError, match="unexpected"):
+        is_encoder_key("weight", 2)
+
+
+def test_recipe_resolution_split_and_checkpoint_discovery(cohort_dir, tmp_path):
+    from inrdiag.cohort.folders import find_cohort_checkpoint, resolve_recipe, split_images
+    from inrdiag.errors import InrdiagError
+
+    r = resolve_recipe(depth=3, seed=5)
+    assert (r.shared_layers, r.depth, r.seed, r.lr) == (3, 3, 5, 1e-4)
+    base = recipe()
+    assert resolve_recipe(base, size=20, seed=2) == CohortRecipe(**{**base.to_dict(), "size": 20, "seed": 2})
+    with pytest.raises(CohortError, match="width=16, but --width 32"):
+        resolve_recipe(base, width=32)
+    images, _ = list_images(cohort_dir)
+    train, test = split_images(images, 2, 0)
+    assert len(test) == 2 and sorted(train + test) == images and split_images(images, 2, 0) == (train, test)
+    assert find_cohort_checkpoint(cohort_dir) is None
+    for name in ("a.safetensors", "b.safetensors"):
+        (tmp_path / name).write_bytes(b"")
+        if name == "a.safetensors":
+            assert find_cohort_checkpoint(tmp_path) == tmp_path / name
+    with pytest.raises(CohortError, match="2 .safetensors files"):
+        find_cohort_checkpoint(tmp_path)
+    with pytest.raises(InrdiagError, match=r"2\^32 - 1"):
+        recipe(seed=2**32)
+
+
+def test_folder_functions_are_the_commands(cohort_dir, tmp_path):
+    """train_folder / sweep_folder: what cohort-train and freeze-sweep run, callable from Python."""
+    from inrdiag.cohort.folders import sweep_folder, train_folder
+
+    r = recipe(steps=3)
+    calls = []
+    res = train_folder(cohort_dir, r, device="cpu", progress=lambda *a: calls.append(a))
+    assert res is not None and len(res.models) == 5 and res.skipped == ["notes.txt (not an image file)"]
+    assert [c[:2] for c in calls] == [(1, 3), (2, 3), (3, 3)] and all(c[3] != c[3] for c in calls)  # metric NaN
+    assert len(res.loss) == 3 and res.loss[-1] == pytest.approx(calls[-1][2])
+    run = sweep_folder(cohort_dir, steps=2, recipe={"depth": 2, "width": 8, "size": 8, "steps": 2}, device="cpu",
+                       save=tmp_path / "c.safetensors")  # fmt: skip
+    assert run.main and run.report.steps == 2 and len(run.report.test_images) == 2
+    assert any("cohort saved" in n for n in run.report.notes) and (tmp_path / "c.safetensors").exists()

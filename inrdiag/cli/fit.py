@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..fitting.defaults import DEFAULT_DEPTH, DEFAULT_INIT, DEFAULT_LR, DEFAULT_STEPS, DEFAULT_WIDTH  # torch-free
+from ..fitting.defaults import DEFAULT_COMPARE_INITS, DEFAULT_SEEDS, FULL_BATCH_MAX, SAMPLED_BATCH
 from .app import DeviceOpt, ForceOpt, JsonOpt, ModelArg, PlotOpt, app, check_outputs, load_model, show  # fmt: skip
 from .app import Loading, ModelArgsOpt, ModelCodeOpt, progress_bar, seed_option, with_loading
 from .study import CsvOpt, FromOpt, JobsOpt, MaxJobsOpt, OutDirOpt, job_progress, show_pending
@@ -35,8 +37,8 @@ StepsOpt = Annotated[int, typer.Option("--steps", help="Optimiser steps.", rich_
 LrOpt = Annotated[float, typer.Option("--lr", help="Adam learning rate (constant).", rich_help_panel=TRAIN)]
 BatchOpt = Annotated[
     int | None,
-    typer.Option("--batch-size", help="Points per step (default: full batch up to 131,072 points, else 65,536 "
-                 "sampled).", rich_help_panel=TRAIN, show_default=False),
+    typer.Option("--batch-size", help=f"Points per step (default: full batch up to {FULL_BATCH_MAX:,} points, else "
+                 f"{SAMPLED_BATCH:,} sampled).", rich_help_panel=TRAIN, show_default=False),
 ]  # fmt: skip
 if TYPE_CHECKING:
     SeedOpt = int
@@ -93,15 +95,15 @@ def fit(
         str | None,
         typer.Option(
             "--init",
-            help="default|rank-expand|siren|pe|ff|bn (see docs/inits.md); default rank-expand. With "
+            help=f"default|rank-expand|siren|pe|ff|bn (see docs/inits.md); default {DEFAULT_INIT}. With "
             "--model-code: keep (default: the init your code gives) or default|rank-expand|siren for its inlet.",
             show_default=False,
         ),
     ] = None,
-    depth: DepthOpt = 3,
-    width: WidthOpt = 128,
-    steps: StepsOpt = 1000,
-    lr: LrOpt = 1e-3,
+    depth: DepthOpt = DEFAULT_DEPTH,
+    width: WidthOpt = DEFAULT_WIDTH,
+    steps: StepsOpt = DEFAULT_STEPS,
+    lr: LrOpt = DEFAULT_LR,
     batch_size: BatchOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -158,7 +160,7 @@ def fit(
         from ..errors import InrdiagError
 
         raise InrdiagError("--model-args applies only with --model-code FILE.py:Class")
-    init = init or "rank-expand"
+    init = init or DEFAULT_INIT
     if model_code is None:
         get_scheme(init)
     cfg = FitConfig(init=init, depth=depth, width=width, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
@@ -210,10 +212,10 @@ def compare(
             help="An image or occupancy grid, or a FOLDER of them (a study with paired statistics).", show_default=False
         ),
     ] = None,
-    inits: Annotated[
-        str, typer.Option("--inits", help="Comma-separated inits to compare.")
-    ] = "default,rank-expand,pe,siren,bn",
-    seeds: Annotated[int, typer.Option("--seeds", help="Seeds per init (seed, seed+1, ...).")] = 3,
+    inits: Annotated[str, typer.Option("--inits", help="Comma-separated inits to compare.")] = ",".join(
+        DEFAULT_COMPARE_INITS
+    ),
+    seeds: Annotated[int, typer.Option("--seeds", help="Seeds per init (seed, seed+1, ...).")] = DEFAULT_SEEDS,
     baseline: Annotated[
         str | None,
         typer.Option(
@@ -222,10 +224,10 @@ def compare(
             show_default=False,
         ),
     ] = None,
-    depth: DepthOpt = 3,
-    width: WidthOpt = 128,
-    steps: StepsOpt = 1000,
-    lr: LrOpt = 1e-3,
+    depth: DepthOpt = DEFAULT_DEPTH,
+    width: WidthOpt = DEFAULT_WIDTH,
+    steps: StepsOpt = DEFAULT_STEPS,
+    lr: LrOpt = DEFAULT_LR,
     batch_size: BatchOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",

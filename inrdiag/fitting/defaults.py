@@ -14,3 +14,6 @@ DEFAULT_STEPS = 1000
 DEFAULT_LR = 1e-3
 #: The inlet scheme of a fit (``inrdiag.models.inits.SCHEMES``).
 DEFAULT_INIT = "rank-expand"
+#: ``compare``: the inits compared and the seeds per init.
+DEFAULT_COMPARE_INITS = ("default", "rank-expand", "pe", "siren", "bn")
+DEFAULT_SEEDS = 3

@@ -12,6 +12,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import InrdiagError
+from ..fitting.defaults import DEFAULT_SEEDS
 from ..fitting.loop import FitConfig, FitResult, fit
 from ..fitting.targets import Target
 
@@ -79,7 +80,7 @@ class CompareResult:
 CompareProgress = Callable[[str, int, int, int, float, float], None]
 
 
-def compare(target: Target, inits: list[str], seeds: int = 3, config: FitConfig | None = None,
+def compare(target: Target, inits: list[str], seeds: int = DEFAULT_SEEDS, config: FitConfig | None = None,
             progress: CompareProgress | None = None,
             model_factory: Callable[[int], nn.Module] | None = None) -> CompareResult:  # fmt: skip
     """Fit ``target`` once per (init, seed) with the same budget (``config`` minus its init).
