@@ -209,7 +209,7 @@ def freeze_sweep(
     for i in range(len(test.names)):
         for label, k in labels:
             res = fit_from_encoder(encoder, K, k, test.values[i], test.shape, recipe, steps, rate,
-                                   seed=seed + 1000 * i + 1, eval_steps=evals, device=dev)  # fmt: skip
+                                   seed=(seed + 1000 * i + 1) % 2**32, eval_steps=evals, device=dev)  # fmt: skip
             for s, v in zip(evals, res.psnr):
                 rows[label].psnr[s].append(v)
             done += 1

@@ -27,6 +27,7 @@ from ..metrics import psnr, to_luma
 from ..models.inits import FF_FEATURES, build_model
 from ..models.mlp import CoordMLP
 from ..progress import Progress
+from ..seeds import check_seed
 from ..study.distributed import Rank
 from .file import cohort_state, is_encoder_key, read_cohort
 from .recipe import BACKBONES, DEFAULT_LR, CohortError, CohortRecipe
@@ -102,14 +103,15 @@ def load_images(paths: list[Path], size: int, channels: int | None = None) -> Co
 def build_cohort(recipe: CohortRecipe, heads: int, out_features: int, seed: int | None = None) -> list[CoordMLP]:
     """``heads`` CoordMLPs that share one encoder: the same encoding and linear modules 0..K-1.
     Head d is initialised with seed ``seed + 7919 d`` (then its encoder replaced by head 0's)."""
-    seed = recipe.seed if seed is None else seed
+    seed = recipe.seed if seed is None else check_seed(seed, "seed")
     base = _head_model(recipe, out_features, seed, 0, None)
     return [base] + [_head_model(recipe, out_features, seed, d, base) for d in range(1, heads)]
 
 
 def _head_model(recipe: CohortRecipe, out_features: int, seed: int, d: int, base: CoordMLP | None) -> CoordMLP:
-    """Head ``d`` of a cohort (seed ``seed + 7919 d``), sharing ``base``'s encoder when given."""
-    m = build_model(recipe.backbone, 2, out_features, recipe.depth, recipe.width, seed=seed + 7919 * d)
+    """Head ``d`` of a cohort (seed ``seed + 7919 d``, modulo 2^32 like every derived stream, ``inrdiag.seeds``),
+    sharing ``base``'s encoder when given."""
+    m = build_model(recipe.backbone, 2, out_features, recipe.depth, recipe.width, seed=(seed + 7919 * d) % 2**32)
     assert isinstance(m, CoordMLP)
     if base is not None:
         share_encoder(base, m, recipe.shared_layers)
