@@ -49,6 +49,24 @@ _EXPORTS = {
     "Target": "fitting.targets",
     "load_signal": "signals",
     "extract_surface": "signals.mesh",
+    "adam_loop": "fitting.optim",
+    "train_cohort": "cohort.train",
+    "load_cohort": "cohort.train",
+    "save_cohort": "cohort.train",
+    "CohortTrainResult": "cohort.train",
+    "LoadedCohort": "cohort.train",
+    "CohortRecipe": "cohort.recipe",
+    "read_cohort": "cohort.file",
+    "CohortFile": "cohort.file",
+    "freeze_sweep": "cohort.freeze",
+    "SweepReport": "cohort.freeze",
+    "EncoderFit": "cohort.freeze",
+    "train_folder": "cohort.folders",
+    "sweep_folder": "cohort.folders",
+    "resolve_recipe": "cohort.folders",
+    "split_images": "cohort.folders",
+    "find_cohort_checkpoint": "cohort.folders",
+    "SweepRun": "cohort.folders",
     "fit": "fitting.loop",
     "FitConfig": "fitting.loop",
     "FitResult": "fitting.loop",
@@ -88,11 +106,29 @@ if TYPE_CHECKING:  # the same names from the same modules as _EXPORTS (``name as
     from .checkpoints.save import save as save
     from .checks import CheckPolicy as CheckPolicy
     from .checks import run_checks as run_checks
+    from .cohort.file import CohortFile as CohortFile
+    from .cohort.file import read_cohort as read_cohort
+    from .cohort.folders import SweepRun as SweepRun
+    from .cohort.folders import find_cohort_checkpoint as find_cohort_checkpoint
+    from .cohort.folders import resolve_recipe as resolve_recipe
+    from .cohort.folders import split_images as split_images
+    from .cohort.folders import sweep_folder as sweep_folder
+    from .cohort.folders import train_folder as train_folder
+    from .cohort.freeze import EncoderFit as EncoderFit
+    from .cohort.freeze import SweepReport as SweepReport
+    from .cohort.freeze import freeze_sweep as freeze_sweep
+    from .cohort.recipe import CohortRecipe as CohortRecipe
+    from .cohort.train import CohortTrainResult as CohortTrainResult
+    from .cohort.train import LoadedCohort as LoadedCohort
+    from .cohort.train import load_cohort as load_cohort
+    from .cohort.train import save_cohort as save_cohort
+    from .cohort.train import train_cohort as train_cohort
     from .errors import InrdiagError as InrdiagError
     from .errors import ModuleError as ModuleError
     from .fitting.loop import FitConfig as FitConfig
     from .fitting.loop import FitResult as FitResult
     from .fitting.loop import fit as fit
+    from .fitting.optim import adam_loop as adam_loop
     from .fitting.targets import Target as Target
     from .fitting.targets import load_target as load_target
     from .grid import make_grid as make_grid

@@ -432,8 +432,6 @@ def _old_linear_factors(model, x):
 @pytest.mark.parametrize("arch", [dict(activation="relu", out_features=3), dict(activation="sine", batchnorm=[1]),
                                   dict(activation="relu", encoding="fourier", fourier_features=4)])  # fmt: skip
 def test_coord_mlp_through_the_adapter_is_bit_identical(arch):
-    from inrdiag.cohort.train import encoder_features, head_forward
-
     model = tiny_model(**arch)
     x = make_grid((6, 5), dtype=torch.float64)
     for (A, D), f in zip(_old_linear_factors(model, x), linear_factors(model, x)):
@@ -444,9 +442,9 @@ def test_coord_mlp_through_the_adapter_is_bit_identical(arch):
         for k in range(len(model.spec.hidden)):
             a = model.hidden_step(k, model.linears[k](a))
             assert torch.equal(grams[k], a.T @ a)  # one chunk: the same single GEMM
-            assert torch.equal(layer_activations(model, x, k), encoder_features(model, k + 1, x))
-            z = encoder_features(model, k + 1, x) * 0.5
-            assert torch.equal(splice_forward(model, k, z), head_forward(model, k + 1, z))
+            assert torch.equal(layer_activations(model, x, k), model.features(x, k))
+            z = model.features(x, k) * 0.5
+            assert torch.equal(splice_forward(model, k, z), model.head(z, k + 1))
     # The hooked generic path (the same module behind an opaque forward) equals the CoordMLP fast path.
     ad, gen = as_adapter(model), as_adapter(Wrapped(model), in_features=2)
     assert ad.is_chain and not gen.is_chain

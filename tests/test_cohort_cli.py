@@ -74,3 +74,10 @@ def test_sweep_bad_input(cli, tmp_path, folder, setup, args, msg):
     r = cli("freeze-sweep", d, *SMALL, "--cohort-steps", "2", *(args if "--steps" in args else ["--steps", "2", *args]))
     assert r.code == 2 and msg in r.err and len(r.err.strip().splitlines()) == 1, r.err
     assert "training" not in r.err and not (tmp_path / "same.png").exists()  # refused before any work
+
+
+def test_cohort_train_divergence_is_one_error_line(cli, folder, tmp_path):
+    """The progress bar (cli.app.progress_bar) leaves nothing behind when training fails."""
+    r = cli("cohort-train", folder, "-o", tmp_path / "c.safetensors", *SMALL, "--steps", "3", "--lr", "1e30")
+    assert r.code == 2 and r.err.startswith("error: ") and r.err.count("\n") == 1, repr(r.err)
+    assert "lower --lr" in r.err and not (tmp_path / "c.safetensors").exists()

@@ -11,8 +11,9 @@ import torch
 
 from inrdiag import compare
 from inrdiag.errors import InrdiagError
-from inrdiag.fitting.loop import FitConfig, fit, holdout_mask, predict
+from inrdiag.fitting.loop import FitConfig, fit, holdout_mask
 from inrdiag.fitting.targets import load_target
+from inrdiag.models.predict import predict
 
 
 @pytest.fixture
@@ -121,3 +122,27 @@ def test_threads_option_is_restored(image16):
 def test_bn_refuses_single_point_batches(image16):
     with pytest.raises(InrdiagError, match="batch norm needs at least 2 points"):
         fit(image16, small(init="bn", batch_size=1))
+
+
+def test_progress_on_report_steps_and_layout_restored(image16):
+    calls = []
+    res = fit(image16, small(steps=30, curve_points=10), progress=lambda *a: calls.append(a))
+    assert [c[0] for c in calls] == res.curve_step == [1, *range(3, 31, 3)]
+    assert [c[2] for c in calls] == res.curve_loss and [c[3] for c in calls] == res.curve_metric
+    assert all(p.is_contiguous() for p in res.model.parameters())
+
+
+def test_training_layout_keeps_values_and_restores():
+    from inrdiag.fitting.optim import training_layout
+    from inrdiag.models.inits import build_model
+
+    model = build_model("default", 2, 1, 2, 8, seed=0)
+    before = [p.detach().clone() for p in model.parameters()]
+    inlet = model.linears[0].weight
+    with pytest.raises(RuntimeError, match="inside"):
+        with training_layout([model]):
+            assert inlet.stride() == (1, 8) and not model.linears[1].weight.stride() == (1, 8)
+            assert all(torch.equal(a, b) for a, b in zip(model.parameters(), before))
+            raise RuntimeError("inside")
+    assert model.linears[0].weight is inlet and inlet.is_contiguous()
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), before))

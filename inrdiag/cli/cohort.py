@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import math
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
-from .app import DeviceOpt, ForceOpt, JsonOpt, PlotOpt, app, check_outputs, seed_param, show
+from ..cohort.recipe import DEFAULT_BACKBONE, DEFAULT_DEPTH, DEFAULT_HOLDOUT, DEFAULT_LR, DEFAULT_SIZE  # torch-free
+from ..cohort.recipe import DEFAULT_STEPS, DEFAULT_SWEEP_STEPS, DEFAULT_WIDTH
+from .app import DeviceOpt, ForceOpt, JsonOpt, PlotOpt, app, check_outputs, progress_bar, seed_param, show
 from .study import FromOpt, JobsOpt, MaxJobsOpt, OutDirOpt
 
 RECIPE = "Cohort recipe"
@@ -14,7 +18,7 @@ BackboneOpt = Annotated[
     str | None,
     typer.Option(
         "--backbone",
-        help="siren (sine, w0=30) or ff (Fourier features + ReLU). (default: siren)",
+        help=f"siren (sine, w0=30) or ff (Fourier features + ReLU). (default: {DEFAULT_BACKBONE})",
         rich_help_panel=RECIPE,
         show_default=False,
     ),
@@ -23,14 +27,19 @@ DepthOpt = Annotated[
     int | None,
     typer.Option(
         "--depth",
-        help="Hidden layers (the network has depth+1 linear layers). (default: 4)",
+        help=f"Hidden layers (the network has depth+1 linear layers). (default: {DEFAULT_DEPTH})",
         rich_help_panel=RECIPE,
         show_default=False,
     ),
 ]
 WidthOpt = Annotated[
     int | None,
-    typer.Option("--width", help="Units per hidden layer. (default: 128)", rich_help_panel=RECIPE, show_default=False),
+    typer.Option(
+        "--width",
+        help=f"Units per hidden layer. (default: {DEFAULT_WIDTH})",
+        rich_help_panel=RECIPE,
+        show_default=False,
+    ),
 ]
 SharedOpt = Annotated[
     int | None,
@@ -45,84 +54,27 @@ SharedOpt = Annotated[
 SizeOpt = Annotated[
     int | None,
     typer.Option(
-        "--size", help="Images are resized to size x size. (default: 64)", rich_help_panel=RECIPE, show_default=False
+        "--size",
+        help=f"Images are resized to size x size. (default: {DEFAULT_SIZE})",
+        rich_help_panel=RECIPE,
+        show_default=False,
     ),
 ]
 SeedOpt = Annotated[int, seed_param("Seed of initialisation and of the held-out split.")]
 
 
-def _recipe(backbone, depth, width, shared, size, steps, lr, seed, base=None):
-    from ..cohort.train import CohortRecipe
-
-    given = {"backbone": backbone, "depth": depth, "width": width, "shared_layers": shared, "size": size,
-             "steps": steps, "lr": lr}  # fmt: skip
-    if base is None:
-        kw = {k: v for k, v in given.items() if v is not None}
-        if "shared_layers" not in kw:
-            kw["shared_layers"] = kw.get("depth", 4)
-        return CohortRecipe(seed=seed, **kw)
-    from ..cohort.train import CohortError
-
-    for k in ("backbone", "depth", "width", "shared_layers"):
-        if given[k] is not None and given[k] != getattr(base, k):
-            raise CohortError(f"the cohort checkpoint has {k.replace('_', '-')}={getattr(base, k)}, "
-                              f"but --{k.replace('_', '-')} {given[k]} was given; drop the flag or retrain")  # fmt: skip
-    if size is not None:
-        base.size = size
-    return base
+def _lr_help() -> str:
+    return ", ".join(f"{v:g} {k}" for k, v in DEFAULT_LR.items())
 
 
-def _progress(json: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def _bar_callback(bar: Any, task: Any) -> Callable[[int, int, float, float], None]:
+    """An ``inrdiag.progress.Progress`` (step, total, loss, metric) drawing onto ``bar``'s ``task`` (rich)."""
 
-    from ..report.common import console
+    def cb(step: int, total: int, loss: float, metric: float) -> None:
+        info = f"loss {loss:.2e}" if math.isnan(metric) else f"loss {loss:.2e}  PSNR {metric:.2f} dB"
+        bar.update(task, completed=step, total=total, info=info)
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                    TimeElapsedColumn(), console=console(stderr=True), transient=True, disable=json)  # fmt: skip
-
-
-def _train(folder, recipe, device, json, images=None):
-    from ..cohort.train import check_training_memory, list_images, load_images, train_cohort
-    from ..device import resolve_device
-
-    paths, other = list_images(folder) if images is None else (images, [])
-    check_training_memory(len(paths), recipe.size * recipe.size, 3, recipe, resolve_device(device))
-    data = load_images(paths, recipe.size)
-    data.skipped = [f"{n} (not an image file)" for n in other] + data.skipped
-    with _progress(json) as bar:
-        task = bar.add_task("cohort training", total=recipe.steps, info="")
-
-        def cb(step, total, loss):
-            if step % 10 == 0 or step == total:
-                bar.update(task, completed=step, info=f"loss {loss:.2e}")
-
-        models, res = train_cohort(data, recipe, device=device, progress=cb)
-    res.skipped = data.skipped
-    return models, res
-
-
-def _train_sharded(folder, recipe, device, json):
-    """cohort-train under torchrun: images and heads sharded over ranks, encoder gradients all-reduced."""
-    from ..cohort.train import list_images, train_cohort_sharded
-    from ..study import distributed as D
-
-    paths, other = list_images(folder)
-    r = D.init_from_env(device)
-    with D.group(r):
-        if r.main and not json:
-            with _progress(json) as bar:
-                task = bar.add_task(f"cohort training ({r.world} ranks)", total=recipe.steps, info="")
-
-                def cb(step, total, loss):
-                    if step % 10 == 0 or step == total:
-                        bar.update(task, completed=step, info=f"loss {loss:.2e}")
-
-                models, res = train_cohort_sharded(paths, recipe, r, cb)
-        else:
-            models, res = train_cohort_sharded(paths, recipe, r)
-    if res is not None:
-        res.skipped = [f"{n} (not an image file)" for n in other] + res.skipped
-    return models, res
+    return cb
 
 
 @app.command("cohort-train")
@@ -136,10 +88,10 @@ def cohort_train(
     width: WidthOpt = None,
     shared_layers: SharedOpt = None,
     size: SizeOpt = None,
-    steps: Annotated[int, typer.Option("--steps", help="Joint training steps (full batch).")] = 1000,
+    steps: Annotated[int, typer.Option("--steps", help="Joint training steps (full batch).")] = DEFAULT_STEPS,
     lr: Annotated[
         float | None,
-        typer.Option("--lr", help="Adam learning rate. (default: 1e-4 siren, 1e-3 ff)", show_default=False),
+        typer.Option("--lr", help=f"Adam learning rate. (default: {_lr_help()})", show_default=False),
     ] = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -149,21 +101,21 @@ def cohort_train(
     """Fit one shared encoder (the first K linear layers) and one head per image, jointly."""
     from pathlib import Path
 
+    from ..cohort.folders import resolve_recipe, train_folder
     from ..cohort.train import save_cohort
     from ..files import check_writable
+    from .study import is_rank0
 
     check_writable(out, force)
-    recipe = _recipe(backbone, depth, width, shared_layers, size, steps, lr, seed)
-    from ..study.distributed import launched_by_torchrun
-
-    if launched_by_torchrun():
-        models, res = _train_sharded(folder, recipe, device, json)
-        if models is None:
-            return
-    else:
-        models, res = _train(folder, recipe, device, json)
-    prov = {"psnr_mean": sum(res.psnr) / len(res.psnr), "folder": str(Path(folder).resolve())}
-    save_cohort(models, recipe, res.names, out, provenance=prov, force=force)
+    recipe = resolve_recipe(backbone=backbone, depth=depth, width=width, shared_layers=shared_layers, size=size,
+                            steps=steps, lr=lr, seed=seed)  # fmt: skip
+    with progress_bar(disable=json or not is_rank0()) as bar:
+        task = bar.add_task("cohort training", total=recipe.steps, info="")
+        res = train_folder(folder, recipe, device=device, progress=_bar_callback(bar, task))
+    if res is None:  # a rank other than 0 under torchrun
+        return
+    prov = {"psnr_mean": res.psnr_mean, "folder": str(Path(folder).resolve())}
+    save_cohort(res.models, recipe, res.names, out, provenance=prov, force=force)
     from ..report.cohort import render_cohort_train
 
     show(json, {**res.to_dict(), "out": out}, render_cohort_train, res, out)
@@ -189,14 +141,18 @@ def freeze_sweep_cmd(
             show_default=False,
         ),
     ] = None,
-    holdout: Annotated[int, typer.Option("--holdout", help="Without --test: images held out of FOLDER (seeded).")] = 2,
+    holdout: Annotated[
+        int, typer.Option("--holdout", help="Without --test: images held out of FOLDER (seeded).")
+    ] = DEFAULT_HOLDOUT,
     splits: Annotated[
         int, typer.Option("--splits", help="Held-out splits of FOLDER (split i drawn with seed + i); one cohort each.")
     ] = 1,
     seeds: Annotated[
         int, typer.Option("--seeds", help="Seeds per split (cohort init and sweep fits: seed, seed+1, ...).")
     ] = 1,
-    steps: Annotated[int, typer.Option("--steps", help="Fitting steps per held-out image and freeze depth.")] = 300,
+    steps: Annotated[
+        int, typer.Option("--steps", help="Fitting steps per held-out image and freeze depth.")
+    ] = DEFAULT_SWEEP_STEPS,
     lr: Annotated[
         float | None,
         typer.Option("--lr", help="Adam learning rate of the sweep fits. (default: the recipe's)", show_default=False),
@@ -205,7 +161,7 @@ def freeze_sweep_cmd(
         int | None,
         typer.Option(
             "--cohort-steps",
-            help="Joint training steps when a cohort is trained first. (default: 1000)",
+            help=f"Joint training steps when a cohort is trained first. (default: {DEFAULT_STEPS})",
             show_default=False,
         ),
     ] = None,
@@ -238,80 +194,50 @@ def freeze_sweep_cmd(
 ) -> None:
     """Fit held-out images from the shared encoder with k = 0..K layers frozen; compare with k*.
     With --splits/--seeds: paired statistics of k* against full fine-tuning and the best k (docs/studies.md)."""
-    import math
-    from pathlib import Path
-
-    from ..cohort.train import CohortError, list_images, load_cohort
+    from ..cohort.folders import sweep_folder
+    from ..cohort.recipe import CohortError
     from ..study import api
-    from ..study.distributed import launched_by_torchrun
 
-    check_outputs(force, **{"-o": save, "--plot": plot})
+    check_outputs(force, (), **{"-o": save, "--plot": plot})
     if from_ is not None:
         if folder is not None:
             raise CohortError("give either FOLDER (to run) or --from RUN_DIR (to report), not both")
         kind, rep = api.load_study(from_)
         if kind != "freeze-sweep":
             raise CohortError(f"{from_} holds a {kind} study; report it with `inrdiag {kind} --from {from_}`")
-        _show_sweep(rep, [], plot, json, force)
+        _show_sweep(rep, plot, json, force)
         return
     if folder is None:
         raise CohortError("give FOLDER (images) or --from RUN_DIR")
-    if steps < 1:
-        raise CohortError(f"--steps must be >= 1, got {steps}")
-    if lr is not None and not (lr > 0 and math.isfinite(lr)):
-        raise CohortError(f"--lr must be a positive number, got {lr}")
-    if splits < 1 or seeds < 1:
-        raise CohortError(f"--splits and --seeds must be >= 1, got {splits} and {seeds}")
-    if max_jobs is not None and out is None:
-        raise CohortError("--max-jobs stops early; give --out RUN_DIR to keep the finished jobs")
-    if out is not None and out.endswith(".safetensors"):
-        raise CohortError(f"--out {out} names the run folder of a study; save the trained cohort with -o/--save FILE")
-    study = splits > 1 or seeds > 1 or out is not None or jobs > 1 or launched_by_torchrun()
-    if save and study:
-        raise CohortError("-o saves the cohort of a single sweep; with --splits/--seeds/--out/--jobs each job trains "
-                          "its own cohort (not kept)")  # fmt: skip
-    paths, other = list_images(folder)
-    ckpt = cohort
-    if ckpt is None:
-        found = sorted(Path(folder).glob("*.safetensors"))
-        if len(found) > 1:
-            raise CohortError(f"{folder} holds {len(found)} .safetensors files; choose one with --cohort")
-        ckpt = str(found[0]) if found else None
-    notes = [f"skipped (not an image file): {', '.join(other)}"] if other else []
-    if ckpt and save:
-        raise CohortError("-o saves a cohort trained by this command; a checkpoint was given, so nothing is trained")
-    if save:
-        _legacy_sweep(folder, paths, test, holdout, steps, lr, cohort_steps, backbone, depth, width, shared_layers,
-                      size, save, seed, device, json, plot, force, notes)  # fmt: skip
-        return
-    test_paths = list_images(test)[0] if test else None
-    if ckpt:
-        _, base, names = load_cohort(ckpt)
-        recipe = _recipe(backbone, depth, width, shared_layers, size, cohort_steps, None, seed, base=base)
-        recipe.seed = seed
-        kw = {"cohort": ckpt, "cohort_names": names}
-    else:
-        recipe = _recipe(backbone, depth, width, shared_layers, size, cohort_steps, None, seed)
-        kw = {}
     from .study import job_progress, show_pending
 
-    with job_progress(not json) as (on_job, _):
-        rep, outcome = api.freeze_folder(paths, recipe, out=out, device=device, threads=threads, workers=jobs,
-                                         max_jobs=max_jobs, progress=on_job, splits=splits, seeds=seeds,
-                                         holdout=holdout, steps=steps, lr=lr, test=test_paths, **kw)  # fmt: skip
-    if not outcome.main:
+    flags = {"backbone": backbone, "depth": depth, "width": width, "shared_layers": shared_layers, "size": size,
+             "steps": cohort_steps}  # fmt: skip
+    kw: dict[str, Any] = {"test": test, "cohort": cohort, "holdout": holdout, "splits": splits, "seeds": seeds, "steps": steps,
+          "lr": lr, "recipe": flags, "seed": seed, "force": force, "out": out, "device": device, "threads": threads,
+          "workers": jobs, "max_jobs": max_jobs}  # fmt: skip
+    if save:  # one sweep in this process, its freshly trained cohort kept
+        with progress_bar(disable=json) as bar:
+            train = bar.add_task("cohort training", total=None, info="")
+            fits = bar.add_task("freeze sweep", total=None, info="")
+            run = sweep_folder(folder, save=save, train_progress=_bar_callback(bar, train),
+                               progress=_bar_callback(bar, fits), **kw)  # fmt: skip
+    else:
+        with job_progress(not json) as (on_job, _):
+            run = sweep_folder(folder, job_progress=on_job, **kw)
+    if not run.main:
         return
-    if rep is None:
-        show_pending(json, outcome)
+    if run.report is None:
+        show_pending(json, run.outcome)
         return
-    _show_sweep(rep, notes, plot, json, force)
+    _show_sweep(run.report, plot, json, force)
 
 
-def _show_sweep(rep, notes, plot, json, force) -> None:
+def _show_sweep(rep: Any, plot: str | None, json: bool, force: bool) -> None:
+    """Render a SweepReport (one sweep) or a FreezeStudy."""
     from ..cohort.freeze import SweepReport
 
     if isinstance(rep, SweepReport):
-        rep.notes = notes + rep.notes
         if plot:
             from ..report.cohort import plot_sweep
 
@@ -322,7 +248,6 @@ def _show_sweep(rep, notes, plot, json, force) -> None:
         return
     from ..report import study as R
 
-    rep.notes = notes + rep.notes
     saved = {}
     if plot:
         R.plot_freeze_study(rep, plot, force)
@@ -330,41 +255,3 @@ def _show_sweep(rep, notes, plot, json, force) -> None:
     from ..report.study import render_freeze_study
 
     show(json, {**rep.to_dict(), "outputs": saved}, render_freeze_study, rep, saved)
-
-
-def _legacy_sweep(folder, paths, test, holdout, steps, lr, cohort_steps, backbone, depth, width, shared_layers, size,
-                  save, seed, device, json, plot, force, notes) -> None:  # fmt: skip
-    """One sweep whose freshly trained cohort is kept (-o): train here, then sweep, in this process."""
-    import random
-    from pathlib import Path
-
-    from ..cohort.train import CohortError, list_images, load_images, save_cohort
-    from ..cohort.freeze import freeze_sweep
-
-    recipe = _recipe(backbone, depth, width, shared_layers, size, cohort_steps, None, seed)
-    if test:
-        train_paths, test_paths = paths, list_images(test)[0]
-    else:
-        if len(paths) < 2:
-            raise CohortError(f"{folder} holds {len(paths)} image(s); a sweep needs at least 2 (cohort + held-out)")
-        if not 1 <= holdout < len(paths):
-            raise CohortError(f"--holdout must be 1..{len(paths) - 1} for {len(paths)} images, got {holdout}")
-        order = list(paths)
-        random.Random(seed).shuffle(order)
-        test_paths, train_paths = sorted(order[:holdout]), sorted(order[holdout:])
-    models, res = _train(folder, recipe, device, json, images=train_paths)
-    train_names = res.names
-    notes.append(f"cohort trained here on {len(train_names)} images: mean PSNR {sum(res.psnr) / len(res.psnr):.2f} dB")
-    save_cohort(models, recipe, train_names, save, provenance={"folder": str(Path(folder).resolve())}, force=force)
-    notes.append(f"cohort saved to {save}")
-    test_data = load_images(test_paths, recipe.size, channels=models[0].spec.out_features)
-    notes += [f"skipped: {s}" for s in test_data.skipped] + [f"converted: {s}" for s in test_data.resized]
-    with _progress(json) as bar:
-        task = bar.add_task("freeze sweep", total=None, info="")
-
-        def cb(label, done, total):
-            bar.update(task, completed=done, total=total, info=label)
-
-        rep = freeze_sweep(models[0], recipe, train_names, test_data, steps=steps, lr=lr, device=device,
-                           progress=cb, seed=seed)  # fmt: skip
-    _show_sweep(rep, notes, plot, json, force)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from ..fitting.defaults import DEFAULT_DEPTH, DEFAULT_INIT, DEFAULT_LR, DEFAULT_STEPS, DEFAULT_WIDTH  # torch-free
+from ..fitting.defaults import DEFAULT_COMPARE_INITS, DEFAULT_SEEDS, FULL_BATCH_MAX, SAMPLED_BATCH
 from .app import DeviceOpt, ForceOpt, JsonOpt, ModelArg, PlotOpt, app, check_outputs, load_model, show  # fmt: skip
 from .app import Loading, ModelArgsOpt, ModelCodeOpt, progress_bar, seed_param, with_loading
 from .study import CsvOpt, FromOpt, JobsOpt, MaxJobsOpt, OutDirOpt, job_progress, show_pending
@@ -34,8 +37,8 @@ StepsOpt = Annotated[int, typer.Option("--steps", help="Optimiser steps.", rich_
 LrOpt = Annotated[float, typer.Option("--lr", help="Adam learning rate (constant).", rich_help_panel=TRAIN)]
 BatchOpt = Annotated[
     int | None,
-    typer.Option("--batch-size", help="Points per step (default: full batch up to 131,072 points, else 65,536 "
-                 "sampled).", rich_help_panel=TRAIN, show_default=False),
+    typer.Option("--batch-size", help=f"Points per step (default: full batch up to {FULL_BATCH_MAX:,} points, else "
+                 f"{SAMPLED_BATCH:,} sampled).", rich_help_panel=TRAIN, show_default=False),
 ]  # fmt: skip
 SeedOpt = Annotated[int, seed_param("Seed of the init and the batch sampling.")]
 SizeOpt = Annotated[
@@ -61,7 +64,7 @@ HoldoutOpt = Annotated[
 
 
 @contextmanager
-def _progress(enabled: bool, total_runs: int = 1):
+def _progress(enabled: bool, total_runs: int = 1) -> Iterator[Callable[[str, int, int, str], None] | None]:
     """A rich progress bar on stderr; yields ``update(label, step, steps, loss, metric_text)``."""
     if not enabled:
         yield None
@@ -89,15 +92,15 @@ def fit(
         str | None,
         typer.Option(
             "--init",
-            help="default|rank-expand|siren|pe|ff|bn (see docs/inits.md); default rank-expand. With "
+            help=f"default|rank-expand|siren|pe|ff|bn (see docs/inits.md); default {DEFAULT_INIT}. With "
             "--model-code: keep (default: the init your code gives) or default|rank-expand|siren for its inlet.",
             show_default=False,
         ),
     ] = None,
-    depth: DepthOpt = 3,
-    width: WidthOpt = 128,
-    steps: StepsOpt = 1000,
-    lr: LrOpt = 1e-3,
+    depth: DepthOpt = DEFAULT_DEPTH,
+    width: WidthOpt = DEFAULT_WIDTH,
+    steps: StepsOpt = DEFAULT_STEPS,
+    lr: LrOpt = DEFAULT_LR,
     batch_size: BatchOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -154,7 +157,7 @@ def fit(
         from ..errors import InrdiagError
 
         raise InrdiagError("--model-args applies only with --model-code FILE.py:Class")
-    init = init or "rank-expand"
+    init = init or DEFAULT_INIT
     if model_code is None:
         get_scheme(init)
     cfg = FitConfig(init=init, depth=depth, width=width, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
@@ -206,10 +209,10 @@ def compare(
             help="An image or occupancy grid, or a FOLDER of them (a study with paired statistics).", show_default=False
         ),
     ] = None,
-    inits: Annotated[
-        str, typer.Option("--inits", help="Comma-separated inits to compare.")
-    ] = "default,rank-expand,pe,siren,bn",
-    seeds: Annotated[int, typer.Option("--seeds", help="Seeds per init (seed, seed+1, ...).")] = 3,
+    inits: Annotated[str, typer.Option("--inits", help="Comma-separated inits to compare.")] = ",".join(
+        DEFAULT_COMPARE_INITS
+    ),
+    seeds: Annotated[int, typer.Option("--seeds", help="Seeds per init (seed, seed+1, ...).")] = DEFAULT_SEEDS,
     baseline: Annotated[
         str | None,
         typer.Option(
@@ -218,10 +221,10 @@ def compare(
             show_default=False,
         ),
     ] = None,
-    depth: DepthOpt = 3,
-    width: WidthOpt = 128,
-    steps: StepsOpt = 1000,
-    lr: LrOpt = 1e-3,
+    depth: DepthOpt = DEFAULT_DEPTH,
+    width: WidthOpt = DEFAULT_WIDTH,
+    steps: StepsOpt = DEFAULT_STEPS,
+    lr: LrOpt = DEFAULT_LR,
     batch_size: BatchOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -316,7 +319,9 @@ def compare(
     _show_compare(rep, plot, csv, json, force, device, threads)
 
 
-def _show_compare(rep, plot, csv, json, force, device, threads) -> None:
+def _show_compare(rep: Any, plot: str | None, csv: str | None, json: bool, force: bool, device: str,
+                  threads: int | None) -> None:  # fmt: skip
+    """Render a CompareResult (one target) or a CompareStudy (a folder)."""
     from dataclasses import replace
 
     from ..report import study as R
@@ -326,7 +331,8 @@ def _show_compare(rep, plot, csv, json, force, device, threads) -> None:
     if isinstance(rep, CompareResult):
         rep.config = replace(rep.config, device=device, threads=threads)
         if csv:
-            R.write_csv(csv, *R.compare_result_csv(rep), force)
+            head, rows = R.compare_result_csv(rep)
+            R.write_csv(csv, head, rows, force)
             saved["csv"] = csv
         if plot:
             from ..report.fit import plot_compare
@@ -338,7 +344,8 @@ def _show_compare(rep, plot, csv, json, force, device, threads) -> None:
         show(json, rep.to_dict(), render_compare, rep, saved)
         return
     if csv:
-        R.write_csv(csv, *rep.csv_rows(), force)
+        head, rows = rep.csv_rows()
+        R.write_csv(csv, head, rows, force)
         saved["csv"] = csv
     if plot:
         R.plot_compare_study(rep, plot, force)

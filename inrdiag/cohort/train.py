@@ -1,3 +1,4 @@
+# NOTE FROM THE LEAD: read /work/wt/fitcohort/LEAD_NOTES_READ_FIRST.md now (rules, deadline 16:00 UTC, commit often). Delete this line when read.
 """Cohort INRs: one shared encoder fitted jointly on a cohort of signals, one head per signal,
 and freeze-depth sweeps that reuse the encoder for new signals (DESIGN.md section 6).
 
@@ -10,64 +11,32 @@ computed once per step and fed to every head.
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InrdiagError
-from ..metrics import to_luma
+import torch
 
-BACKBONES = ("siren", "ff")
-#: Adam learning rates by backbone: STRAINER's 1e-4 for SIREN; 1e-3 for the Fourier-feature ReLU MLP.
-DEFAULT_LR = {"siren": 1e-4, "ff": 1e-3}
+from ..device import resolve_device, tune_malloc
+from ..errors import TargetError
+from ..fitting.optim import adam_loop, training_layout, unique_parameters
+from ..fitting.targets import IMAGE_SUFFIXES, load_target
+from ..grid import check_memory, make_grid
+from ..metrics import psnr, to_luma
+from ..models.inits import FF_FEATURES, build_model
+from ..models.mlp import CoordMLP
+from ..progress import Progress
+from ..seeds import check_seed
+from ..study.distributed import Rank
+from .file import cohort_state, is_encoder_key, read_cohort
+from .recipe import BACKBONES, DEFAULT_LR, CohortError, CohortRecipe
 
-
-class CohortError(InrdiagError):
-    """A cohort folder, recipe or checkpoint that cannot be used."""
-
-
-@dataclass
-class CohortRecipe:
-    """How a cohort model is built and trained (stored in the checkpoint's provenance)."""
-
-    #: siren (sine, w0 = 30, official init) or ff (Gaussian Fourier features + ReLU MLP).
-    backbone: str = "siren"
-    #: Hidden layers; the network has depth + 1 linear layers.
-    depth: int = 4
-    width: int = 128
-    #: K, the number of linear layers in the shared encoder (1..depth).
-    shared_layers: int = 4
-    #: Images are resized to size x size.
-    size: int = 64
-    steps: int = 1000
-    #: Adam learning rate (None: by backbone, see DEFAULT_LR).
-    lr: float | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.backbone not in BACKBONES:
-            raise CohortError(f"unknown --backbone {self.backbone!r}; allowed: {', '.join(BACKBONES)}")
-        if self.depth < 1 or self.width < 1:
-            raise CohortError(f"--depth and --width must be >= 1, got {self.depth} and {self.width}")
-        if not 1 <= self.shared_layers <= self.depth:
-            raise CohortError(
-                f"--shared-layers {self.shared_layers} does not fit a network of {self.depth} hidden layers: "
-                f"choose 1..{self.depth} (the head keeps at least the output layer)"
-            )
-        if self.size < 2:
-            raise CohortError(f"--size must be at least 2, got {self.size}")
-        if self.steps < 0:
-            raise CohortError(f"--steps must be >= 0, got {self.steps}")
-        if self.lr is None:
-            self.lr = DEFAULT_LR[self.backbone]
-        if not self.lr > 0:
-            raise CohortError(f"--lr must be positive, got {self.lr}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+__all__ = [
+    "BACKBONES", "DEFAULT_LR", "CohortData", "CohortError", "CohortRecipe", "CohortTrainResult", "LoadedCohort",
+    "build_cohort", "check_training_memory", "cohort_state", "list_images", "load_cohort", "load_images",
+    "save_cohort", "share_encoder", "train_cohort", "train_cohort_sharded", "training_bytes",
+]  # fmt: skip
 
 
 # ---------------------------------------------------------------- data
@@ -75,7 +44,7 @@ class CohortRecipe:
 class CohortData:
     names: list[str]
     #: H x N x C float32 values in [0, 1], on the grid of ``shape``.
-    values: Any
+    values: torch.Tensor
     shape: tuple[int, ...]
     skipped: list[str] = field(default_factory=list)
     #: Images whose size differed from ``shape`` (resized) or whose channels were expanded.
@@ -84,8 +53,6 @@ class CohortData:
 
 def list_images(folder: str | Path) -> tuple[list[Path], list[str]]:
     """Image files of ``folder`` in sorted order, and the names of other files (skipped, listed)."""
-    from ..fitting.targets import IMAGE_SUFFIXES
-
     p = Path(folder)
     if not p.exists():
         raise CohortError(f"{p}: no such folder")
@@ -105,11 +72,6 @@ def load_images(paths: list[Path], size: int, channels: int | None = None) -> Co
 
     Files that cannot be read as images are skipped and listed (never a silent drop).
     """
-    import torch
-
-    from ..errors import TargetError
-    from ..fitting.targets import load_target
-
     loaded, names, skipped, resized = [], [], [], []
     for path in paths:
         try:
@@ -134,25 +96,29 @@ def load_images(paths: list[Path], size: int, channels: int | None = None) -> Co
             v = to_luma(v)
             resized.append(f"{Path(t.path).name} (RGB -> gray)")
         vals.append(v)
-    return CohortData(names, torch.stack(vals), (size, size), skipped, resized)
+    return CohortData(names=names, values=torch.stack(vals), shape=(size, size), skipped=skipped, resized=resized)
 
 
 # ---------------------------------------------------------------- model
-def build_cohort(recipe: CohortRecipe, heads: int, out_features: int, seed: int | None = None) -> list:
-    """``heads`` CoordMLPs that share one encoder: the same encoding and linear modules 0..K-1."""
-    from ..models.inits import build_model
+def build_cohort(recipe: CohortRecipe, heads: int, out_features: int, seed: int | None = None) -> list[CoordMLP]:
+    """``heads`` CoordMLPs that share one encoder: the same encoding and linear modules 0..K-1.
+    Head d is initialised with seed ``seed + 7919 d`` (then its encoder replaced by head 0's)."""
+    seed = recipe.seed if seed is None else check_seed(seed, "seed")
+    base = _head_model(recipe, out_features, seed, 0, None)
+    return [base] + [_head_model(recipe, out_features, seed, d, base) for d in range(1, heads)]
 
-    seed = recipe.seed if seed is None else seed
-    base = build_model(recipe.backbone, 2, out_features, recipe.depth, recipe.width, seed=seed)
-    models = [base]
-    for d in range(1, heads):
-        m = build_model(recipe.backbone, 2, out_features, recipe.depth, recipe.width, seed=seed + 7919 * d)
+
+def _head_model(recipe: CohortRecipe, out_features: int, seed: int, d: int, base: CoordMLP | None) -> CoordMLP:
+    """Head ``d`` of a cohort (seed ``seed + 7919 d``, modulo 2^32 like every derived stream, ``inrdiag.seeds``),
+    sharing ``base``'s encoder when given."""
+    m = build_model(recipe.backbone, 2, out_features, recipe.depth, recipe.width, seed=(seed + 7919 * d) % 2**32)
+    assert isinstance(m, CoordMLP)
+    if base is not None:
         share_encoder(base, m, recipe.shared_layers)
-        models.append(m)
-    return models
+    return m
 
 
-def share_encoder(src, dst, K: int) -> None:
+def share_encoder(src: CoordMLP, dst: CoordMLP, K: int) -> None:
     """Make ``dst`` use ``src``'s encoding and linear layers 0..K-1 (the same module objects)."""
     dst.encoding = src.encoding
     for k in range(K):
@@ -161,113 +127,74 @@ def share_encoder(src, dst, K: int) -> None:
             dst.norms[str(k)] = src.norms[str(k)]
 
 
-def encoder_features(model, K: int, x):
-    """Output of the first K linear layers (after their activations): the encoder's features."""
-    a = model.encoding(x)
-    for k in range(K):
-        a = model.hidden_step(k, model.linears[k](a))
-    return a
-
-
-def head_forward(model, K: int, a):
-    """Linear layers K..L-1 of ``model`` applied to encoder features ``a``."""
-    last = len(model.linears) - 1
-    for k in range(K, last + 1):
-        a = model.linears[k](a)
-        if k < last:
-            a = model.hidden_step(k, a)
-    return a
-
-
-def cohort_state(models: list, K: int) -> dict[str, Any]:
-    """Tensors of a cohort file: the encoder under CoordMLP names, head d under ``heads.{d}.``."""
-    state: dict[str, Any] = {}
-    for key, v in models[0].state_dict().items():
-        if _is_shared(key, K):
-            state[key] = v
-    for d, m in enumerate(models):
-        for key, v in m.state_dict().items():
-            if not _is_shared(key, K):
-                state[f"heads.{d}.{key}"] = v
-    return state
-
-
-def _is_shared(key: str, K: int) -> bool:
-    parts = key.split(".")
-    if parts[0] == "encoding":
-        return True
-    if parts[0] in ("linears", "norms"):
-        return int(parts[1]) < K
-    raise CohortError(f"unexpected parameter {key}")  # pragma: no cover
-
-
-def save_cohort(models: list, recipe: CohortRecipe, names: list[str], path, provenance=None, force=False):
+def save_cohort(models: list[CoordMLP], recipe: CohortRecipe, names: list[str], path: str | Path,
+                provenance: dict[str, Any] | None = None, force: bool = False) -> Path:  # fmt: skip
+    """Write the cohort ``models`` (sharing one encoder) as one inrdiag file (layout: ``cohort.file``)."""
     from ..checkpoints.save import save
 
     meta = {"cohort": {"shared_layers": recipe.shared_layers, "heads": len(models), "names": names}}
     prov = {"recipe": recipe.to_dict(), **(provenance or {})}
     return save(models[0], path, provenance=prov, force=force, extra_metadata=meta,
-                tensors=cohort_state(models, recipe.shared_layers))  # fmt: skip
+                tensors=cohort_state(list(models), recipe.shared_layers))  # fmt: skip
 
 
-def load_cohort(path) -> tuple[list, CohortRecipe, list[str]]:
+@dataclass
+class LoadedCohort:
+    """Every head of a cohort checkpoint (sharing one encoder, float32, eval mode), its recipe and the
+    training image of each head."""
+
+    models: list[CoordMLP]
+    recipe: CohortRecipe
+    names: list[str]
+
+
+def load_cohort(path: str | Path) -> LoadedCohort:
     """All heads of an inrdiag cohort checkpoint, sharing one encoder (eval mode)."""
-    import torch
-
-    from ..checkpoints.read import read_checkpoint
-    from ..models.mlp import CoordMLP
-    from ..models.spec import ArchSpec
-
-    raw = read_checkpoint(path)
-    meta = raw.metadata or {}
-    if "cohort" not in meta:
-        raise CohortError(f"{path} is not an inrdiag cohort checkpoint (made by `inrdiag cohort-train`)")
-    spec = ArchSpec.from_dict(meta["arch"])
-    K, heads = int(meta["cohort"]["shared_layers"]), int(meta["cohort"]["heads"])
-    names = list(meta["cohort"].get("names") or [])
-    rec = dict((meta.get("provenance") or {}).get("recipe") or {})
-    try:
-        recipe = CohortRecipe(**rec)
-    except TypeError as exc:
-        raise CohortError(f"{path}: unreadable cohort recipe ({exc})") from None
-    models = []
-    for d in range(heads):
-        m = CoordMLP(spec)
-        sd = {k: v for k, v in raw.tensors.items() if not k.startswith("heads.")}
-        sd.update({k[len(f"heads.{d}.") :]: v for k, v in raw.tensors.items() if k.startswith(f"heads.{d}.")})
+    cf = read_cohort(path)
+    recipe = cf.recipe()
+    models: list[CoordMLP] = []
+    for d in range(len(cf.heads)):
+        m = CoordMLP(cf.spec)
         try:
-            m.load_state_dict(sd, strict=True)
+            m.load_state_dict(cf.head_state(d), strict=True)
         except RuntimeError as exc:
             raise CohortError(
                 f"{path}: head {d} does not match the stored architecture ({str(exc).splitlines()[0]})"
             ) from None
         if d:
-            share_encoder(models[0], m, K)
+            share_encoder(models[0], m, cf.shared_layers)
         models.append(m.to(torch.float32).eval())
-    return models, recipe, names
+    return LoadedCohort(models=models, recipe=recipe, names=cf.names)
 
 
 # ---------------------------------------------------------------- training
 @dataclass
 class CohortTrainResult:
+    """A trained cohort: the recipe, each image's name, final PSNR and loss curve, and the heads
+    (``models``: CoordMLPs sharing one encoder)."""
+
     recipe: CohortRecipe
     names: list[str]
     #: PSNR of each image's head at the end.
     psnr: list[float]
+    #: The joint loss of every step.
     loss: list[float]
     seconds: float
     skipped: list[str]
     resized: list[str]
+    #: The trained heads (sharing one encoder, on the CPU, eval mode).
+    models: list[CoordMLP] = field(default_factory=list, repr=False)
+
+    @property
+    def psnr_mean(self) -> float:
+        return sum(self.psnr) / len(self.psnr)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "recipe": self.recipe.to_dict(), "images": self.names, "psnr": self.psnr,
-            "psnr_mean": sum(self.psnr) / len(self.psnr), "final_loss": self.loss[-1] if self.loss else None,
+            "psnr_mean": self.psnr_mean, "final_loss": self.loss[-1] if self.loss else None,
             "loss_curve": self.loss, "seconds": self.seconds, "skipped": self.skipped, "resized": self.resized,
         }  # fmt: skip
-
-
-Progress = Callable[[int, int, float], None]
 
 
 def training_bytes(heads: int, points: int, channels: int, recipe: CohortRecipe) -> float:
@@ -277,8 +204,6 @@ def training_bytes(heads: int, points: int, channels: int, recipe: CohortRecipe)
     (pre- and post-activation of each of its K layers and the encoding, N x width each, x2 for the
     gradients flowing back); each head's activations likewise (depth - K hidden layers + its output);
     parameters with their gradients and Adam's two moments (x4)."""
-    from ..models.inits import FF_FEATURES
-
     w, K, L = recipe.width, recipe.shared_layers, recipe.depth
     enc_feats = FF_FEATURES if recipe.backbone == "ff" else 2
     encoder_acts = points * (enc_feats + 2 * K * w) * 2
@@ -290,15 +215,12 @@ def training_bytes(heads: int, points: int, channels: int, recipe: CohortRecipe)
     )
 
 
-def check_training_memory(heads: int, points: int, channels: int, recipe: CohortRecipe, device=None) -> None:
+def check_training_memory(heads: int, points: int, channels: int, recipe: CohortRecipe,
+                          device: torch.device | str | None = None) -> None:  # fmt: skip
     """Refuse (ResourceError, naming --size) a cohort whose training would not fit in memory: half the
     RAM on the CPU, 90% of the GPU's memory on CUDA. Runs before any tensor is allocated."""
-    from ..grid import check_memory
-
     limit = None
-    if device is not None and getattr(device, "type", str(device)) == "cuda":
-        import torch
-
+    if device is not None and torch.device(device).type == "cuda":
         limit = 0.9 * torch.cuda.get_device_properties(device).total_memory
     side = int(round(points**0.5))
     check_memory(training_bytes(heads, points, channels, recipe),
@@ -307,13 +229,21 @@ def check_training_memory(heads: int, points: int, channels: int, recipe: Cohort
                  limit)  # fmt: skip
 
 
-def train_cohort(data: CohortData, recipe: CohortRecipe, device: str = "auto", progress: Progress | None = None):
-    """Fit the shared encoder and every head jointly: Adam on the mean over images of each MSE."""
-    import torch
+def _joint_loss(heads: list[CoordMLP], K: int, feats: torch.Tensor, values: list[torch.Tensor],
+                H: int) -> torch.Tensor:  # fmt: skip
+    """``(1/H) sum_d MSE(head_d(feats), values_d)`` over the given heads (all H in one process)."""
+    loss = feats.sum() * 0.0 if not heads else None  # keeps the encoder in the graph on a rank without images
+    for m, y in zip(heads, values):
+        term = torch.mean((m.head(feats, K) - y) ** 2)
+        loss = term if loss is None else loss + term
+    assert loss is not None
+    return loss / H
 
-    from ..device import resolve_device, tune_malloc
-    from ..fitting.targets import psnr
 
+def train_cohort(data: CohortData, recipe: CohortRecipe, device: str = "auto",
+                 progress: Progress | None = None) -> CohortTrainResult:  # fmt: skip
+    """Fit the shared encoder and every head jointly: Adam on the mean over images of each MSE.
+    ``progress(step, steps, loss, NaN)`` on report steps. The result holds the trained heads (``.models``)."""
     tune_malloc()
     dev = resolve_device(device)
     H, N, C = data.values.shape
@@ -321,54 +251,35 @@ def train_cohort(data: CohortData, recipe: CohortRecipe, device: str = "auto", p
     models = build_cohort(recipe, H, C)
     for m in models:
         m.to(dev).train()
-    params = _unique_params(models)
-    opt = torch.optim.Adam(params, lr=recipe.lr)
-    x = _coords(data.shape, dev)
+    x = make_grid(data.shape, dtype=torch.float32, device=dev)
     y = data.values.to(dev)
+    targets = [y[d] for d in range(H)]
     K = recipe.shared_layers
-    losses = []
-    t0 = time.perf_counter()
-    for step in range(1, recipe.steps + 1):
-        opt.zero_grad(set_to_none=True)
-        feats = encoder_features(models[0], K, x)
-        loss = sum(torch.mean((head_forward(m, K, feats) - y[d]) ** 2) for d, m in enumerate(models)) / H
+
+    def grad_step(step: int) -> torch.Tensor:
+        loss = _joint_loss(models, K, models[0].features(x, K - 1), targets, H)
         loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-        if not math.isfinite(losses[-1]):
-            raise CohortError(f"training diverged at step {step} (loss {losses[-1]}); lower --lr")
-        if progress:
-            progress(step, recipe.steps, losses[-1])
+        return loss.detach()
+
+    t0 = time.perf_counter()
+    with training_layout(models):
+        run = adam_loop(unique_parameters(p for m in models for p in m.parameters()), recipe.learning_rate, recipe.steps, grad_step, progress=progress,
+                        error=CohortError, what="cohort training", device=dev)  # fmt: skip
     seconds = time.perf_counter() - t0
     with torch.no_grad():
         for m in models:
             m.eval()
-        feats = encoder_features(models[0], K, x)
-        scores = [psnr(head_forward(m, K, feats), y[d]) for d, m in enumerate(models)]
+        feats = models[0].features(x, K - 1)
+        scores = [psnr(m.head(feats, K), y[d]) for d, m in enumerate(models)]
     models = [m.to("cpu") for m in models]
-    return models, CohortTrainResult(recipe, data.names, scores, losses, seconds, data.skipped, data.resized)
-
-
-def _unique_params(models: list) -> list:
-    seen, out = set(), []
-    for m in models:
-        for p in m.parameters():
-            if id(p) not in seen:
-                seen.add(id(p))
-                out.append(p)
-    return out
-
-
-def _coords(shape, dev):
-    import torch
-
-    from ..grid import make_grid
-
-    return make_grid(shape, dtype=torch.float32, device=dev)
+    return CohortTrainResult(recipe=recipe, names=list(data.names), psnr=scores, loss=run.losses.tolist(),
+                             seconds=seconds, skipped=list(data.skipped), resized=list(data.resized),
+                             models=models)  # fmt: skip
 
 
 # ---------------------------------------------------------------- data-parallel training
-def train_cohort_sharded(paths: list[Path], recipe: CohortRecipe, rank, progress: Progress | None = None):
+def train_cohort_sharded(paths: list[Path], recipe: CohortRecipe, rank: Rank,
+                         progress: Progress | None = None) -> CohortTrainResult | None:  # fmt: skip
     """Data-parallel cohort training under torch.distributed: rank r loads and owns images r, r + W, ...
     (W ranks) and their heads; the shared encoder lives on every rank and its gradients are summed
     over ranks (one ``all_reduce`` of a flat buffer per step), so every rank takes the same Adam step
@@ -376,14 +287,10 @@ def train_cohort_sharded(paths: list[Path], recipe: CohortRecipe, rank, progress
     head d is initialised with the same seed as in one process, so the result equals ``train_cohort``
     up to the order of float sums (tested to float tolerance).
 
-    Returns ``(models, result)`` on rank 0 (every head, as ``train_cohort`` does) and ``(None, None)``
-    elsewhere. ``rank`` is an ``inrdiag.study.distributed.Rank``.
+    Returns the result (every head in ``.models``, as ``train_cohort``) on rank 0 and None elsewhere.
     """
-    import torch
     import torch.distributed as dist
 
-    from ..device import tune_malloc
-    from ..fitting.targets import psnr
     from ..study.distributed import all_gather, gather
 
     tune_malloc()
@@ -406,75 +313,60 @@ def train_cohort_sharded(paths: list[Path], recipe: CohortRecipe, rank, progress
     H = len(order)
     pos = {i: d for d, i in enumerate(order)}
     ids = [pos[i] for i in ok]  # this rank's global head indices
-    values = None
+    values: list[torch.Tensor] = []
     if local is not None:
-        values = local.values
-        if values.shape[2] < C:
-            values = values.expand(-1, -1, C).contiguous()
+        v = local.values
+        if v.shape[2] < C:
+            v = v.expand(-1, -1, C).contiguous()
             local.resized += [f"{n} (gray -> RGB)" for n in local.names]
-        values = values.to(dev)
-    from ..models.inits import build_model
-
-    base = build_model(recipe.backbone, 2, C, recipe.depth, recipe.width, seed=recipe.seed).to(dev).train()
-    heads = {}
-    for d in ids:
-        m = base if d == 0 else build_model(recipe.backbone, 2, C, recipe.depth, recipe.width,
-                                            seed=recipe.seed + 7919 * d).to(dev).train()  # fmt: skip
-        if d:
-            share_encoder(base, m, recipe.shared_layers)
-        heads[d] = m
+        values = [t for t in v.to(dev)]
+    base = _head_model(recipe, C, recipe.seed, 0, None).to(dev).train()
+    heads = {d: (base if d == 0 else _head_model(recipe, C, recipe.seed, d, base).to(dev).train()) for d in ids}
     K = recipe.shared_layers
-    enc = [p for k, p in base.named_parameters() if _is_shared(k, K)]
+    enc = [p for k, p in base.named_parameters() if is_encoder_key(k, K)]
     enc_ids = {id(p) for p in enc}
     own = [p for m in heads.values() for p in m.parameters() if id(p) not in enc_ids]
-    seen, params = set(), []
-    for p in enc + own:
-        if id(p) not in seen:
-            seen.add(id(p))
-            params.append(p)
-    opt = torch.optim.Adam(params, lr=recipe.lr)
-    x = _coords((recipe.size, recipe.size), dev)
-    losses = []
-    t0 = time.perf_counter()
-    for step in range(1, recipe.steps + 1):
-        opt.zero_grad(set_to_none=False)
-        feats = encoder_features(base, K, x)
-        loss = feats.sum() * 0.0  # keeps the encoder in the graph on a rank without images
-        for j, d in enumerate(ids):
-            loss = loss + torch.mean((head_forward(heads[d], K, feats) - values[j]) ** 2)
-        loss = loss / H
+    params = unique_parameters(enc + own)
+    x = make_grid((recipe.size, recipe.size), dtype=torch.float32, device=dev)
+    head_list = [heads[d] for d in ids]
+
+    def grad_step(step: int) -> torch.Tensor:
+        loss = _joint_loss(head_list, K, base.features(x, K - 1), values, H)
         loss.backward()
-        flat = torch.cat([p.grad.reshape(-1) for p in enc] + [loss.detach().reshape(1)])
+        flat = torch.cat([_grad(p).reshape(-1) for p in enc] + [loss.detach().reshape(1)])
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        total = float(flat[-1])
         off = 0
         for p in enc:
             n = p.numel()
-            p.grad.copy_(flat[off : off + n].view_as(p))
+            _grad(p).copy_(flat[off : off + n].view_as(p))
             off += n
-        opt.step()
-        losses.append(total)
-        if not math.isfinite(total):
-            raise CohortError(f"training diverged at step {step} (loss {total}); lower --lr")
-        if progress and rank.main:
-            progress(step, recipe.steps, total)
+        return flat[-1]
+
+    t0 = time.perf_counter()
+    with training_layout([base, *head_list]):
+        run = adam_loop(params, recipe.learning_rate, recipe.steps, grad_step,
+                        progress=progress if rank.main else None, error=CohortError, what="cohort training",
+                        device=dev)  # fmt: skip
     seconds = time.perf_counter() - t0
     with torch.no_grad():
         for m in heads.values():
             m.eval()
         base.eval()
-        feats = encoder_features(base, K, x)
-        scores = {d: psnr(head_forward(heads[d], K, feats), values[j]) for j, d in enumerate(ids)}
-    states = {d: {k: v.cpu() for k, v in m.state_dict().items() if not _is_shared(k, K)} for d, m in heads.items()}
+        feats = base.features(x, K - 1)
+        scores = {d: psnr(heads[d].head(feats, K), values[j]) for j, d in enumerate(ids)}
+    states = {d: {k: v.cpu() for k, v in m.state_dict().items() if not is_encoder_key(k, K)} for d, m in heads.items()}
     names = {} if local is None else dict(zip(ids, local.names))
     part = (states, scores, names, [] if local is None else local.skipped, [] if local is None else local.resized)
     parts = gather(part, rank)
-    if not rank.main:
-        return None, None
+    if not rank.main or parts is None:
+        return None
     models = build_cohort(recipe, H, C)
-    enc_state = {k: v.cpu() for k, v in base.state_dict().items() if _is_shared(k, K)}
+    enc_state = {k: v.cpu() for k, v in base.state_dict().items() if is_encoder_key(k, K)}
     models[0].load_state_dict({**models[0].state_dict(), **enc_state})
-    all_scores, all_names, skipped, resized = {}, {}, [], []
+    all_scores: dict[int, float] = {}
+    all_names: dict[int, str] = {}
+    skipped: list[str] = []
+    resized: list[str] = []
     for st, sc, nm, sk, rs in parts:
         for d, sd in st.items():
             models[d].load_state_dict({**models[d].state_dict(), **sd})
@@ -484,6 +376,12 @@ def train_cohort_sharded(paths: list[Path], recipe: CohortRecipe, rank, progress
         resized += rs
     for m in models:
         m.eval()
-    res = CohortTrainResult(recipe, [all_names[d] for d in range(H)], [all_scores[d] for d in range(H)], losses,
-                            seconds, skipped, resized)  # fmt: skip
-    return models, res
+    return CohortTrainResult(recipe=recipe, names=[all_names[d] for d in range(H)],
+                             psnr=[all_scores[d] for d in range(H)], loss=run.losses.tolist(), seconds=seconds,
+                             skipped=skipped, resized=resized, models=models)  # fmt: skip
+
+
+def _grad(p: torch.Tensor) -> torch.Tensor:
+    if p.grad is None:  # pragma: no cover - every encoder parameter is in the graph of every rank's loss
+        raise CohortError("an encoder parameter got no gradient")
+    return p.grad

@@ -1,3 +1,4 @@
+# NOTE FROM THE LEAD: read /work/wt/fitcohort/LEAD_NOTES_READ_FIRST.md now (rules, deadline 16:00 UTC, commit often). Delete this line when read.
 """Fit a coordinate MLP to an image or occupancy target (DESIGN.md section 5).
 
 Loss: MSE on [0, 1] values for images (metric PSNR), BCE-with-logits for occupancy (metric IoU at
@@ -15,29 +16,40 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..device import tune_malloc
-from ..errors import InrdiagError
-from ..spectra import DEFAULT_TOL, layer_ranks
+import torch
+from torch import nn
 
-#: Largest grid fitted full-batch by default (points); larger targets use sampled batches.
-FULL_BATCH_MAX = 2**17
-SAMPLED_BATCH = 2**16
-#: Default size of the network: 3 hidden layers of 128 ReLU units (about 35 s for 1000 full-batch
-#: steps on a 128x128 image on a 2-core CPU).
-DEFAULT_DEPTH = 3
-DEFAULT_WIDTH = 128
-DEFAULT_STEPS = 1000
-DEFAULT_LR = 1e-3
+from ..device import resolve_device, tune_malloc
+from ..errors import InrdiagError
+from ..grid import check_memory
+from ..models.inits import build_model, build_spec, get_scheme
+from ..models.predict import predict
+from ..models.spec import ArchSpec
+from ..progress import Progress
+from ..seeds import check_seed
+from ..signals.kinds import loss_function
+from ..spectra import DEFAULT_TOL, layer_ranks
+from .defaults import (
+    DEFAULT_DEPTH,
+    DEFAULT_INIT,
+    DEFAULT_LR,
+    DEFAULT_STEPS,
+    DEFAULT_WIDTH,
+    FULL_BATCH_MAX,
+    SAMPLED_BATCH,
+)
+from .optim import REPORT_POINTS, adam_loop, is_report_step, report_every, training_layout
+from .targets import METRIC_NAME, Target, metric
+
 #: Most CPU threads accepted (torch's set_num_threads takes a C int; no machine has more cores).
 MAX_THREADS = 4096
-#: Points per chunk when evaluating the whole grid.
-EVAL_CHUNK = 65536
+#: Held-out metric records per fit (--holdout-stride), evenly spaced, plus the first and the last step.
+HELDOUT_POINTS = 50
 
-Progress = Callable[[int, int, float, float], None]
+__all__ = ["FitConfig", "FitResult", "Progress", "RankRecord", "fit", "holdout_mask", "provenance"]
 
 
 @dataclass
@@ -45,7 +57,7 @@ class FitConfig:
     """What to fit and how (every field is recorded in the checkpoint's provenance)."""
 
     #: Inlet scheme, see ``inrdiag.models.inits.SCHEMES``.
-    init: str = "rank-expand"
+    init: str = DEFAULT_INIT
     #: Hidden layers and their width.
     depth: int = DEFAULT_DEPTH
     width: int = DEFAULT_WIDTH
@@ -62,8 +74,8 @@ class FitConfig:
     holdout_stride: int = 1
     #: Numerical-rank tolerance for the rank records.
     tol: float = DEFAULT_TOL
-    #: Record the loss/metric curve this many times (evenly spaced, plus the last step).
-    curve_points: int = 200
+    #: Record the loss/metric curve this many times (evenly spaced, plus the first and the last step).
+    curve_points: int = REPORT_POINTS
     #: Tune glibc malloc at the start (see ``tune_malloc``): 1.3-1.9x faster full-batch CPU steps.
     tune_malloc: bool = True
     #: CPU threads for the fit (None: torch's default, one per core). On a machine shared with
@@ -72,9 +84,6 @@ class FitConfig:
 
     def validate(self) -> None:
         """Raise an InrdiagError naming the field (and its flag), the value and what is allowed."""
-        from ..models.inits import get_scheme
-        from ..seeds import check_seed
-
         if not isinstance(self.init, str):
             raise InrdiagError(f"--init must be a scheme name (FitConfig.init, a str), got {self.init!r}")
         if self.init != "keep":  # "keep": a user's module fitted with the init its code gave it
@@ -108,16 +117,20 @@ def _int_field(name: str, value: Any, low: int) -> None:
     flag = "--" + name.replace("_", "-")
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise InrdiagError(f"{flag} must be an integer >= {low} (FitConfig.{name}), got {value!r}")
-    if value < low:
+    if int(value) < low:
         raise InrdiagError(f"{flag} must be >= {low} (FitConfig.{name}), got {value}")
 
 
 def _positive_number(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (value > 0 and math.isfinite(value)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not (float(value) > 0 and math.isfinite(value))
+    ):
         raise InrdiagError(f"--{name} must be a positive number (FitConfig.{name}), got {value!r}")
 
 
-def fit_memory(spec, points: int, batch: int) -> tuple[float, str]:
+def fit_memory(spec: ArchSpec, points: int, batch: int) -> tuple[float, str]:
     """Bytes a fit of an MLP ``spec`` on ``points`` grid points with ``batch`` points per step needs, roughly,
     and the flag that lowers the largest part.
 
@@ -132,7 +145,7 @@ def fit_memory(spec, points: int, batch: int) -> tuple[float, str]:
         "--batch-size": 16.0 * batch * (sum(spec.hidden) + spec.encoded_features),
         "--size": 4.0 * points * (2 * spec.in_features + 2 * spec.out_features),
     }
-    return sum(parts.values()), max(parts, key=parts.get)
+    return sum(parts.values()), max(parts, key=lambda k: parts[k])
 
 
 @dataclass
@@ -193,10 +206,8 @@ class FitResult:
         }  # fmt: skip
 
 
-def holdout_mask(shape: tuple[int, ...], stride: int):
+def holdout_mask(shape: tuple[int, ...], stride: int) -> torch.Tensor:
     """Bool vector over the flattened grid: True where every index is a multiple of ``stride``."""
-    import torch
-
     axes = [torch.arange(n) % stride == 0 for n in shape]
     mesh = torch.meshgrid(*axes, indexing="ij")
     m = mesh[0]
@@ -205,20 +216,10 @@ def holdout_mask(shape: tuple[int, ...], stride: int):
     return m.reshape(-1)
 
 
-def predict(model, coords, chunk: int = EVAL_CHUNK):
-    """Model output on ``coords`` in chunks, no gradients, in the model's current mode."""
-    import torch
-
-    with torch.no_grad():
-        return torch.cat([model(coords[i : i + chunk]) for i in range(0, coords.shape[0], chunk)])
-
-
-def fit(target, config: FitConfig | None = None, progress: Progress | None = None, model=None) -> FitResult:
-    """Fit a new MLP (built by ``config.init``) to ``target`` (``inrdiag.fitting.targets.Target``)."""
-    import torch
-
-    from .targets import Target
-
+def fit(target: Target, config: FitConfig | None = None, progress: Progress | None = None,
+        model: nn.Module | None = None) -> FitResult:  # fmt: skip
+    """Fit a new MLP (built by ``config.init``) to ``target`` (``inrdiag.fitting.targets.Target``), or
+    ``model`` (your own module) when given. ``progress(step, steps, loss, metric)`` on report steps."""
     if not isinstance(target, Target):
         raise InrdiagError(f"fit needs a Target (inrdiag.load_target(path)), got {type(target).__name__}")
     if config is not None and not isinstance(config, FitConfig):
@@ -239,10 +240,9 @@ def fit(target, config: FitConfig | None = None, progress: Progress | None = Non
         torch.set_num_threads(before)
 
 
-def _prepare_user_model(model, target, cfg: FitConfig, batch: int, notes: list[str]):
+def _prepare_user_model(model: nn.Module, target: Target, cfg: FitConfig, batch: int, notes: list[str]) -> nn.Module:
     """Check the user's module against the target (d coordinates in, C outputs out) and the memory a fit
     needs; ``cfg.init`` other than "keep" re-initialises its inlet (the first nn.Linear it calls)."""
-    from ..grid import check_memory
     from ..models.adapter import as_adapter
 
     ad = as_adapter(model, in_features=target.dim)
@@ -262,15 +262,7 @@ def _prepare_user_model(model, target, cfg: FitConfig, batch: int, notes: list[s
     return model
 
 
-def _fit(target, cfg: FitConfig, progress: Progress | None, user_model=None) -> FitResult:
-    import torch
-
-    from ..device import resolve_device
-    from ..grid import check_memory
-    from ..models.inits import build_model, build_spec
-    from ..signals.kinds import loss_function
-    from .targets import METRIC_NAME, metric
-
+def _fit(target: Target, cfg: FitConfig, progress: Progress | None, user_model: nn.Module | None = None) -> FitResult:
     notes: list[str] = list(getattr(target, "notes", []))
     if cfg.tune_malloc and not tune_malloc():
         notes.append("glibc malloc tuning not available on this platform")
@@ -280,6 +272,7 @@ def _fit(target, cfg: FitConfig, progress: Progress | None, user_model=None) -> 
     dev = resolve_device(cfg.device)
     n_fit = target.points if cfg.holdout_stride == 1 else math.prod(-(-s // cfg.holdout_stride) for s in target.shape)
     batch = min(cfg.batch_size or (n_fit if n_fit <= FULL_BATCH_MAX else SAMPLED_BATCH), n_fit)
+    model: nn.Module
     if user_model is None:
         spec = build_spec(cfg.init, target.dim, target.channels, cfg.depth, cfg.width)
         need, flag = fit_memory(spec, target.points, batch)
@@ -303,23 +296,20 @@ def _fit(target, cfg: FitConfig, progress: Progress | None, user_model=None) -> 
 
     kind = target.kind
     loss_fn = loss_function(kind)
-    opt = _adam(model.parameters(), cfg.lr)
     gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
-    every = max(1, cfg.steps // max(1, cfg.curve_points))
     curve_step: list[int] = []
     curve_loss: list[float] = []
     curve_metric: list[float] = []
     ranks: list[RankRecord] = []
-    held_every = max(1, cfg.steps // 50)
+    held_every = report_every(cfg.steps, HELDOUT_POINTS)
     held_step: list[int] = []
     held_curve: list[float] = []
     if cfg.track_rank:
         ranks.append(_rank_record(0, model, target.shape, cfg.tol, dev))
-    model.train()
-    t0 = time.perf_counter()
-    rank_time = 0.0
-    loss_value = math.nan
-    for step in range(1, cfg.steps + 1):
+    # The last step's batch and prediction, for the metric of a report step (no recomputation).
+    last: dict[str, torch.Tensor] = {}
+
+    def grad_step(step: int) -> torch.Tensor:
         if full:
             x, y = coords, values
         else:
@@ -327,32 +317,41 @@ def _fit(target, cfg: FitConfig, progress: Progress | None, user_model=None) -> 
             x, y = coords[idx], values[idx]
         pred = model(x)
         loss = loss_fn(pred, y)
-        opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-        if step % every == 0 or step == cfg.steps or step == 1:
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                raise InrdiagError(f"loss became {loss_value} at step {step}; lower --lr (now {cfg.lr:g})")
-            m = metric(kind, pred, y)
-            curve_step.append(step)
-            curve_loss.append(loss_value)
-            curve_metric.append(m)
-            if progress is not None:
-                progress(step, cfg.steps, loss_value, m)
-        if mask is not None and (step % held_every == 0 or step == cfg.steps or step == 1):
+        last["pred"], last["y"] = pred, y
+        return loss.detach()
+
+    def on_report(step: int, loss: float) -> float:
+        m = metric(kind, last["pred"], last["y"])
+        curve_step.append(step)
+        curve_loss.append(loss)
+        curve_metric.append(m)
+        return m
+
+    side_time = 0.0  # held-out and rank evaluations, not counted in the fit's time
+
+    def after_step(step: int) -> None:
+        nonlocal side_time
+        last.clear()
+        if mask is not None and is_report_step(step, cfg.steps, held_every):
             r0 = time.perf_counter()
             model.eval()  # no gradients and no batch-norm statistics updated: training is unchanged
             held_step.append(step)
             held_curve.append(metric(kind, predict(model, coords_all[~mask]), values_all[~mask]))
             model.train()
-            rank_time += time.perf_counter() - r0
+            side_time += time.perf_counter() - r0
         if cfg.track_rank and (step % cfg.track_rank == 0 or step == cfg.steps):
             r0 = time.perf_counter()
             ranks.append(_rank_record(step, model, target.shape, cfg.tol, dev))
             model.train()
-            rank_time += time.perf_counter() - r0
-    seconds = time.perf_counter() - t0 - rank_time
+            side_time += time.perf_counter() - r0
+
+    model.train()
+    t0 = time.perf_counter()
+    with training_layout([model]):
+        adam_loop(model.parameters(), cfg.lr, cfg.steps, grad_step, on_report=on_report, after_step=after_step,
+                  progress=progress, every=report_every(cfg.steps, cfg.curve_points), what="the fit", device=dev)  # fmt: skip
+    seconds = time.perf_counter() - t0 - side_time
 
     model.eval()
     out = predict(model, coords_all)
@@ -368,24 +367,12 @@ def _fit(target, cfg: FitConfig, progress: Progress | None, user_model=None) -> 
         init_inlet_effective_rank=init_rank.effective_rank, init_inlet_numerical_rank=init_rank.numerical_rank,
         curve_step=curve_step, curve_loss=curve_loss, curve_metric=curve_metric, ranks=ranks, seconds=seconds,
         steps_per_second=cfg.steps / seconds if seconds > 0 else math.inf, device=str(dev), batch_size=batch,
-        train_points=n, parameters=sum(p.numel() for p in model.parameters()), model=model.cpu(), notes=notes, heldout_step=held_step,
-        heldout_curve=held_curve, details=details,
+        train_points=n, parameters=sum(p.numel() for p in model.parameters()), model=model.cpu(), notes=notes,
+        heldout_step=held_step, heldout_curve=held_curve, details=details,
     )  # fmt: skip
 
 
-def _adam(params, lr: float):
-    """Adam, fused into one kernel where torch supports it (CPU and CUDA since torch 2.4: ~5% faster
-    full-batch steps, benchmarks/bench_fit.py); else torch's default (foreach) implementation."""
-    import torch
-
-    params = list(params)
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, lr=lr)
-
-
-def _rank_record(step: int, model, shape, tol, dev) -> RankRecord:
+def _rank_record(step: int, model: nn.Module, shape: tuple[int, ...], tol: float, dev: torch.device) -> RankRecord:
     stats = layer_ranks(model, shape, tol, dev)
     return RankRecord(step, [s.effective_rank for s in stats], [s.numerical_rank for s in stats])
 

@@ -13,7 +13,10 @@ import math
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+import numpy as np
+import torch
 
 from ..errors import TargetError
 from ..metrics import psnr, to_luma
@@ -32,7 +35,7 @@ class Target:
     path: str
     sha256: str
     shape: tuple[int, ...]
-    values: Any  # torch.Tensor, N x C, float32
+    values: torch.Tensor  # N x C, float32
     #: Plain-JSON facts of the loader (sample rate, mesh normalisation, notes), kept in provenance.
     meta: dict[str, Any] = field(default_factory=dict)
     #: Optional ``evaluate(model, out) -> dict`` run after a fit (dense held-out IoU, per-frame PSNR).
@@ -52,7 +55,8 @@ class Target:
     def dim(self) -> int:
         return len(self.shape)
 
-    def coords(self, dtype=None, device=None):
+    def coords(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+        """The grid coordinates (N x d) of the target's samples (``grid.make_grid``)."""
         from ..grid import make_grid
 
         return make_grid(self.shape, dtype=dtype, device=device)
@@ -137,8 +141,6 @@ def _load_image(p: Path, size: int | None) -> Target:
     import warnings
 
     import imageio.v3 as iio
-    import numpy as np
-    import torch
 
     from ..grid import check_memory
 
@@ -209,9 +211,8 @@ def _load_image(p: Path, size: int | None) -> Target:
 NPZ_KEYS = ("occupancy", "occ", "voxels", "volume", "data")
 
 
-def _npy_header(f) -> tuple[tuple[int, ...], Any]:
+def _npy_header(f: IO[bytes]) -> tuple[tuple[int, ...], Any]:
     """(shape, dtype) from an .npy stream's header (``numpy.lib.format``), leaving the data unread."""
-    import numpy as np
 
     fmt = np.lib.format
     version = fmt.read_magic(f)
@@ -240,9 +241,6 @@ def _volume_header(p: Path) -> tuple[str | None, tuple[int, ...], Any]:
 
 def _load_volume(p: Path, size: int | None) -> Target:
     import zipfile
-
-    import numpy as np
-    import torch
 
     from ..grid import check_memory
 
@@ -289,7 +287,7 @@ def _check_points(n: int, p: Path) -> None:
                           f"exceed the limit of {MAX_POINTS:,}; resample with --size")  # fmt: skip
 
 
-def match_channels(values, channels: int):
+def match_channels(values: torch.Tensor, channels: int) -> tuple[torch.Tensor, str | None]:
     """Target values (N x C) as ``channels`` channels: gray -> RGB repeats, RGB -> gray is ITU-R 601 luma.
 
     Returns (values, note or None); raises TargetError for any other mismatch."""
@@ -313,9 +311,8 @@ def fit_to_model(tgt: Target, in_features: int, out_features: int) -> str | None
     return note
 
 
-def iou(logits, target, threshold: float = 0.5) -> float:
+def iou(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5) -> float:
     """Intersection over union of ``sigmoid(logits) > threshold`` (i.e. logits > 0 at 0.5) and target."""
-    import torch
 
     pred = torch.sigmoid(logits.detach().to(torch.float64)) > threshold
     truth = target > 0.5
@@ -323,7 +320,7 @@ def iou(logits, target, threshold: float = 0.5) -> float:
     return 1.0 if union == 0 else int((pred & truth).sum()) / union
 
 
-def metric(kind: str, pred, target) -> float:
+def metric(kind: str, pred: torch.Tensor, target: torch.Tensor) -> float:
     """PSNR (images, dB) or IoU (occupancy, in [0, 1]); other kinds: ``inrdiag.signals.kinds.metric``."""
     if kind == "image":
         return psnr(pred, target)

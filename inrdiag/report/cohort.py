@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .common import console, fmt, pyplot, sparkline
 
+if TYPE_CHECKING:
+    from ..cohort.freeze import SweepReport
+    from ..cohort.train import CohortTrainResult
 
-def render_cohort_train(res, path: str) -> None:
+
+def render_cohort_train(res: CohortTrainResult, path: str) -> None:
     from rich.table import Table
 
     c = console()
@@ -19,14 +25,14 @@ def render_cohort_train(res, path: str) -> None:
     for d, (name, p) in enumerate(zip(res.names, res.psnr)):
         t.add_row(str(d), name, f"{p:.2f}")
     c.print(t)
-    c.print(f"mean PSNR {sum(res.psnr) / len(res.psnr):.2f} dB; trained in {res.seconds:.1f} s; saved {path}")
+    c.print(f"mean PSNR {res.psnr_mean:.2f} dB; trained in {res.seconds:.1f} s; saved {path}")
     for s in res.skipped:
         c.print(f"skipped (not an image): {s}")
     for s in res.resized:
         c.print(f"converted: {s}")
 
 
-def render_sweep(rep) -> None:
+def render_sweep(rep: SweepReport) -> None:
     from rich.table import Table
 
     c = console()
@@ -59,7 +65,7 @@ def render_sweep(rep) -> None:
     c.print(f"[dim]{rep.seconds:.1f} s[/dim]")
 
 
-def plot_sweep(rep, path: str, force: bool = False) -> None:
+def plot_sweep(rep: SweepReport, path: str, force: bool = False) -> None:
     """PSNR after the last step against the number of frozen layers k (mean ± std over held-out images),
     the scratch baseline, the encoder's weight stable rank (right axis, from 0), and k* / the measured
     best k marked on the plot itself. The legend sits below the axes, never on the data."""

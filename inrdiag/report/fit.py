@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .common import CYCLE, INLET_COLOR, console, fmt, pyplot, save_figure
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..fitting.loop import FitResult
+    from ..fitting.targets import Target
+    from ..study.single import CompareResult
 
 
 def _metric(name: str, x: float | None) -> str:
@@ -16,7 +24,7 @@ def _metric(name: str, x: float | None) -> str:
     return f"{x:.4f}"
 
 
-def render_fit(res, saved: dict[str, str] | None = None) -> None:
+def render_fit(res: FitResult, saved: dict[str, str] | None = None) -> None:
     from rich.table import Table
 
     c = console()
@@ -56,7 +64,7 @@ def render_fit(res, saved: dict[str, str] | None = None) -> None:
         c.print(f"note: {note}")
 
 
-def plot_fit(res, path: str, force: bool = False, target=None) -> None:
+def plot_fit(res: FitResult, path: str, force: bool = False, target: Target | None = None) -> None:
     """Top: loss, metric (training batch, and held-out points with --holdout-stride) and, with rank records,
     effective rank per hidden layer with the width as reference. Bottom, given the target: target,
     reconstruction and error map (volumes: the middle slice of each)."""
@@ -102,13 +110,13 @@ def plot_fit(res, path: str, force: bool = False, target=None) -> None:
     plt.close(fig)
 
 
-def _images(fig, model, target, rows: int, cols: int) -> None:
+def _images(fig: Any, model: nn.Module, target: Target, rows: int, cols: int) -> None:
     """Target, reconstruction and |error| (images) or truth, prediction and their disagreement (volumes:
     middle slice along the first axis), each with its own colour bar where values are not [0, 1]."""
     import numpy as np
     import torch
 
-    from ..fitting.loop import predict
+    from ..models.predict import predict
 
     model = model.eval()
     out = predict(model, target.coords(dtype=next(model.parameters()).dtype)).to(torch.float64)
@@ -141,7 +149,7 @@ def _images(fig, model, target, rows: int, cols: int) -> None:
         ax.axis("off")
 
 
-def save_reconstruction(model, target, path: str, force: bool = False) -> None:
+def save_reconstruction(model: nn.Module, target: Target, path: str, force: bool = False) -> None:
     """Images: the reconstruction as an 8-bit PNG. Volumes: 3 slices along axis 0 at 1/4, 1/2, 3/4,
     target (top row) above the reconstruction thresholded at 0.5 (bottom row), one PNG."""
     from ..signals.recon import handles, save_signal_reconstruction
@@ -154,7 +162,7 @@ def save_reconstruction(model, target, path: str, force: bool = False) -> None:
     import torch
 
     from ..files import atomic_write
-    from ..fitting.loop import predict
+    from ..models.predict import predict
 
     model = model.eval()
     out = predict(model, target.coords(dtype=next(model.parameters()).dtype))
@@ -179,7 +187,7 @@ def save_reconstruction(model, target, path: str, force: bool = False) -> None:
     atomic_write(path, lambda tmp: iio.imwrite(tmp, data, extension=".png"), force)
 
 
-def render_compare(res, saved: dict[str, str] | None = None) -> None:
+def render_compare(res: CompareResult, saved: dict[str, str] | None = None) -> None:
     from rich.table import Table
 
     c = console()
@@ -221,7 +229,7 @@ def render_compare(res, saved: dict[str, str] | None = None) -> None:
         c.print(f"wrote {what}: {path}")
 
 
-def plot_compare(res, path: str, force: bool = False) -> None:
+def plot_compare(res: CompareResult, path: str, force: bool = False) -> None:
     """Left: metric curve per init, mean over seeds with a ± std band. Right: final metric against inlet
     effective rank at init, mean ± std over seeds (seeds as faint points). PDF/SVG when the path says so."""
     import numpy as np

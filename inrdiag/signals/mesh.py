@@ -39,9 +39,9 @@ from torch import nn
 
 from ..errors import TargetError
 from ..files import atomic_write
-from ..fitting.loop import predict
 from ..fitting.targets import Target, _check_points, file_sha256
 from ..grid import check_memory
+from ..models.predict import predict
 from .errors import MeshError, require
 from .kinds import SDF_TRUNCATION
 

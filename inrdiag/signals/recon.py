@@ -20,8 +20,8 @@ from torch import nn
 
 from ..errors import TargetError
 from ..files import atomic_write
-from ..fitting.loop import predict
 from ..fitting.targets import Target
+from ..models.predict import predict
 
 RECON_SUFFIXES = {
     "image": (".png", ".npy"),

@@ -17,12 +17,12 @@ final PSNR:
 
 from __future__ import annotations
 
-import random
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..cohort.recipe import DEFAULT_HOLDOUT, DEFAULT_SWEEP_STEPS, CohortRecipe
 from ..errors import InrdiagError
 from .jobs import Job, safe, signal_ref
 from .stats import Paired, paired
@@ -31,13 +31,15 @@ KIND = "freeze-sweep"
 
 
 def split(paths: list[Path], holdout: int, seed: int) -> tuple[list[Path], list[Path]]:
-    """(train, test) of one seeded split, each sorted by name (as a plain ``freeze-sweep``)."""
-    order = list(paths)
-    random.Random(seed).shuffle(order)
-    return sorted(order[holdout:]), sorted(order[:holdout])
+    """(train, test) of one seeded split, each sorted by name (as a plain ``freeze-sweep``):
+    ``inrdiag.cohort.folders.split_images``."""
+    from ..cohort.folders import split_images
+
+    return split_images(paths, holdout, seed)
 
 
-def prepare(paths: list[Path], recipe, *, splits: int = 1, seeds: int = 1, holdout: int = 2, steps: int = 300,
+def prepare(paths: list[Path], recipe: CohortRecipe, *, splits: int = 1, seeds: int = 1, holdout: int = DEFAULT_HOLDOUT,
+            steps: int = DEFAULT_SWEEP_STEPS,
             lr: float | None = None, test: list[Path] | None = None, cohort: str | None = None,
             cohort_names: list[str] | None = None) -> tuple[list[Job], dict[str, Any]]:  # fmt: skip
     """(jobs, study config). ``test``: fixed held-out images (one split). ``cohort``: a cohort
@@ -59,12 +61,13 @@ def prepare(paths: list[Path], recipe, *, splits: int = 1, seeds: int = 1, holdo
             refs[key] = signal_ref(p.resolve(), len(refs))
         return refs[key]
 
-    split_lists = []
+    #: (training images, held-out images, the cohort checkpoint's training image names or None)
+    split_lists: list[tuple[list[Path], list[Path], list[str] | None]] = []
     for i in range(splits):
         if cohort is not None:
-            tr = [] if cohort_names is None else list(cohort_names)
-            te = test if test is not None else [p for p in paths if p.name not in set(cohort_names or [])]
-            split_lists.append(([], te, tr))
+            known = [] if cohort_names is None else list(cohort_names)
+            held = test if test is not None else [p for p in paths if p.name not in set(cohort_names or [])]
+            split_lists.append(([], held, known))
         elif test is not None:
             split_lists.append((paths, test, None))
         else:
@@ -72,8 +75,7 @@ def prepare(paths: list[Path], recipe, *, splits: int = 1, seeds: int = 1, holdo
                 raise InrdiagError(f"{len(paths)} image(s); a sweep needs at least 2 (cohort + held-out)")
             if not 1 <= holdout < len(paths):
                 raise InrdiagError(f"--holdout must be 1..{len(paths) - 1} for {len(paths)} images, got {holdout}")
-            tr, te = split(paths, holdout, base_seed + i)
-            split_lists.append((tr, te, None))
+            split_lists.append((*split(paths, holdout, base_seed + i), None))
     if not split_lists[0][1]:
         raise InrdiagError("no held-out images: every image was in the cohort; give held-out images with --test DIR")
     ck = None if cohort is None else {"path": str(Path(cohort).resolve()), "sha256": file_sha256(cohort)}
@@ -144,12 +146,13 @@ def from_records(config: dict[str, Any], records: dict[str, dict[str, Any]], run
     by_split: dict[int, list[dict[str, Any]]] = {}
     for rec in sorted(records.values(), key=lambda r: (r["job"]["split"], r["job"]["seed"])):
         by_split.setdefault(rec["job"]["split"], []).append(rec)
-    rows, units = [], {"k*": [], "full": [], "best": [], "scratch": []}
+    rows: list[SplitRow] = []
+    units: dict[str, list[float]] = {"k*": [], "full": [], "best": [], "scratch": []}
     agree = 0
-    sweeps = []
+    sweeps: list[dict[str, Any]] = []
     for i, recs in sorted(by_split.items()):
         test = recs[0]["result"]["test_images"]
-        per = {name: [] for name in units}  # per test image: mean over seeds
+        per: dict[str, list[float]] = {name: [] for name in units}  # per test image: mean over seeds
         vals: dict[str, list[list[float]]] = {name: [] for name in units}
         for rec in recs:
             sw = rec["result"]
@@ -163,10 +166,13 @@ def from_records(config: dict[str, Any], records: dict[str, dict[str, Any]], run
         for name in units:
             per[name] = [statistics.fmean(v[t] for v in vals[name]) for t in range(len(test))]
             units[name] += per[name]
-        rows.append(SplitRow(i, test, [r["job"]["seed"] for r in recs],
-                             [r["result"]["recommended_freeze_depth"] for r in recs],
-                             [r["result"]["measured_best_k"] for r in recs],
-                             *(statistics.fmean(per[n]) for n in ("k*", "full", "best", "scratch"))))  # fmt: skip
+        rows.append(SplitRow(split=i, test_images=test, seeds=[r["job"]["seed"] for r in recs],
+                             k_star=[r["result"]["recommended_freeze_depth"] for r in recs],
+                             best_k=[r["result"]["measured_best_k"] for r in recs],
+                             psnr_k_star=statistics.fmean(per["k*"]), psnr_full=statistics.fmean(per["full"]),
+                             psnr_best=statistics.fmean(per["best"]),
+                             psnr_scratch=statistics.fmean(per["scratch"])))  # fmt: skip
     pairs = [paired(units["k*"], units[b], "freeze at k*", label)
              for b, label in (("full", "full fine-tuning (k=0)"), ("best", "measured best k"), ("scratch", "scratch"))]  # fmt: skip
-    return FreezeStudy(config, rows, pairs, agree, len(records), sweeps, run_dir)
+    return FreezeStudy(config=config, rows=rows, paired=pairs, agree=agree, jobs=len(records), sweeps=sweeps,
+                       run_dir=run_dir)  # fmt: skip

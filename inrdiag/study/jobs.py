@@ -13,9 +13,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InrdiagError
+
+if TYPE_CHECKING:
+    from ..fitting.targets import Target
 
 #: Fields of FitConfig that say where a fit runs, not what it computes (left out of job configs).
 EXECUTION_FIELDS = ("device", "threads")
@@ -59,7 +62,8 @@ def fit_job(signal: dict[str, Any], size: int | None, fit_config: dict[str, Any]
     return Job(key, {"kind": "fit", "signal": signal, "size": size, "fit": cfg})
 
 
-def run_job(job: Job, device: str = "cpu", threads: int | None = None, on_step: StepProgress | None = None):
+def run_job(job: Job, device: str = "cpu", threads: int | None = None,
+            on_step: StepProgress | None = None) -> dict[str, Any]:  # fmt: skip
     """Run ``job`` and return its result (JSON-able dict)."""
     if job.kind == "fit":
         return _run_fit(job, device, threads, on_step)
@@ -68,7 +72,7 @@ def run_job(job: Job, device: str = "cpu", threads: int | None = None, on_step: 
     raise InrdiagError(f"unknown job kind {job.kind!r}")  # pragma: no cover
 
 
-def _load_signal(signal: dict[str, Any], size: int | None):
+def _load_signal(signal: dict[str, Any], size: int | None) -> Target:
     from ..fitting.targets import load_target
 
     tgt = load_target(signal["path"], size)
@@ -120,12 +124,13 @@ def _run_freeze(job: Job, device: str, threads: int | None) -> dict[str, Any]:
             ck = c["cohort"]
             if file_sha256(ck["path"]) != ck["sha256"]:
                 raise InrdiagError(f"{ck['path']} changed since the study was set up (sha256 differs)")
-            models, _, _ = load_cohort(ck["path"])
+            models = load_cohort(ck["path"]).models
             notes.append(f"encoder from {ck['path']}")
         else:
             data = load_images([Path(images[n]["path"]) for n in c["train"]], recipe.size)
-            models, res = train_cohort(data, recipe, device=device)
-            cohort_psnr = sum(res.psnr) / len(res.psnr)
+            res = train_cohort(data, recipe, device=device)
+            models = res.models
+            cohort_psnr = res.psnr_mean
             notes.append(f"cohort trained on {len(res.names)} images: mean PSNR {cohort_psnr:.2f} dB")
         test = load_images([Path(images[n]["path"]) for n in c["test"]], recipe.size,
                            channels=models[0].spec.out_features)  # fmt: skip

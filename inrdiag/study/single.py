@@ -9,8 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from torch import nn
+
 from ..errors import InrdiagError
+from ..fitting.defaults import DEFAULT_SEEDS
 from ..fitting.loop import FitConfig, FitResult, fit
+from ..fitting.targets import Target
 
 
 @dataclass
@@ -76,8 +80,9 @@ class CompareResult:
 CompareProgress = Callable[[str, int, int, int, float, float], None]
 
 
-def compare(target, inits: list[str], seeds: int = 3, config: FitConfig | None = None,
-            progress: CompareProgress | None = None, model_factory=None) -> CompareResult:  # fmt: skip
+def compare(target: Target, inits: list[str], seeds: int = DEFAULT_SEEDS, config: FitConfig | None = None,
+            progress: CompareProgress | None = None,
+            model_factory: Callable[[int], nn.Module] | None = None) -> CompareResult:  # fmt: skip
     """Fit ``target`` once per (init, seed) with the same budget (``config`` minus its init).
 
     Seeds are ``config.seed, config.seed + 1, ...``. Every run gets the same depth, width, steps,
@@ -101,7 +106,7 @@ def compare(target, inits: list[str], seeds: int = 3, config: FitConfig | None =
             model = None if model_factory is None else model_factory(seed)
             results.append(fit(target, replace(base, init=init, seed=seed), cb, model=model))
         metric_name = results[0].metric_name
-        heldout = None if results[0].heldout_metric is None else [r.heldout_metric for r in results]
+        heldout = None if results[0].heldout_metric is None else [_float(r.heldout_metric) for r in results]
         rows.append(CompareRow(
             init=init, seeds=[r.config.seed for r in results], metrics=[r.metric for r in results],
             heldout_metrics=heldout, inlet_effective_rank=[r.init_inlet_effective_rank for r in results],
@@ -111,6 +116,10 @@ def compare(target, inits: list[str], seeds: int = 3, config: FitConfig | None =
         ))  # fmt: skip
         curves[init] = [{"step": r.curve_step, "loss": r.curve_loss, "metric": r.curve_metric} for r in results]
     return CompareResult(target.to_dict(), replace(base), metric_name, rows, curves)
+
+
+def _float(x: float | None) -> float:
+    return math.nan if x is None else x
 
 
 def result_from_records(config: dict[str, Any], records: dict[str, dict[str, Any]]) -> CompareResult:
