@@ -36,7 +36,10 @@ def resolve(raw: RawCheckpoint, opts: LoadOptions) -> Resolved:
 
 
 def _chain_state(
-    paths: list[str], weights: list[torch.Tensor], tensors: dict[str, torch.Tensor], infos: dict[str, TensorInfo],
+    paths: list[str],
+    weights: list[torch.Tensor],
+    tensors: dict[str, torch.Tensor],
+    infos: dict[str, TensorInfo],
     path: str,
 ) -> tuple[dict[str, torch.Tensor], bool]:
     """The key renames every layout shares: the k-th path's weight (out_k, in_k) and bias (out_k,) become

@@ -58,8 +58,13 @@ NET_LINEAR = Layout(
     codebase="SIREN notebook Siren(outermost_linear=True), FINER Siren/Finer/Gauss, WIRE INR",
     checked=(SRC_NOTEBOOK, SRC_FINER, SRC_WIRE),
     matches=lambda chain: net_linear(chain) and not linear_last(chain),
-    fixed={"out_activation": ("none", f"layout rule: a plain last layer net.{{L}} is outermost_linear=True (nn.Linear), "
-                                      f"{SRC_NOTEBOOK}, {SRC_FINER}, {SRC_WIRE}")},  # fmt: skip
+    fixed={
+        "out_activation": (
+            "none",
+            f"layout rule: a plain last layer net.{{L}} is outermost_linear=True (nn.Linear), "
+            f"{SRC_NOTEBOOK}, {SRC_FINER}, {SRC_WIRE}",
+        )
+    },
     why={"activation": _SHARED_NET_LINEAR},
     w0=_w0_siren_family,
 )
@@ -70,8 +75,13 @@ NET_LINEAR_HIDDEN_OUT = Layout(
     codebase="SIREN notebook Siren(outermost_linear=False), WIRE INR(outermost_linear=False)",
     checked=(SRC_NOTEBOOK, SRC_WIRE),
     matches=lambda chain: net_linear(chain) and linear_last(chain),
-    fixed={"out_activation": ("same as hidden", f"layout rule: a last SineLayer-style module net.{{L}}.linear is "
-                              f"outermost_linear=False (the hidden layers' class, hidden_omega_0), {SRC_NOTEBOOK}, {SRC_WIRE}")},  # fmt: skip  # noqa: E501
+    fixed={
+        "out_activation": (
+            "same as hidden",
+            f"layout rule: a last SineLayer-style module net.{{L}}.linear is "
+            f"outermost_linear=False (the hidden layers' class, hidden_omega_0), {SRC_NOTEBOOK}, {SRC_WIRE}",
+        )
+    },
     why={"activation": _SHARED_NET_LINEAR},
     w0=_w0_siren_family,
 )

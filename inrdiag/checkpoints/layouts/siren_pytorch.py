@@ -41,7 +41,11 @@ V0_1 = Layout(
     matches=_sirennet("layers"),
     fixed={"activation": _SINE},
     why={"out_activation": _OUT_WHY},
-    w0=lambda act: (30.0, 1.0, f"layout rule: siren-pytorch >= 0.1.0 (layers.{{i}}) SirenNet(w0_initial=30, w0=1), {SRC_SP}"),  # noqa: E501
+    w0=lambda act: (
+        30.0,
+        1.0,
+        f"layout rule: siren-pytorch >= 0.1.0 (layers.{{i}}) SirenNet(w0_initial=30, w0=1), {SRC_SP}",
+    ),
     roles=_grid,
 )
 
