@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_model
+from tolerances import assert_close, tol
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
@@ -25,15 +26,6 @@ from inrdiag.ntk.kernel import ntk_report
 from inrdiag.sae.analysis import Scorer, ablate_atoms, analyse, layer_activations, splice_forward
 from inrdiag.sae.model import SAEConfig, encode_all, train_sae
 from inrdiag.spectra import gram_spectra
-
-#: Relative tolerances by dtype (one table, as neural-tangents keeps): the NTK against the Jacobian
-#: contraction, singular values against numpy's SVD (relative to s_1).
-#: ``sv_floor``: the Gram route's absolute floor (float64: ~1e-7 s_1, see spectra.py); float32 forwards
-#: against the engine's float64 pass differ by float32 rounding of the activations.
-TOL = {
-    torch.float64: {"ntk": 1e-10, "sv": 1e-9, "sv_floor": 1e-7},
-    torch.float32: {"ntk": 1e-4, "sv": 1e-5, "sv_floor": 1e-5},
-}
 
 
 # ---------------------------------------------------------------- the modules (written here, not by inrdiag)
@@ -270,16 +262,17 @@ def test_spectra_match_numpy_svd(name, dtype):
     for k, z in taps.items():
         r = rep.layers[k].representation
         s = _numpy_sv(z)
-        np.testing.assert_allclose(r.singular_values, s, rtol=TOL[dtype]["sv"], atol=TOL[dtype]["sv_floor"] * s[0])
+        # The engine's Gram route computes s^2 (eigenvalues of Z^T Z): compared as eigenvalues, relative to s_1^2.
+        assert_close(np.square(r.singular_values), s**2, dtype, "eig", scale=float(s[0] ** 2))
         if dtype == torch.float64:
             assert r.numerical_rank == int((s > 1e-3 * s[0]).sum())
-            assert math.isclose(r.stable_rank, (s**2).sum() / s[0] ** 2, rel_tol=1e-9)
+            assert math.isclose(r.stable_rank, (s**2).sum() / s[0] ** 2, rel_tol=tol(dtype, "eig").rtol)
         assert r.width == z.shape[1] and r.max_rank == min(n * n, z.shape[1])
         assert r.dead_units == int((z.abs().amax(0) == 0).sum())  # exactly-zero columns, any activation
     ad = as_adapter(model, in_features=IN_FEATURES.get(name))
     for layer in rep.layers:
         s = _numpy_sv(ad.linear(layer.index).weight)
-        assert math.isclose(layer.weight_stable_rank, (s**2).sum() / s[0] ** 2, rel_tol=1e-6)
+        assert math.isclose(layer.weight_stable_rank, (s**2).sum() / s[0] ** 2, rel_tol=tol(dtype, "eig").rtol)
     assert rep.activation == "unknown" and any("forward hooks" in note for note in rep.notes)
 
 
@@ -289,7 +282,7 @@ def test_gram_chunking_and_dead_units_on_a_module():
     g1, a1 = gram_spectra(ad, (9, 7), chunk=5)
     g2, a2 = gram_spectra(ad, (9, 7), chunk=10_000)
     for p, q in zip(g1, g2):
-        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
+        assert_close(p, q, torch.float64)
     assert all(torch.equal(p, q) for p, q in zip(a1, a2))
     with torch.no_grad():  # kill a unit everywhere: it is reported dead, whatever the activation
         model.layers[0].bias[3] = -1e3
@@ -325,24 +318,24 @@ def test_ntk_matches_jacobian_contraction(name):
     ref = _contract(jac, list(jac), x.shape[0])
     ad = as_adapter(model, in_features=IN_FEATURES.get(name))
     factors = layer_factors(ad, x)
-    assert rel(kernel_sum(factors), ref) <= TOL[torch.float64]["ntk"]
+    assert rel(kernel_sum(factors), ref) <= tol(torch.float64).rtol
     # Every parameter is in exactly one group, and each group's kernel is its own block of J J^T.
     path_of = {layer.name: layer.path for layer in ad.layers}
     groups = {}
     for f in factors:
         prefix = path_of.get(f.name, f.name)
         groups[f.name] = [k for k in jac if k == prefix or k.startswith(prefix + ".")]
-        assert rel(f.kernel(), _contract(jac, groups[f.name], x.shape[0])) <= TOL[torch.float64]["ntk"], f.name
+        assert rel(f.kernel(), _contract(jac, groups[f.name], x.shape[0])) <= tol(torch.float64).rtol, f.name
     flat = sorted(k for v in groups.values() for k in v)
     assert flat == sorted(jac) and sum(f.parameters for f in factors) == sum(p.numel() for p in model.parameters())
     # Chunked (5 rows at a time, generic path included) == unchunked.
-    assert rel(kernel_sum(layer_factors(ad, x, chunk=5)), kernel_sum(factors)) <= 1e-12
+    assert rel(kernel_sum(layer_factors(ad, x, chunk=5)), kernel_sum(factors)) <= tol(torch.float64).rtol
     # The report: exact eigenvalues, traces, per-group shares summing to 1, the generic groups named.
     rep = ntk_report(model, grid=7, method="exact", top_k=5, device="cpu", in_features=IN_FEATURES.get(name))
     ev = torch.linalg.eigvalsh(ref).flip(0)
-    assert max(abs(a - b) / b for a, b in zip(rep.eigenvalues[:5], ev[:5].tolist())) <= 1e-9
-    assert abs(rep.trace - float(torch.trace(ref))) <= 1e-10 * rep.trace
-    assert abs(sum(g.trace_share for g in rep.groups) - 1) <= 1e-12
+    assert_close(rep.eigenvalues[:5], ev[:5], torch.float64, "eig")
+    assert_close(rep.trace, torch.trace(ref), torch.float64)
+    assert_close(sum(g.trace_share for g in rep.groups), 1.0, torch.float64)
     generic = [g for g in rep.groups if g.kind == "generic"]
     if generic:
         assert all(g.note for g in generic)
@@ -361,11 +354,11 @@ def test_ntk_float32_cross_check(name):
     jac = _jacobian(m64, x)
     ref = _contract(jac, list(jac), x.shape[0])
     got = kernel_sum(layer_factors(as_adapter(m32, in_features=IN_FEATURES.get(name)), x.float()))
-    assert rel(got.double(), ref) <= TOL[torch.float32]["ntk"]
+    assert rel(got.double(), ref) <= tol(torch.float32).rtol
     rep = ntk_report(m32, grid=7, method="exact", top_k=3, dtype="float32", device="cpu",
                      in_features=IN_FEATURES.get(name))  # fmt: skip
     ev = torch.linalg.eigvalsh(ref).flip(0)[:3]
-    assert max(abs(a - b) / b for a, b in zip(rep.eigenvalues[:3], ev.tolist())) <= TOL[torch.float32]["ntk"]
+    assert_close(rep.eigenvalues[:3], ev, torch.float32, "eig")
 
 
 class ComplexWire(nn.Module):
@@ -403,7 +396,7 @@ def test_complex_parameters_are_real_and_imaginary_parts():
     jac = vmap(jacrev(f), in_dims=(None, 0))(real, x)
     ref = _contract(jac, list(jac), x.shape[0])
     factors = layer_factors(ad, x)
-    assert rel(kernel_sum(factors), ref) <= TOL[torch.float64]["ntk"]
+    assert rel(kernel_sum(factors), ref) <= tol(torch.float64).rtol
     assert sum(f.parameters for f in factors) == sum(v.numel() for v in real.values())
     assert "complex weights" in [f.note for f in factors if f.name == "hidden"][0]
     # The representation read by the complex layer is complex: its spectrum from Z^H Z.
@@ -412,7 +405,8 @@ def test_complex_parameters_are_real_and_imaginary_parts():
         h = model.first(x)
         z = torch.exp(1j * 3.0 * h - h.abs() ** 2).to(torch.complex128)
     s = np.linalg.svd(z.numpy(), compute_uv=False)
-    np.testing.assert_allclose(rep.layers[0].representation.singular_values, s, rtol=0, atol=1e-9 * s[0])
+    sv = np.asarray(rep.layers[0].representation.singular_values)
+    assert_close(sv**2, s**2, torch.complex128, "eig", scale=float(s[0] ** 2))
 
 
 # ---------------------------------------------------------------- CoordMLP: bit-identical to the old code path
@@ -567,13 +561,13 @@ def test_sae_ablation_on_modules_matches_one_by_one(name, layer):
         totals, base_total = ab.totals, ab.base
         f = sae.encode(z)
         base = scorer.metric(scorer.point_stats(splice_forward(ad, layer, sae.decode(f), x)).sum(0))
-        assert scorer.metric(base_total) == pytest.approx(base, rel=1e-9, abs=1e-12)
+        assert_close(scorer.metric(base_total), base, torch.float64)
         got = scorer.metric(totals)
         for j in range(sae.d_sae):
             g = f.clone()
             g[:, j] = 0
             want = scorer.metric(scorer.point_stats(splice_forward(ad, layer, sae.decode(g), x)).sum(0))
-            assert got[j] == pytest.approx(want, rel=1e-9, abs=1e-12), j
+            assert_close(got[j], want, torch.float64, scale=abs(base))
     with pytest.raises(ModuleError, match="pass the points x"):
         splice_forward(ad, layer, z)
 
@@ -590,12 +584,12 @@ def test_analyse_on_a_skip_connection_mlp():
         f = sae.encode(z)
         scorer = Scorer("image", y)
         base = scorer.metric(scorer.point_stats(splice_forward(ad, 1, sae.decode(f), x)).sum(0))
-        assert rep.metric_spliced == pytest.approx(base, rel=1e-9)
+        assert_close(rep.metric_spliced, base, torch.float64)
         for j, drop in list(rep.ablation.items())[:6]:
             g = f.clone()
             g[:, j] = 0
             want = scorer.metric(scorer.point_stats(splice_forward(ad, 1, sae.decode(g), x)).sum(0))
-            assert drop == pytest.approx(0.0 if want == base else base - want, rel=1e-9, abs=1e-12)
+            assert_close(drop, 0.0 if want == base else base - want, torch.float64, scale=abs(base))
     from inrdiag.sae.model import SAEError
 
     with pytest.raises(SAEError, match="no representation"):
@@ -635,8 +629,8 @@ def test_coord_mlp_fast_path_keeps_the_output_activation(out_activation):
     with torch.no_grad():
         y = model(x)
         for k in ad.hidden:
-            torch.testing.assert_close(ad.splice(x, k, ad.features(x, k)), y, rtol=0, atol=1e-15)
+            assert_close(ad.splice(x, k, ad.features(x, k)), y, torch.float64)
         rec = ad.record(x)
         assert set(rec.outputs) == set(range(len(ad.layers)))
         for k, pre in rec.outputs.items():  # the last one: only the output activation is left to apply
-            torch.testing.assert_close(ad.splice_pre(x, k, pre.detach()), y, rtol=0, atol=1e-15)
+            assert_close(ad.splice_pre(x, k, pre.detach()), y, torch.float64)

@@ -3,7 +3,8 @@
 Each ``Ref*`` module below is written here from the codebase's public forward code (the file is
 named in its docstring); it keeps that codebase's module names, so its ``state_dict()`` has the
 same keys, and it is saved the way that codebase's training script saves it. ``inrdiag.load``
-must then compute the same function (<= 1e-6 relative), or refuse with the flag that decides.
+must then compute the same function (to float32 rounding: tests/tolerances.py), or refuse with the flag
+that decides.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from tolerances import assert_close
 from torch import nn
 
 import inrdiag
@@ -26,12 +28,13 @@ def coords(d=2, n=64, seed=0):
     return torch.rand(n, d, generator=g) * 2 - 1
 
 
-def same(loaded, ref, x=None, rtol=1e-6):
+def same(loaded, ref, x=None):
+    """The loaded model computes the reference's function: float32 rounding of the same operations
+    (``tolerances``' "exact" kind, absolute part relative to max |f|, at least 1e-3)."""
     x = coords(loaded.spec.in_features) if x is None else x
     with torch.no_grad():
         got, want = loaded.model(x), ref(x)
-    scale = want.abs().max().clamp_min(1e-3)
-    assert float((got - want).abs().max() / scale) <= rtol, float((got - want).abs().max())
+    assert_close(got, want, want.dtype, scale=max(float(want.abs().max()), 1e-3))
 
 
 def randomize(module, std=0.5, seed=0):

@@ -12,8 +12,10 @@ import pytest
 import torch
 from conftest import tiny_model
 from safetensors.torch import save_file
+from tolerances import assert_close
 
 import inrdiag
+from inrdiag.checkpoints import layouts
 from inrdiag.errors import AmbiguousArchitectureError, CheckpointError, SpecError
 
 
@@ -39,7 +41,7 @@ def ref_forward(ws, x, act, w0=30.0, w0_hidden=None, enc=None):
 def check_same(loaded, ws, act, **kw):
     x = torch.rand(50, loaded.spec.in_features) * 2 - 1
     with torch.no_grad():
-        torch.testing.assert_close(loaded.model(x), ref_forward(ws, x, act, **kw), rtol=1e-5, atol=1e-5)
+        assert_close(loaded.model(x), ref_forward(ws, x, act, **kw), torch.float32)
 
 
 def test_siren_official(tmp_path):
@@ -136,7 +138,7 @@ def test_sequential_with_batchnorm(tmp_path):
     assert all(t.used for t in loaded.tensors)
     x = torch.rand(30, 2) * 2 - 1
     with torch.no_grad():
-        torch.testing.assert_close(loaded.model(x), model(x))
+        assert_close(loaded.model(x), model(x), torch.float32)
 
 
 def test_nerfstudio_with_b_matrix(tmp_path):
@@ -183,7 +185,7 @@ def test_positional_encoding_needs_frequencies(tmp_path):
     assert loaded.spec.in_features == 2 and loaded.spec.include_input
     x = torch.rand(20, 2) * 2 - 1
     with torch.no_grad():
-        torch.testing.assert_close(loaded.model(x), model(x))
+        assert_close(loaded.model(x), model(x), torch.float32)
 
 
 @pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "model.", "_model.", "module._orig_mod."])
@@ -195,7 +197,7 @@ def test_prefixes_and_lightning_wrapper(tmp_path, prefix):
     assert loaded.layout.startswith("inrdiag state dict")
     x = torch.rand(20, 2) * 2 - 1
     with torch.no_grad():
-        torch.testing.assert_close(loaded.model(x), model(x))
+        assert_close(loaded.model(x), model(x), torch.float32)
     assert {"epoch", "global_step"} <= {t.key for t in loaded.tensors if not t.used}
 
 
@@ -264,3 +266,89 @@ def test_stored_metadata_validated(tmp_path):
     save_file(sd, str(tmp_path / "new.safetensors"), metadata={"inrdiag": json.dumps(meta)})
     with pytest.raises(CheckpointError, match="format 99"):
         inrdiag.load(tmp_path / "new.safetensors")
+
+
+# ---------------------------------------------------------------- the registry of layouts
+def _chain(keys, wrapper="", skipped=None):
+    from inrdiag.checkpoints.layouts.keys import linear_paths
+    from inrdiag.checkpoints.read import RawCheckpoint
+
+    tensors = {k: torch.zeros(4, 4) if k.endswith("weight") else torch.zeros(4, 2) for k in keys}
+    raw = RawCheckpoint("f.pt", "torch (weights_only)", tensors, None, dict(skipped or {}), wrapper)
+    return layouts.Chain(linear_paths(tensors), raw)
+
+
+@pytest.mark.parametrize(
+    "keys,wrapper,skipped,name",
+    [
+        (["net.net.0.0.weight", "net.net.1.0.weight"], "", None, "siren-official"),
+        (["net.0.linear.weight", "net.1.linear.weight", "net.2.weight"], "", None, "net-linear"),
+        (["net.0.linear.weight", "net.1.linear.weight"], "", None, "net-linear-hidden-out"),
+        (["net.0.linear.weight", "net.1.weight"], "model_state", {"train_psnr": "list", "pred_img": "x"},
+         "finer-train-image"),
+        (["0.weight", "2.weight"], "model_state.net", {"train_psnr": "list", "pred_img": "x"}, "finer-pemlp"),
+        (["layers.0.weight", "layers.1.weight", "last_layer.weight"], "", None, "siren-pytorch-0.1"),
+        (["net.0.weight", "net.1.weight", "last_layer.weight"], "", None, "siren-pytorch-0.0"),
+        (["model.1.weight", "model.3.weight", "model.0.B"], "", None, "alpine-ffn"),
+        (["model.1.weight", "model.3.weight"], "", None, "generic"),
+        (["linears.0.weight", "linears.1.weight"], "", None, "inrdiag-state-dict"),
+        (["layers.0.weight", "layers.1.weight"], "", None, "layers"),
+        (["0.weight", "2.weight"], "", None, "sequential"),
+        (["fc1.weight", "fc2.weight"], "", None, "generic"),
+    ],
+)  # fmt: skip
+def test_registry_detects_each_layout_in_order(keys, wrapper, skipped, name):
+    """Each entry is found by its keys; where keys overlap, the more specific entry comes first."""
+    chain = _chain(keys, wrapper, skipped)
+    assert layouts.detect(chain).name == name
+    assert layouts.layout(name).matches is not None and layouts.layout(name).matches(chain)
+
+
+def test_registry_entries_are_documented_and_sourced():
+    from pathlib import Path
+
+    from inrdiag.checkpoints.layouts.registry import BY_NAME
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "loading.md").read_text()
+    assert layouts.LAYOUTS[-1].name == "generic" and set(BY_NAME) >= {e.name for e in layouts.LAYOUTS} | {"cohort"}
+    for name, entry in BY_NAME.items():
+        assert f"`{name}`" in doc, name  # docs/loading.md's table names every entry
+        assert entry.label and entry.codebase
+        assert entry.checked or name in ("sequential", "generic"), name  # a codebase's rule names its source
+        assert set(entry.fixed).isdisjoint(entry.why), name  # a property is decided or asked, not both
+    assert layouts.layout("siren-pytorch-0.0").asks == ["--out-activation", "--w0-hidden"]
+    with pytest.raises(KeyError, match="registered: siren-official"):
+        layouts.layout("no-such-layout")
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"encoding": "fourier", "fourier_features": 5, "batchnorm": [0, 2]},
+        {"encoding": "positional", "frequencies": 3, "bias": False},
+    ],
+)
+def test_key_names_from_the_spec_equal_the_built_model(kw):
+    """``ArchSpec.state_shapes``/``layer_keys`` name CoordMLP's tensors without building one."""
+    spec = inrdiag.ArchSpec(in_features=2, out_features=3, hidden=[6, 5, 4], **kw)
+    model = inrdiag.CoordMLP(spec)
+    assert spec.state_shapes() == {k: list(v.shape) for k, v in model.state_dict().items()}  # names, order, shapes
+    assert spec.layer_keys() == [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+
+
+def test_loaded_keeps_the_record_fields_of_its_resolution(tmp_path):
+    from dataclasses import fields
+
+    from inrdiag.checkpoints.layouts import LoadRecord, Resolved
+
+    shared = {f.name for f in fields(LoadRecord)}
+    assert shared <= {f.name for f in fields(inrdiag.Loaded)} and shared <= {f.name for f in fields(Resolved)}
+    path = tmp_path / "m.safetensors"
+    inrdiag.save(tiny_model(), path)
+    loaded = inrdiag.load(path)
+    assert list(loaded.to_dict()) == ["path", "file_format", "layout", "arch", "sources", "layers", "parameters",
+                                      "tensors", "unused_tensors", "nonfinite", "cohort", "provenance", "notes"]  # fmt: skip
+    assert (
+        loaded.layer_keys == ["linears.0", "linears.1", "linears.2", "linears.3"] and loaded.spec is loaded.model.spec
+    )

@@ -6,33 +6,29 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import CheckpointError
-from .layouts import LoadOptions, Resolved, TensorInfo, resolve
+import torch
+
+from ..errors import CheckpointError, InrdiagError, SpecError
+from ..models.mlp import CoordMLP
+from ..models.spec import ArchSpec, linear_key
+from .layouts import LoadOptions, LoadRecord, resolve
 from .read import read_checkpoint
 
 
-@dataclass
-class Loaded:
-    """A loaded model and everything ``inrdiag info`` reports about it."""
+@dataclass(kw_only=True)
+class Loaded(LoadRecord):
+    """A loaded model and everything ``inrdiag info`` reports about it (the ``LoadRecord`` of its resolution:
+    ``layout``, ``layer_keys``, ``sources``, ``tensors``, ``provenance``, cohort fields, ``notes``)."""
 
-    model: Any  # CoordMLP, in eval mode
+    #: The rebuilt CoordMLP, in eval mode.
+    model: CoordMLP
     path: str
     file_format: str
-    layout: str
-    layer_keys: list[str]
-    sources: dict[str, str]
-    tensors: list[TensorInfo]
-    provenance: dict[str, Any] = field(default_factory=dict)
-    heads: int | None = None
-    head: int | None = None
-    shared_layers: int | None = None
-    head_names: list[str] | None = None
-    notes: list[str] = field(default_factory=list)
     #: Keys of used tensors holding NaN or Inf.
     nonfinite: list[str] = field(default_factory=list)
 
     @property
-    def spec(self):
+    def spec(self) -> ArchSpec:
         return self.model.spec
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,16 +56,11 @@ class Loaded:
         }  # fmt: skip
 
 
-def load(path: str | os.PathLike, options: LoadOptions | None = None, **flags: Any) -> Loaded:
+def load(path: str | os.PathLike[str], options: LoadOptions | None = None, **flags: Any) -> Loaded:
     """Load a checkpoint; ``flags`` (activation=, w0=, ...) are the same as the CLI's.
 
     The model keeps float64 weights in float64; anything else becomes float32.
     """
-    import torch
-
-    from ..errors import InrdiagError, SpecError
-    from ..models.mlp import CoordMLP
-
     if not isinstance(path, (str, os.PathLike)):
         raise InrdiagError(f"load() needs a file path (str or os.PathLike), got {type(path).__name__}")
     if options is not None and not isinstance(options, LoadOptions):
@@ -82,9 +73,9 @@ def load(path: str | os.PathLike, options: LoadOptions | None = None, **flags: A
         known = sorted(LoadOptions.__dataclass_fields__)
         raise SpecError(f"unknown load flags {sorted(set(flags) - set(known))}; known: {known}") from None
     raw = read_checkpoint(path)
-    res: Resolved = resolve(raw, opts)
-    # float64 stays float64; float16/bfloat16/float32 compute in float32 (_dtype_policy notes it).
-    dtype = torch.float64 if res.state["linears.0.weight"].dtype == torch.float64 else torch.float32
+    res = resolve(raw, opts)
+    # float64 stays float64; float16/bfloat16/float32 compute in float32 (the dtype policy notes it).
+    dtype = torch.float64 if res.state[f"{linear_key(0)}.weight"].dtype == torch.float64 else torch.float32
     model = CoordMLP(res.spec).to(dtype)
     state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in res.state.items()}
     try:
@@ -95,9 +86,4 @@ def load(path: str | os.PathLike, options: LoadOptions | None = None, **flags: A
         ) from None
     model.eval()
     nonfinite = [k for k, v in res.state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    return Loaded(
-        model=model, path=str(path), file_format=raw.file_format, layout=res.layout,
-        layer_keys=res.layer_keys, sources=res.sources, tensors=res.tensors, provenance=res.provenance,
-        heads=res.heads, head=res.head, shared_layers=res.shared_layers, head_names=res.head_names,
-        notes=res.notes, nonfinite=nonfinite,
-    )  # fmt: skip
+    return Loaded(model=model, path=str(path), file_format=raw.file_format, nonfinite=nonfinite, **res.record())

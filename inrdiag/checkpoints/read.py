@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import struct
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors import safe_open
+
 from ..errors import CheckpointError, InrdiagError, SpecError
+from ..grid import check_memory
+from ..models.spec import ArchSpec
 
 #: Metadata key of inrdiag's own safetensors files, and the format version written.
 METADATA_KEY = "inrdiag"
@@ -37,7 +44,7 @@ class RawCheckpoint:
 
     path: str
     file_format: str
-    tensors: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
     metadata: dict[str, Any] | None = None
     #: Non-tensor entries (key: type) and entries outside the chosen state dict (key: why).
     skipped: dict[str, str] = field(default_factory=dict)
@@ -45,7 +52,7 @@ class RawCheckpoint:
     wrapper: str = ""
 
 
-def read_checkpoint(path: str | os.PathLike) -> RawCheckpoint:
+def read_checkpoint(path: str | os.PathLike[str]) -> RawCheckpoint:
     """Read a checkpoint file into flat ``{dotted key: tensor}`` form (no model is built here)."""
     p = Path(path)
     if not p.exists():
@@ -79,8 +86,6 @@ def read_checkpoint(path: str | os.PathLike) -> RawCheckpoint:
 
 
 def _read_safetensors(p: Path) -> RawCheckpoint:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(p), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
@@ -149,9 +154,6 @@ def validate_metadata(meta: dict[str, Any], path: str | os.PathLike) -> None:
     "cohort": {"heads": int >= 1, "shared_layers": int in 1..layers-1, "names": [str] (optional)}}``.
     Raises CheckpointError naming the field, the value and what is allowed.
     """
-    from ..grid import check_memory
-    from ..models.spec import ArchSpec
-
     fmt = meta.get("format")
     if fmt != FORMAT_VERSION or isinstance(fmt, bool):
         raise CheckpointError(f"{path}: inrdiag format {fmt!r} is not supported (this version reads {FORMAT_VERSION})")
@@ -198,8 +200,6 @@ def validate_metadata(meta: dict[str, Any], path: str | os.PathLike) -> None:
 
 def expected_tensors(meta: dict[str, Any]) -> dict[str, list[int]]:
     """Key -> shape of every tensor an inrdiag file with (validated) metadata ``meta`` must hold."""
-    from ..models.spec import ArchSpec
-
     shapes = ArchSpec.from_dict(meta["arch"]).state_shapes()
     cohort = meta.get("cohort")
     if not cohort:
@@ -236,11 +236,6 @@ def _short(value: Any) -> str:
 
 
 def _read_torch(p: Path) -> RawCheckpoint:
-    import pickle
-    import warnings
-
-    import torch
-
     n_entries = _zip_entries(p)
     if n_entries is not None:
         _check_count(p, n_entries - 8)  # data.pkl, version, byteorder, ... besides one entry per storage
@@ -276,8 +271,6 @@ MAX_DEPTH = 32
 
 def _flatten(obj: Any, p: Path) -> tuple[dict[str, Any], dict[str, str]]:
     """Flat ``{dotted key: tensor}`` and ``{dotted key: type}`` of what is not a tensor (iterative)."""
-    import torch
-
     out: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     stack: list[tuple[Any, str, int]] = [(obj, "", 0)]

@@ -5,18 +5,25 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
+import torch
+from safetensors.torch import save_file
+
+from .. import __version__
 from ..errors import InrdiagError
+from ..files import atomic_write
+from ..models.mlp import CoordMLP
 from .read import FORMAT_VERSION, METADATA_KEY, _one_line
 
 
 def save(
-    model,
-    path: str | os.PathLike,
-    provenance: dict | None = None,
+    model: CoordMLP,
+    path: str | os.PathLike[str],
+    provenance: dict[str, Any] | None = None,
     force: bool = False,
-    extra_metadata: dict | None = None,
-    tensors: dict | None = None,
+    extra_metadata: dict[str, Any] | None = None,
+    tensors: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write ``model`` (a CoordMLP) as one inrdiag ``.safetensors`` file, atomically.
 
@@ -24,12 +31,6 @@ def save(
     so the file loads with no flags. ``tensors`` replaces the model's state dict (cohort files).
     Refuses to overwrite an existing file unless ``force``; ``provenance`` must be plain JSON.
     """
-    from safetensors.torch import save_file
-
-    from .. import __version__
-    from ..files import atomic_write
-    from ..models.mlp import CoordMLP
-
     if not isinstance(model, CoordMLP):
         hint = " (pass loaded.model)" if hasattr(model, "model") and isinstance(model.model, CoordMLP) else ""
         raise InrdiagError(f"save() needs a CoordMLP, got {type(model).__name__}{hint}")

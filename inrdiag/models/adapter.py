@@ -18,8 +18,8 @@ autograd graph. From that record:
   ``torch.func`` way, so ``Theta = sum of groups`` stays exact.
 
 Partial forward passes (``features``, ``splice``, ``splice_pre``) are hooks that capture or replace a
-tensor during a full forward; a sequential chain (``CoordMLP``, or an ``nn.Sequential`` of direct-child
-linears) runs only the layers it needs instead.
+tensor during a full forward (``models.hooks``); a sequential chain (``CoordMLP``, or an ``nn.Sequential``
+of direct-child linears) runs only the layers it needs instead (``models.chains``).
 
 The probe also checks that the module treats points independently (``f(x)[:m] == f(x[:m])``): the
 batched sensitivities ``D`` are per-point only then.
@@ -28,23 +28,26 @@ batched sensitivities ``D`` are per-point only then.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..checkpoints.load import Loaded
 from ..errors import ModuleError
+from .chains import Chain, CoordChain, SequentialChain
+from .hooks import Hook, Stop, cast_module, eval_mode, first_input, hooks, module_dtype, reaches, replace_input
 from .mlp import CoordMLP
+from .usercode import UserLoaded
+
+__all__ = ["Hook", "LinearLayer", "ModuleAdapter", "Record", "Representation", "as_adapter", "cast_module", "hooks"]
 
 #: Points of the probe forward pass: a prime, unlikely to equal a width or a latent size by chance.
 PROBE_POINTS = 13
 #: Points of the batch-independence check (a prefix of the probe points).
 CHECK_POINTS = 5
-
-Hook = tuple[nn.Module, str, Callable[..., Any]]
 
 
 @dataclass
@@ -96,89 +99,6 @@ class Record:
     inputs: dict[int, torch.Tensor]
     outputs: dict[int, torch.Tensor]
     out: torch.Tensor
-
-
-class _Stop(BaseException):
-    """Raised by a capture hook to end a forward pass early (a BaseException, so ``except Exception``
-    in user code does not swallow it)."""
-
-
-@contextmanager
-def hooks(registrations: list[Hook]) -> Iterator[None]:
-    """Register forward ("post") and forward-pre ("pre") hooks (kwargs-aware); removed on exit, also
-    when the forward raises."""
-    handles = []
-    try:
-        for module, kind, fn in registrations:
-            if kind == "pre":
-                handles.append(module.register_forward_pre_hook(fn, with_kwargs=True))
-            else:
-                handles.append(module.register_forward_hook(fn, with_kwargs=True))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def _first_input(args: tuple, kwargs: dict) -> Any:
-    return args[0] if args else kwargs.get("input")
-
-
-def _replace_input(args: tuple, kwargs: dict, z: torch.Tensor) -> tuple[tuple, dict]:
-    if args:
-        return (z, *args[1:]), kwargs
-    return args, {**kwargs, "input": z}
-
-
-def _reaches(start: Any, target: Any) -> bool:
-    """Whether autograd node ``target`` is an ancestor of (or is) node ``start``."""
-    if start is None or target is None:
-        return False
-    seen, stack = set(), [start]
-    while stack:
-        node = stack.pop()
-        if node is target:
-            return True
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.extend(fn for fn, _ in node.next_functions)
-    return False
-
-
-@contextmanager
-def _eval_mode(module: nn.Module) -> Iterator[None]:
-    """Every submodule in eval mode for the block; each one's own flag restored after."""
-    flags = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, t in flags:
-            m.training = t
-
-
-def _module_dtype(module: nn.Module) -> tuple[torch.dtype, torch.device]:
-    for t in [*module.parameters(), *module.buffers()]:
-        if t.is_floating_point():
-            return t.dtype, t.device
-        if t.is_complex():
-            return t.real.dtype, t.device
-    return torch.get_default_dtype(), torch.device("cpu")
-
-
-def cast_module(module: nn.Module, device: torch.device | str | None, dtype: torch.dtype) -> nn.Module:
-    """``module`` with floating tensors in ``dtype`` and complex ones in its complex counterpart, in place.
-
-    (``nn.Module.to(torch.float64)`` would cast complex weights to real, dropping the imaginary part.)"""
-    cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
-    module.to(device=device)
-    for t in [*module.parameters(), *module.buffers()]:
-        if t.is_floating_point():
-            t.data = t.data.to(dtype)
-        elif t.is_complex():
-            t.data = t.data.to(cdtype)
-    return module
 
 
 @dataclass
@@ -240,13 +160,16 @@ class ModuleAdapter:
             rep, why = self._representation(layer, calls, point_calls)
             self.representations.append(rep)
             self.reasons.append(why)
-        self._chain = _CoordChain(self) if self._is_coord_chain() else _SequentialChain.of(self)
+        self._chain: Chain | None = (
+            CoordChain(module) if self._is_coord_chain() and isinstance(module, CoordMLP)
+            else SequentialChain.of(module, self.layers)
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ probe
     def _probe(self, paths: dict[int, str], inferred: bool) -> tuple[list[_Call], list[int]]:
         """One hooked forward on ``PROBE_POINTS`` seeded points in [-1, 1]^d (eval mode, flags restored):
         fills ``layers``, ``out_features``, ``head``; returns the calls and the positions of per-point ones."""
-        dtype, device = _module_dtype(self.module)
+        dtype, device = module_dtype(self.module)
         gen = torch.Generator().manual_seed(0)
         x = torch.rand(PROBE_POINTS, self.in_features, generator=gen, dtype=torch.float64) * 2 - 1
         x = x.to(device=device, dtype=dtype).requires_grad_(True)
@@ -255,8 +178,8 @@ class ModuleAdapter:
         calls: list[_Call] = []
         mods = {id(m): m for m in self.module.modules() if isinstance(m, nn.Linear)}
 
-        def hook(mod, args, kwargs, out):
-            inp = _first_input(args, kwargs)
+        def hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+            inp = first_input(args, kwargs)
             if id(mod) not in order:
                 order.append(id(mod))
             layer = order.index(id(mod))
@@ -269,7 +192,7 @@ class ModuleAdapter:
 
         hint = (" (in_features was read from the first nn.Linear: pass in_features=d)" if inferred
                 else f" (in_features={self.in_features}: is that the number of coordinates?)")  # fmt: skip
-        with _eval_mode(self.module), torch.enable_grad():
+        with eval_mode(self.module), torch.enable_grad():
             try:
                 with hooks([(m, "post", hook) for m in mods.values()]):
                     out = self.module(x)
@@ -368,7 +291,9 @@ class ModuleAdapter:
                     out[mid] = ", ".join(others)
         return out
 
-    def _representation(self, layer: LinearLayer, calls: list[_Call], point_calls: list[int]):
+    def _representation(
+        self, layer: LinearLayer, calls: list[_Call], point_calls: list[int]
+    ) -> tuple[Representation | None, str]:
         """(Representation, "") for layer k, or (None, why not)."""
         k = layer.index
         if k == self.head:
@@ -380,7 +305,7 @@ class ModuleAdapter:
         at = next(i for i in point_calls if calls[i].layer == k)
         nxt = calls[next(i for i in point_calls if i > at)]
         reader = self.layers[nxt.layer]
-        if not _reaches(nxt.in_node, calls[at].out_node):
+        if not reaches(nxt.in_node, calls[at].out_node):
             return None, f"the next linear layer called ({reader.name}) does not read {layer.name}'s output"
         width = nxt.in_shape[1]
         note = ""
@@ -422,7 +347,7 @@ class ModuleAdapter:
     @property
     def dtype(self) -> torch.dtype:
         """The real floating dtype of the module's tensors (float32 for complex64)."""
-        return _module_dtype(self.module)[0]
+        return module_dtype(self.module)[0]
 
     @property
     def hidden(self) -> list[int]:
@@ -487,9 +412,9 @@ class ModuleAdapter:
         inputs: dict[int, torch.Tensor] = {}
         outputs: dict[int, torch.Tensor] = {}
 
-        def make(k: int):
-            def hook(mod, args, kwargs, out):
-                inputs[k] = _first_input(args, kwargs).detach().clone()
+        def make(k: int) -> Callable[..., torch.Tensor]:
+            def hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: torch.Tensor) -> torch.Tensor:
+                inputs[k] = first_input(args, kwargs).detach().clone()
                 outputs[k] = out
                 return out.clone()
 
@@ -503,7 +428,7 @@ class ModuleAdapter:
 
     def _capture_regs(self, ks: list[int], got: dict[int, torch.Tensor], stop_after: int) -> list[Hook]:
         """Pre-hooks storing layer k's representation in ``got[k]`` for k in ``ks``; the forward stops
-        (``_Stop``) once ``stop_after`` are in. Captures are copies unless the stop follows at once,
+        (``Stop``) once ``stop_after`` are in. Captures are copies unless the stop follows at once,
         so an in-place op later in the forward cannot change them."""
         want: dict[int, list[tuple[int, int]]] = {}
         for k in ks:
@@ -513,15 +438,21 @@ class ModuleAdapter:
         for reader, pairs in want.items():
             counter = [0]
 
-            def hook(mod, args, kwargs, pairs=pairs, counter=counter):
+            def hook(
+                mod: nn.Module,
+                args: tuple[Any, ...],
+                kwargs: dict[str, Any],
+                pairs: list[tuple[int, int]] = pairs,
+                counter: list[int] = counter,
+            ) -> None:
                 c = counter[0]
                 counter[0] += 1
                 for call, k in pairs:
                     if call == c:
-                        inp = _first_input(args, kwargs)
+                        inp = first_input(args, kwargs)
                         got[k] = inp if len(got) + 1 == stop_after else inp.clone()
                 if len(got) == stop_after:
-                    raise _Stop
+                    raise Stop
 
             regs.append((self.linear(reader), "pre", hook))
         return regs
@@ -535,7 +466,7 @@ class ModuleAdapter:
         with hooks(self._capture_regs([k], got, stop_after=1)):
             try:
                 self.module(x)
-            except _Stop:
+            except Stop:
                 pass
         if k not in got:
             raise ModuleError(f"the forward pass on these points did not reach layer {k}'s reader as in the probe")
@@ -550,7 +481,7 @@ class ModuleAdapter:
         with hooks(self._capture_regs(ks, got, stop_after=len(ks))):
             try:
                 self.module(x)
-            except _Stop:
+            except Stop:
                 pass
         missing = [k for k in ks if k not in got]
         if missing:
@@ -573,15 +504,17 @@ class ModuleAdapter:
         x = self._need_x(x, "splice")
         counter = [0]
 
-        def hook(mod, args, kwargs):
+        def hook(
+            mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
             c = counter[0]
             counter[0] += 1
             if c != rep.call:
                 return None
-            inp = _first_input(args, kwargs)
+            inp = first_input(args, kwargs)
             if inp.shape != z.shape:
                 raise ModuleError(f"splice: z has shape {list(z.shape)}, layer {k}'s representation {list(inp.shape)}")
-            return _replace_input(args, kwargs, z)
+            return replace_input(args, kwargs, z)
 
         with hooks([(self.linear(rep.reader), "pre", hook)]):
             out = self.module(x)
@@ -599,9 +532,9 @@ class ModuleAdapter:
             return self._chain.splice_pre(k, P)
         x = self._need_x(x, "splice_pre")
 
-        fired = []
+        fired: list[bool] = []
 
-        def hook(mod, args, kwargs, out):
+        def hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: torch.Tensor) -> torch.Tensor:
             fired.append(True)
             if out.shape != P.shape:
                 raise ModuleError(f"splice_pre: P has shape {list(P.shape)}, layer {k}'s output {list(out.shape)}")
@@ -612,87 +545,6 @@ class ModuleAdapter:
         if not fired:
             raise ModuleError(f"the forward pass on these points did not call layer {k} as in the probe")
         return out
-
-
-class _CoordChain:
-    """Partial passes of a CoordMLP: only the layers needed, with the very ops of its forward."""
-
-    def __init__(self, ad: ModuleAdapter) -> None:
-        self.m: CoordMLP = ad.module  # type: ignore[assignment]
-        self.last = len(self.m.linears) - 1
-
-    def head_forward(self, j: int, a: torch.Tensor) -> torch.Tensor:
-        """Linear layers j..L of the MLP applied to ``a`` (linear j's input)."""
-        return self.m.head(a, j)
-
-    def features(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        return self.m.features(x, k)
-
-    def all_features(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
-        a = self.m.encoding(x)
-        out = {}
-        for i in range(self.last):
-            a = self.m.hidden_step(i, self.m.linears[i](a))
-            out[i] = a
-        return out
-
-    def splice(self, k: int, z: torch.Tensor) -> torch.Tensor:
-        return self.head_forward(k + 1, z)
-
-    def splice_pre(self, k: int, P: torch.Tensor) -> torch.Tensor:
-        if k == self.last:
-            return self.m.output_step(P)
-        return self.head_forward(k + 1, self.m.hidden_step(k, P))
-
-
-class _SequentialChain:
-    """Partial passes of an ``nn.Sequential`` whose linear layers are direct children, each called once
-    per point in child order: slices of the children list."""
-
-    def __init__(self, seq: nn.Sequential, pos: list[int]) -> None:
-        self.children = list(seq)
-        self.pos = pos  # child index of each linear layer
-
-    @classmethod
-    def of(cls, ad: ModuleAdapter) -> _SequentialChain | None:
-        m = ad.module
-        if not isinstance(m, nn.Sequential) or type(m).forward is not nn.Sequential.forward:
-            return None
-        kids = list(m)
-        pos = []
-        for layer in ad.layers:
-            hit = [i for i, c in enumerate(kids) if c is layer.module]
-            if len(hit) != 1 or layer.calls != 1 or not layer.per_point:
-                return None
-            pos.append(hit[0])
-        nested = [
-            c for c in kids if not isinstance(c, nn.Linear) and any(isinstance(s, nn.Linear) for s in c.modules())
-        ]
-        if pos != sorted(pos) or nested:
-            return None
-        return cls(m, pos)
-
-    def _run(self, a: torch.Tensor, start: int, stop: int | None = None) -> torch.Tensor:
-        for c in self.children[start:stop]:
-            a = c(a)
-        return a
-
-    def features(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        return self._run(x, 0, self.pos[k + 1])
-
-    def all_features(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
-        out, a, at = {}, x, 0
-        for k in range(len(self.pos) - 1):
-            a = self._run(a, at, self.pos[k + 1])
-            at = self.pos[k + 1]
-            out[k] = a
-        return out
-
-    def splice(self, k: int, z: torch.Tensor) -> torch.Tensor:
-        return self._run(z, self.pos[k + 1])
-
-    def splice_pre(self, k: int, P: torch.Tensor) -> torch.Tensor:
-        return self._run(P.clone(), self.pos[k] + 1)  # children may act in place (ReLU(inplace=True))
 
 
 def as_adapter(
@@ -708,16 +560,12 @@ def as_adapter(
     ``in_features`` (d): given, else a CoordMLP's spec, else the first ``nn.Linear``'s ``in_features``
     (a note says so; a module that encodes coordinates before its first linear layer must be given d).
     """
-    from ..checkpoints.load import Loaded
-
     if isinstance(obj, ModuleAdapter):
         if in_features is not None and in_features != obj.in_features:
             raise ModuleError(f"in_features={in_features} given for an adapter built with {obj.in_features}")
         if names is not None and list(names) != [layer.name for layer in obj.layers]:
             return ModuleAdapter(obj.module, obj.in_features, names, obj.shared_layers, obj.notes)
         return obj
-    from .usercode import UserLoaded
-
     if isinstance(obj, UserLoaded):  # the user's own module (--model-code): its names, its d when given
         d = in_features if in_features is not None else obj.in_features
         shared = obj.shared_layers if shared_layers is None else shared_layers

@@ -24,10 +24,16 @@ Schemes (DESIGN.md section 4):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import numbers
 from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import torch
 
 from ..errors import InrdiagError
+from ..grid import check_memory
+from ..seeds import check_seed
+from .mlp import CoordMLP, FourierEncoding
 from .spec import ArchSpec
 
 #: eps of the rank-expanding init: bias b_i = -||V_i|| + eps (DESIGN.md section 4).
@@ -46,32 +52,44 @@ class InitError(InrdiagError):
     """An unknown scheme, or a scheme that does not apply to the given architecture."""
 
 
+class Init(Protocol):
+    """Set (some of) a CoordMLP's weights in place, drawing from ``generator`` (None: torch's global RNG)."""
+
+    def __call__(self, model: CoordMLP, generator: torch.Generator | None = None) -> None: ...
+
+
+class ArchRule(Protocol):
+    """The architecture a scheme needs, from a plain one (a new ArchSpec; the argument is not changed)."""
+
+    def __call__(self, spec: ArchSpec) -> ArchSpec: ...
+
+
 @dataclass(frozen=True)
 class Scheme:
+    """One inlet scheme of the registry ``SCHEMES``."""
+
     name: str
     summary: str
-    arch: Callable[[ArchSpec], ArchSpec]
+    arch: ArchRule
     #: Initialise the whole model (after torch's default init has been drawn).
-    init: Callable[..., None]
+    init: Init
     #: Re-initialise only the inlet (linear layer 0) of an existing model; None: not possible.
-    reinit_inlet: Callable[..., None] | None
+    reinit_inlet: Init | None
 
 
 def _same(spec: ArchSpec) -> ArchSpec:
     return replace(spec, batchnorm=list(spec.batchnorm), hidden=list(spec.hidden))
 
 
-def _noop(model, generator=None) -> None:
+def _noop(model: CoordMLP, generator: torch.Generator | None = None) -> None:
     return None
 
 
 # ---------------------------------------------------------------- default
-def default_inlet(model, generator=None) -> None:
+def default_inlet(model: CoordMLP, generator: torch.Generator | None = None) -> None:
     """torch's ``nn.Linear`` init of layer 0: kaiming_uniform(a=sqrt 5) = U(-1/sqrt(n_in), 1/sqrt(n_in))
     for the weight, the same bound for the bias."""
-    import torch
-
-    lin = model.linears[0]
+    lin = model.linear(0)
     bound = 1.0 / math.sqrt(lin.in_features)
     with torch.no_grad():
         lin.weight.uniform_(-bound, bound, generator=generator)
@@ -80,7 +98,7 @@ def default_inlet(model, generator=None) -> None:
 
 
 # ---------------------------------------------------------------- rank-expand
-def rank_expand_points(n: int, d: int, dtype=None):
+def rank_expand_points(n: int, d: int, dtype: torch.dtype | None = None) -> torch.Tensor:
     """n points V_i spread over [-1, 1]^d (n x d, float64 by default).
 
     When n = p^d this is exactly the p x ... x p grid ``linspace(-1, 1, p)`` per axis ('ij' order),
@@ -88,8 +106,6 @@ def rank_expand_points(n: int, d: int, dtype=None):
     the remaining n - p^d points from a scrambled Sobol sequence (seed 0, so the scheme stays
     deterministic) mapped to [-1, 1]^d: a low-discrepancy set with the same spread as the grid.
     """
-    import torch
-
     dtype = dtype or torch.float64
     if n < 1 or d < 1:
         raise InitError(f"rank-expand needs width >= 1 and input dimension >= 1, got {n} and {d}")
@@ -108,14 +124,13 @@ def rank_expand_points(n: int, d: int, dtype=None):
     return torch.cat([grid, (2.0 * sobol - 1.0).to(dtype)], dim=0)
 
 
-def rank_expand_weights(V, eps: float = RANK_EXPAND_EPS):
-    """Weights ``w_i = V_i / ||V_i||`` (e_1 where V_i = 0) and biases ``b_i = -||V_i|| + eps``.
+def rank_expand_weights(V: torch.Tensor, eps: float = RANK_EXPAND_EPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights ``w_i = V_i / ||V_i||`` (n x d; e_1 where V_i = 0) and biases ``b_i = -||V_i|| + eps`` (n,),
+    from the points V (n x d).
 
     Unit i is on where ``w_i . x > ||V_i|| - eps``: beyond the hyperplane through (just before) V_i
     orthogonal to V_i, so the thresholds tile the domain.
     """
-    import torch
-
     norms = V.norm(dim=1, keepdim=True)
     e1 = torch.zeros_like(V[0])
     e1[0] = 1.0
@@ -138,12 +153,10 @@ def _check_rank_expand(spec: ArchSpec) -> None:
         raise InitError("rank-expand needs a bias in the first layer (the thresholds are the biases)")
 
 
-def rank_expand_inlet(model, generator=None, eps: float = RANK_EXPAND_EPS) -> None:
+def rank_expand_inlet(model: CoordMLP, generator: torch.Generator | None = None, eps: float = RANK_EXPAND_EPS) -> None:
     """Set layer 0 to the rank-expanding init (DESIGN.md section 4); other layers untouched."""
-    import torch
-
     _check_rank_expand(model.spec)
-    lin = model.linears[0]
+    lin = model.linear(0)
     V = rank_expand_points(lin.out_features, lin.in_features)
     W, b = rank_expand_weights(V, eps)
     with torch.no_grad():
@@ -167,24 +180,22 @@ def _check_siren(spec: ArchSpec) -> None:
         raise InitError(f"siren init is for sine activations, not {spec.activation!r} (load with --activation sine)")
 
 
-def siren_inlet(model, generator=None) -> None:
-    import torch
-
+def siren_inlet(model: CoordMLP, generator: torch.Generator | None = None) -> None:
+    """SIREN's first-layer weight init ``U(-1/n_in, 1/n_in)`` on linear layer 0 (its bias untouched)."""
     _check_siren(model.spec)
-    lin = model.linears[0]
+    lin = model.linear(0)
     b = siren_bounds(lin.in_features, True)
     with torch.no_grad():
         lin.weight.uniform_(-b, b, generator=generator)
 
 
-def siren_init(model, generator=None) -> None:
+def siren_init(model: CoordMLP, generator: torch.Generator | None = None) -> None:
     """Official SIREN code (vsitzmann/siren, ``sine_init``/``first_layer_sine_init``): weights only."""
-    import torch
-
     _check_siren(model.spec)
     w0 = model.spec.w0_hidden
     with torch.no_grad():
-        for k, lin in enumerate(model.linears):
+        for k in range(len(model.linears)):
+            lin = model.linear(k)
             b = siren_bounds(lin.in_features, k == 0, w0)
             lin.weight.uniform_(-b, b, generator=generator)
 
@@ -207,12 +218,13 @@ def _ff_arch(spec: ArchSpec) -> ArchSpec:
     return replace(_same(spec), encoding="fourier", fourier_features=FF_FEATURES)
 
 
-def ff_init(model, generator=None) -> None:
+def ff_init(model: CoordMLP, generator: torch.Generator | None = None) -> None:
     """Draw the stored Fourier matrix B ~ N(0, FF_SIGMA^2) (m x d)."""
-    import torch
-
+    enc = model.encoding
+    if not isinstance(enc, FourierEncoding):
+        raise InitError(f"ff init needs a model with Fourier features, got encoding {model.spec.encoding!r}")
     with torch.no_grad():
-        model.encoding.B.normal_(0.0, FF_SIGMA, generator=generator)
+        enc.B.normal_(0.0, FF_SIGMA, generator=generator)
 
 
 def _bn_arch(spec: ArchSpec) -> ArchSpec:
@@ -236,6 +248,7 @@ SCHEMES: dict[str, Scheme] = {
 
 
 def get_scheme(name: str) -> Scheme:
+    """The registered scheme ``name`` (InitError listing the allowed names otherwise)."""
     if not isinstance(name, str) or name not in SCHEMES:
         raise InitError(f"unknown init {name!r}; allowed: {', '.join(SCHEMES)}")
     return SCHEMES[name]
@@ -253,9 +266,7 @@ def parse_schemes(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _int_arg(name: str, value, low: int = 1) -> int:
-    import numbers
-
+def _int_arg(name: str, value: Any, low: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise InitError(f"{name} must be an integer >= {low}, got {value!r}")
     if value < low:
@@ -271,26 +282,19 @@ def build_spec(scheme: str, in_features: int, out_features: int, depth: int, wid
     in_features = _int_arg("in_features", in_features)
     out_features = _int_arg("out_features", out_features)
     depth, width = _int_arg("depth (--depth)", depth), _int_arg("width (--width)", width)
-    from ..grid import check_memory
-
     # the float32 weights alone, from the plain architecture (before a list of ``depth`` widths is even built)
     params = (in_features + 1) * width + (depth - 1) * (width + 1) * width + (width + 1) * out_features
     check_memory(4.0 * params, f"a {depth}x{width} MLP ({params:,} parameters)", "--width or --depth")
     return sch.arch(ArchSpec(in_features=in_features, out_features=out_features, hidden=[width] * depth))
 
 
-def build_model(scheme: str, in_features: int, out_features: int, depth: int, width: int, seed: int = 0):
+def build_model(scheme: str, in_features: int, out_features: int, depth: int, width: int, seed: int = 0) -> CoordMLP:
     """A CoordMLP with ``depth`` hidden layers of ``width`` units, built and initialised by ``scheme``.
 
     Deterministic: torch's default init draws from a private generator seeded with ``seed`` (an integer
     in [0, 2^32 - 1], ``inrdiag.seeds``; the global RNG is neither used nor changed). Refused before any
     allocation when the float32 weights (and the init's temporaries) would not fit in memory.
     """
-    import torch
-
-    from ..grid import check_memory
-    from ..seeds import check_seed
-    from .mlp import CoordMLP
 
     spec = build_spec(scheme, in_features, out_features, depth, width)
     seed = check_seed(seed, "seed (--seed)")
@@ -305,12 +309,8 @@ def build_model(scheme: str, in_features: int, out_features: int, depth: int, wi
     return model
 
 
-def reinit_inlet(model, scheme: str, seed: int = 0) -> None:
+def reinit_inlet(model: CoordMLP, scheme: str, seed: int = 0) -> None:
     """Re-initialise only linear layer 0 of ``model`` (a CoordMLP: ``inrdiag.load(...).model``) in place."""
-    import torch
-
-    from ..seeds import check_seed
-    from .mlp import CoordMLP
 
     if not isinstance(model, CoordMLP):
         hint = " (pass loaded.model, not the Loaded object)" if hasattr(model, "model") else ""

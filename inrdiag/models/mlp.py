@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
 
 from ..errors import SpecError
+from ..grid import check_memory
 from .spec import ArchSpec
 
 
@@ -22,7 +24,10 @@ class FourierEncoding(nn.Module):
 
     ``tancik``: ``[sin(2 pi x B^T), cos(2 pi x B^T)]``; ``nerfstudio`` (``RFFEncoding``):
     ``s = 2 pi x B^T``, ``[sin(s), sin(s + pi/2)]`` and, with ``include_input``, x appended last.
+    Maps (N, d) to (N, 2m), or (N, 2m + d) with ``include_input``.
     """
+
+    B: torch.Tensor
 
     def __init__(self, in_features: int, m: int, convention: str = "tancik", include_input: bool = False) -> None:
         super().__init__()
@@ -39,7 +44,8 @@ class FourierEncoding(nn.Module):
 
 
 class PositionalEncoding(nn.Module):
-    """gamma(x) with L frequencies, in one of ``spec.PE_CONVENTIONS`` (see there for the formulas)."""
+    """gamma(x) with L frequencies, in one of ``spec.PE_CONVENTIONS`` (see there for the formulas): maps
+    (N, d) to (N, d (2L + 1)), or (N, 2 d L) without x."""
 
     def __init__(
         self,
@@ -58,6 +64,7 @@ class PositionalEncoding(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         L = self.frequencies
         if self.convention == "nerfstudio":
+            assert self.min_exp is not None and self.max_exp is not None  # ArchSpec.validate requires them
             freqs = 2 ** torch.linspace(self.min_exp, self.max_exp, L, dtype=x.dtype, device=x.device)
             s = (2 * torch.pi * x)[..., None] * freqs
             s = s.reshape(*s.shape[:-2], -1)
@@ -77,7 +84,7 @@ class PositionalEncoding(nn.Module):
 
 
 def activation(name: str, h: torch.Tensor, w0: float) -> torch.Tensor:
-    """Apply the named activation (see ``spec.ACTIVATIONS``) with frequency/scale w0."""
+    """Apply the named activation (see ``spec.ACTIVATIONS``) with frequency/scale w0, elementwise (any shape)."""
     if name == "relu":
         return torch.relu(h)
     if name == "sine":
@@ -132,8 +139,6 @@ class CoordMLP(nn.Module):
                 "or ArchSpec.from_dict(dict))"
             )
         spec.validate()
-        from ..grid import check_memory
-
         check_memory(4.0 * spec.num_parameters, f"a model of {spec.num_parameters:,} parameters", "architecture")
         self.spec = spec
         if spec.encoding == "fourier":
@@ -149,17 +154,22 @@ class CoordMLP(nn.Module):
         self.linears = nn.ModuleList(nn.Linear(n_in, n_out, bias=spec.bias) for n_out, n_in in spec.layer_shapes)
         self.norms = nn.ModuleDict({str(k): nn.BatchNorm1d(spec.hidden[k]) for k in spec.batchnorm})
 
+    def linear(self, k: int) -> nn.Linear:
+        """Linear layer k (``linears.{k}``; weight out_k x in_k)."""
+        return cast(nn.Linear, self.linears[k])
+
     def hidden_step(self, k: int, h: torch.Tensor) -> torch.Tensor:
-        """Hidden layer k after its linear map: optional batch norm, then the activation."""
+        """Hidden layer k after its linear map (h: N x width_k): optional batch norm, then the activation."""
         if str(k) in self.norms:
             h = self.norms[str(k)](h)
         return activation(self.spec.activation, h, self.spec.layer_w0(k))
 
     def output_step(self, h: torch.Tensor) -> torch.Tensor:
-        """The output activation applied to the output layer's linear map (identity for ``none``)."""
+        """The output activation applied to the output layer's linear map (N x C; identity for ``none``)."""
         return activation(self.spec.out_activation, h, self.spec.w0_hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """f(x): coordinates (N, d) in [-1, 1]^d -> outputs (N, C)."""
         return self.head(self.encoding(x), 0)
 
     def features(self, x: torch.Tensor, k: int) -> torch.Tensor:
@@ -181,7 +191,7 @@ class CoordMLP(nn.Module):
         return self.output_step(a)
 
     def trace(self, x: torch.Tensor) -> Trace:
-        """Forward pass that keeps every layer's input, pre-activation and activation."""
+        """Forward pass on x (N, d) that keeps every layer's input, pre-activation and activation (``Trace``)."""
         a = self.encoding(x)
         inputs, pre, post = [], [], []
         last = len(self.linears) - 1
@@ -198,4 +208,5 @@ class CoordMLP(nn.Module):
 
     @property
     def num_parameters(self) -> int:
+        """Number of parameter entries (buffers such as ``encoding.B`` and running statistics excluded)."""
         return sum(p.numel() for p in self.parameters())

@@ -53,9 +53,27 @@ PE_CONVENTIONS = ("inrdiag", "nerf-siren", "finer", "nerfstudio")
 #: - ``nerfstudio``: ``RFFEncoding``: ``s = 2 pi x b_matrix``, ``[sin(s), sin(s + pi/2)]``, then x when
 #:   ``ff_include_input``.
 FF_CONVENTIONS = ("tancik", "nerfstudio")
+#: CoordMLP's state-dict names (``models/mlp.py`` registers its modules under these attributes):
+#: linear layer k is ``linears.{k}``, the batch norm after hidden layer k ``norms.{k}``, a stored Fourier
+#: matrix ``encoding.B``. Every key name is derived from these, never learnt from a built model.
+LINEARS = "linears"
+NORMS = "norms"
+FOURIER_B = "encoding.B"
+#: Tensors of one batch-norm module, in state-dict order (the last is a 0-d integer counter).
+NORM_TENSORS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 #: Width above which a declared architecture is not believed (no coordinate MLP is this wide).
 MAX_WIDTH = 1 << 20
 MAX_LAYERS = 4096
+
+
+def linear_key(k: int) -> str:
+    """Module path of CoordMLP's linear layer ``k`` (``linears.{k}``; its tensors add ``.weight``/``.bias``)."""
+    return f"{LINEARS}.{k}"
+
+
+def norm_key(k: int) -> str:
+    """Module path of the batch norm after CoordMLP's hidden layer ``k`` (``norms.{k}``)."""
+    return f"{NORMS}.{k}"
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
@@ -206,20 +224,24 @@ class ArchSpec:
         n = sum(o * i + (o if self.bias else 0) for o, i in self.layer_shapes)
         return n + 2 * sum(self.hidden[k] for k in self.batchnorm)
 
+    def layer_keys(self) -> list[str]:
+        """Module paths of the linear layers of ``CoordMLP(self)``, inlet first (``linears.{k}``)."""
+        return [linear_key(k) for k in range(self.num_linear)]
+
     def state_shapes(self) -> dict[str, list[int]]:
-        """Key -> shape of every tensor of ``CoordMLP(self).state_dict()``, without building it."""
+        """Key -> shape of every tensor of ``CoordMLP(self).state_dict()``, in its order, without building it:
+        ``encoding.B`` (m, d) with Fourier features, ``linears.{k}.weight`` (out_k, in_k) and ``.bias``
+        (out_k,), ``norms.{k}.*`` (width_k,) and ``norms.{k}.num_batches_tracked`` () per batch norm."""
         shapes: dict[str, list[int]] = {}
         if self.encoding == "fourier":
-            shapes["encoding.B"] = [self.fourier_features, self.in_features]
-        for k, (o, i) in enumerate(self.layer_shapes):
-            shapes[f"linears.{k}.weight"] = [o, i]
+            shapes[FOURIER_B] = [self.fourier_features, self.in_features]
+        for key, (o, i) in zip(self.layer_keys(), self.layer_shapes):
+            shapes[f"{key}.weight"] = [o, i]
             if self.bias:
-                shapes[f"linears.{k}.bias"] = [o]
+                shapes[f"{key}.bias"] = [o]
         for k in self.batchnorm:
-            w = self.hidden[k]
-            for name in ("weight", "bias", "running_mean", "running_var"):
-                shapes[f"norms.{k}.{name}"] = [w]
-            shapes[f"norms.{k}.num_batches_tracked"] = []
+            for name in NORM_TENSORS:
+                shapes[f"{norm_key(k)}.{name}"] = [] if name == "num_batches_tracked" else [self.hidden[k]]
         return shapes
 
     def layer_w0(self, k: int) -> float:

@@ -23,12 +23,23 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import save_file
 
 from ..checkpoints.layouts import TensorInfo
+from ..checkpoints.read import read_checkpoint
 from ..errors import CheckpointError, InrdiagError
+from ..files import atomic_write
+from .inits import InitError, rank_expand_points, rank_expand_weights, siren_bounds
+
+if TYPE_CHECKING:
+    from .adapter import ModuleAdapter
 
 
 class ModelCodeError(InrdiagError):
@@ -80,7 +91,7 @@ class ModelCode:
         return {"target": self.target, "args": list(self.args), "kwargs": self.kwargs}
 
 
-def _import_file(path: Path):
+def _import_file(path: Path) -> ModuleType:
     """Import a Python file as a fresh module; its folder is importable while it runs (sibling imports)."""
     digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
     name = f"inrdiag_user_{path.stem}_{digest}"
@@ -113,7 +124,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def resolve_callable(code: ModelCode):
+def resolve_callable(code: ModelCode) -> Callable[..., Any]:
     """The class or factory that ``code`` names (imports the user's file or module)."""
     part = code.module_part
     if part.endswith(".py") or os.sep in part or "/" in part:
@@ -130,7 +141,7 @@ def resolve_callable(code: ModelCode):
         except Exception as exc:  # the user's module raised while importing
             raise ModelCodeError(f"--model-code: importing {part!r} raised {_describe(exc)}") from None
         where = part
-    obj = module
+    obj: Any = module
     for attr in code.name.split("."):
         if not hasattr(obj, attr):
             raise ModelCodeError(
@@ -142,10 +153,8 @@ def resolve_callable(code: ModelCode):
     return obj
 
 
-def _candidates(module) -> list[str]:
+def _candidates(module: ModuleType) -> list[str]:
     """Names in ``module`` that are nn.Module subclasses defined there (for error messages)."""
-    import torch
-
     out = []
     for name, value in vars(module).items():
         if inspect.isclass(value) and issubclass(value, torch.nn.Module) and value.__module__ == module.__name__:
@@ -153,10 +162,8 @@ def _candidates(module) -> list[str]:
     return sorted(out)
 
 
-def build_module(code: ModelCode):
+def build_module(code: ModelCode) -> torch.nn.Module:
     """Call the user's class or factory with the given arguments; the result must be an ``nn.Module``."""
-    import torch
-
     factory = resolve_callable(code)
     try:
         module = factory(*code.args, **code.kwargs)
@@ -169,12 +176,11 @@ def build_module(code: ModelCode):
     return module
 
 
-def seeded_builder(code: ModelCode):
+def seeded_builder(code: ModelCode) -> Callable[[int], torch.nn.Module]:
     """``seed -> module``: the user's module built with torch's global RNG seeded by ``seed`` inside
     ``fork_rng`` (the caller's RNG state is left as it was), so each seed is one reproducible init."""
-    import torch
 
-    def build(seed: int):
+    def build(seed: int) -> torch.nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
             return build_module(code)
@@ -187,7 +193,8 @@ def seeded_builder(code: ModelCode):
 class UserLoaded:
     """The user's module with a checkpoint loaded into it, and a record of how (what ``info`` shows)."""
 
-    model: Any  # the user's nn.Module, in eval mode
+    #: The user's nn.Module, in eval mode.
+    model: torch.nn.Module
     path: str
     code: ModelCode
     file_format: str
@@ -213,8 +220,6 @@ class UserLoaded:
         return {"architecture": f"model code {self.code.target} (--model-code)"}
 
     def to_dict(self) -> dict[str, Any]:
-        import torch
-
         linears = [(name, m) for name, m in self.model.named_modules() if isinstance(m, torch.nn.Linear)]
         last = len(linears) - 1
         layers = [{"index": k, "name": name, "out_features": m.out_features, "in_features": m.in_features,
@@ -241,8 +246,6 @@ class UserLoaded:
 def _flat_tensors(path: str | os.PathLike) -> tuple[dict[str, Any], str, dict[str, Any] | None, dict[str, str]]:
     """The file's tensors under their full dotted keys (wrapper prefix put back), its format, metadata,
     and what it held outside the state dict (key: why)."""
-    from ..checkpoints.read import read_checkpoint
-
     raw = read_checkpoint(path)
     pre = raw.wrapper + "." if raw.wrapper else ""
     return {pre + k: v for k, v in raw.tensors.items()}, raw.file_format, raw.metadata, dict(raw.skipped)
@@ -271,8 +274,6 @@ def load_user_model(
     path: str | os.PathLike, code: ModelCode, in_features: int | None = None, strict: bool = True
 ) -> UserLoaded:
     """Build the user's module and load the checkpoint at ``path`` into it (strictly), in eval mode."""
-    import torch
-
     tensors, file_format, metadata, skipped = _flat_tensors(path)
     module = build_module(code)
     expected_state = module.state_dict()
@@ -354,17 +355,13 @@ def reinit_user_inlet(loaded: UserLoaded, scheme: str, seed: int = 0) -> list[st
     reads the raw coordinates, and with a bias), ``siren`` (``U(-1/n_in, 1/n_in)`` weights). The module's
     activation is the user's code: what a scheme assumes about it is returned as a note, not checked.
     """
-    from .adapter import as_adapter
+    from .adapter import as_adapter  # the adapter takes a UserLoaded: imported here, not at the top
 
     return reinit_module_inlet(as_adapter(loaded), scheme, seed)
 
 
-def reinit_module_inlet(ad, scheme: str, seed: int = 0) -> list[str]:
+def reinit_module_inlet(ad: ModuleAdapter, scheme: str, seed: int = 0) -> list[str]:
     """``reinit_user_inlet`` on a ``ModuleAdapter`` (any module); returns the notes."""
-    import torch
-
-    from .inits import InitError, rank_expand_points, rank_expand_weights, siren_bounds
-
     lin = ad.linear(0)
     name = ad.layers[0].name
     gen = torch.Generator().manual_seed(seed)
@@ -388,24 +385,22 @@ def reinit_module_inlet(ad, scheme: str, seed: int = 0) -> list[str]:
             lin.bias.copy_(b.to(lin.bias.dtype))
             notes.append("rank-expand assumes a threshold activation (ReLU-like) after the inlet: your code decides")
         elif scheme == "siren":
-            b = siren_bounds(lin.in_features, True)
-            lin.weight.uniform_(-b, b, generator=gen)
+            half = siren_bounds(lin.in_features, True)
+            lin.weight.uniform_(-half, half, generator=gen)
             notes.append("siren's first-layer init assumes sin(w0 h) after the inlet: your code decides")
         else:
             raise InitError(f"--scheme {scheme!r} with --model-code: allowed default, rank-expand, siren")
     return notes
 
 
-def save_user_state(loaded: UserLoaded, path: str | os.PathLike, provenance: dict[str, Any], force: bool = False):
+def save_user_state(
+    loaded: UserLoaded, path: str | os.PathLike[str], provenance: dict[str, Any], force: bool = False
+) -> Path:
     """Write the user's module as a plain safetensors state dict (its own key names), atomically.
 
     It loads back with the same ``--model-code``; the metadata key ``inrdiag_model_code`` records the
     code, its arguments and the provenance (the inrdiag format key is not used: there is no ArchSpec).
     """
-    from safetensors.torch import save_file
-
-    from ..files import atomic_write
-
     state = {k: v.detach().to("cpu").contiguous() for k, v in loaded.model.state_dict().items()}
     meta = json.dumps({"model_code": loaded.code.to_dict(), "provenance": provenance}, sort_keys=True, default=str)
     return atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"inrdiag_model_code": meta}), force)
