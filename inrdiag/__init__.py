@@ -28,7 +28,7 @@ _EXPORTS = {
     "to_dataframe": "tables",
     "write_csv": "tables",
     "choose_threads": "threads",
-    "LoadOptions": "checkpoints.layouts",
+    "LoadOptions": "checkpoints.layouts.options",
     "Loaded": "checkpoints.load",
     "load": "checkpoints.load",
     "save": "checkpoints.save",
@@ -100,7 +100,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:  # the same names from the same modules as _EXPORTS (``name as name``: an explicit re-export)
-    from .checkpoints.layouts import LoadOptions as LoadOptions
+    from .checkpoints.layouts.options import LoadOptions as LoadOptions
     from .checkpoints.load import Loaded as Loaded
     from .checkpoints.load import load as load
     from .checkpoints.save import save as save

@@ -20,6 +20,7 @@ from inrdiag.cohort.train import (
     save_cohort,
     train_cohort,
 )
+from inrdiag.errors import SpecError
 
 
 @pytest.fixture
@@ -163,7 +164,7 @@ def test_read_cohort_is_the_one_reader(cohort_dir, tmp_path):
     inrdiag.save(res.models[0], single)
     with pytest.raises(CohortError, match="not an inrdiag cohort checkpoint"):
         read_cohort(single)
-    with pytest.raises(CohortError, match="unexpected"):
+    with pytest.raises(SpecError, match="unexpected"):
         is_encoder_key("weight", 2)
 
 

@@ -21,7 +21,7 @@ from safetensors import safe_open
 
 from ..errors import CheckpointError, InrdiagError, SpecError
 from ..grid import check_memory
-from ..models.spec import ArchSpec
+from ..models.spec import ArchSpec, is_encoder_key
 
 #: Metadata key of inrdiag's own safetensors files, and the format version written.
 METADATA_KEY = "inrdiag"
@@ -207,8 +207,7 @@ def expected_tensors(meta: dict[str, Any]) -> dict[str, list[int]]:
     K = cohort["shared_layers"]
     out: dict[str, list[int]] = {}
     for key, shape in shapes.items():
-        parts = key.split(".")
-        if parts[0] == "encoding" or int(parts[1]) < K:
+        if is_encoder_key(key, K):
             out[key] = shape
         else:
             for d in range(cohort["heads"]):

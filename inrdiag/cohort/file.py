@@ -9,28 +9,15 @@ once under their CoordMLP names, head d's own tensors (every other key) under ``
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from ..checkpoints.layouts.cohort import split_heads
 from ..checkpoints.read import RawCheckpoint, check_declared_shapes, read_checkpoint, validate_metadata
-from ..models.spec import ArchSpec
+from ..models.spec import ArchSpec, is_encoder_key
 from .recipe import CohortError, CohortRecipe
-
-_HEAD_KEY = re.compile(r"heads\.(\d+)\.(.+)$")
-
-
-def is_encoder_key(key: str, K: int) -> bool:
-    """Whether the CoordMLP state-dict ``key`` belongs to an encoder of ``K`` linear layers (the encoding,
-    linear layers 0..K-1 and their batch norms); every other key is a head's."""
-    parts = key.split(".")
-    if parts[0] == "encoding":
-        return True
-    if parts[0] in ("linears", "norms") and len(parts) > 1 and parts[1].isdigit():
-        return int(parts[1]) < K
-    raise CohortError(f"unexpected CoordMLP parameter {key!r}")
 
 
 def cohort_state(models: list[torch.nn.Module], K: int) -> dict[str, torch.Tensor]:
@@ -89,13 +76,6 @@ def read_cohort(source: str | os.PathLike[str] | RawCheckpoint) -> CohortFile:
     spec = ArchSpec.from_dict(meta["arch"])
     cohort = meta["cohort"]
     K, H = int(cohort["shared_layers"]), int(cohort["heads"])
-    heads: list[dict[str, torch.Tensor]] = [{} for _ in range(H)]
-    encoder: dict[str, torch.Tensor] = {}
-    for key, t in raw.tensors.items():
-        m = _HEAD_KEY.match(key)
-        if m is None:
-            encoder[key] = t
-        else:  # check_declared_shapes admitted only heads 0..H-1 with head keys
-            heads[int(m.group(1))][m.group(2)] = t
+    encoder, heads = split_heads(raw.tensors, H)  # the layout's one reading of head keys
     return CohortFile(path=raw.path, spec=spec, shared_layers=K, names=list(cohort.get("names") or []),
                       encoder=encoder, heads=heads, provenance=dict(meta.get("provenance") or {}))  # fmt: skip

@@ -76,6 +76,17 @@ def norm_key(k: int) -> str:
     return f"{NORMS}.{k}"
 
 
+def is_encoder_key(key: str, K: int) -> bool:
+    """Whether the CoordMLP state-dict ``key`` belongs to an encoder of ``K`` linear layers (the encoding,
+    linear layers 0..K-1 and their batch norms); every other CoordMLP key is a head's (cohort files)."""
+    parts = key.split(".")
+    if parts[0] == FOURIER_B.split(".")[0]:
+        return True
+    if parts[0] in (LINEARS, NORMS) and len(parts) > 1 and parts[1].isdigit():
+        return int(parts[1]) < K
+    raise SpecError(f"unexpected CoordMLP parameter {key!r}")
+
+
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in allowed:
         raise SpecError(f"{name} {value!r} is not allowed; allowed: {', '.join(allowed)}")

@@ -27,6 +27,8 @@ from .structure import check_gaps
 
 #: Top-level names of the heads of an encoder/decoder file (with a top-level ``encoder``).
 COHORT_HEADS = ("decoder", "decoders", "heads", "head")
+#: A head's tensor in an inrdiag cohort file: ``heads.{d}.{CoordMLP key}``.
+_HEAD_KEY = re.compile(r"heads\.(\d+)\.(.+)$")
 
 COHORT = Layout(
     name="cohort",
@@ -82,22 +84,29 @@ def own_heads(
     heads = Heads(cohort["heads"], 0, cohort["shared_layers"], list(cohort.get("names") or []))
     heads.head = head = pick_head(opts.head, heads.heads)
     sources["head"] = _head_source(opts)
-    infos: list[TensorInfo] = []
-    selected = {}
-    for k in list(state):
-        m = re.match(r"heads\.(\d+)\.(.+)$", k)
+    encoder, own = split_heads(state, heads.heads)
+    infos = [info(k, t, True, "shared encoder") for k, t in encoder.items()]
+    for d, tensors in enumerate(own):
+        role = f"head {head}" if d == head else f"head {d} (not selected; --head {d})"
+        infos += [info(f"heads.{d}.{k}", t, d == head, role) for k, t in tensors.items()]
+    return {**encoder, **own[head]}, infos, heads
+
+
+def split_heads(
+    tensors: dict[str, torch.Tensor], heads: int
+) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """The one reading of an inrdiag cohort file's tensors: the shared encoder's (every key not under
+    ``heads.``) and head d's own (``heads.{d}.{key}`` -> ``key``), d in 0..heads-1, in file order.
+    The metadata check (``read.check_declared_shapes``) has admitted only such keys."""
+    encoder: dict[str, torch.Tensor] = {}
+    own: list[dict[str, torch.Tensor]] = [{} for _ in range(heads)]
+    for key, t in tensors.items():
+        m = _HEAD_KEY.match(key)
         if m is None:
-            continue
-        t = state.pop(k)
-        if int(m.group(1)) == head:
-            selected[m.group(2)] = t
-            infos.append(info(k, t, True, f"head {head}"))
+            encoder[key] = t
         else:
-            infos.append(info(k, t, False, f"head {m.group(1)} (not selected; --head {m.group(1)})"))
-    for k, t in state.items():
-        infos.append(info(k, t, True, "shared encoder"))
-    state.update(selected)
-    return state, infos, heads
+            own[int(m.group(1))][m.group(2)] = t
+    return encoder, own
 
 
 # ---------------------------------------------------------------- encoder.* + decoder.{d}.* files
