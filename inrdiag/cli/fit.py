@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -13,6 +13,9 @@ from ..fitting.defaults import DEFAULT_COMPARE_INITS, DEFAULT_SEEDS, FULL_BATCH_
 from .app import DeviceOpt, ForceOpt, JsonOpt, ModelArg, PlotOpt, app, check_outputs, load_model, show  # fmt: skip
 from .app import Loading, ModelArgsOpt, ModelCodeOpt, progress_bar, seed_param, with_loading
 from .study import CsvOpt, FromOpt, JobsOpt, MaxJobsOpt, OutDirOpt, job_progress, show_pending
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 TRAIN = "Training budget"
 
@@ -70,7 +73,7 @@ def _progress(enabled: bool, total_runs: int = 1) -> Iterator[Callable[[str, int
         yield None
         return
     with progress_bar() as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def update(label: str, step: int, steps: int, info: str) -> None:
             if label not in tasks:
@@ -258,7 +261,8 @@ def compare(
     if from_ is not None:
         if target is not None:
             raise InrdiagError("give either TARGET (to run) or --from RUN_DIR (to report), not both")
-        kind, rep = api.load_study(from_, baseline)
+        kind, loaded_rep = api.load_study(from_, baseline)
+        rep: Any = loaded_rep
         if kind != "compare":
             raise InrdiagError(f"{from_} holds a {kind} study; report it with `inrdiag {kind} --from {from_}`")
     else:
@@ -387,7 +391,9 @@ def reinit(
     prov = {**loaded.provenance, "reinit": {"scheme": scheme, "seed": seed, "source": str(model),
                                             "source_sha256": file_sha256(model)}}  # fmt: skip
     notes: list[str] = []
-    if hasattr(loaded, "code"):  # the user's module (--model-code): its first nn.Linear, its own key names
+    from ..models.usercode import UserLoaded
+
+    if isinstance(loaded, UserLoaded):  # the user's module (--model-code): its first nn.Linear, its own key names
         from ..models.usercode import reinit_user_inlet, save_user_state
 
         notes = reinit_user_inlet(loaded, scheme, seed)
@@ -398,7 +404,7 @@ def reinit(
     else:
         reinit_inlet(loaded.model, scheme, seed)
         save(loaded.model, output, prov, force)
-        inlet = loaded.model.linears[0]
+        inlet = loaded.model.linear(0)
     info = {"source": str(model), "scheme": scheme, "seed": seed, "output": output,
             "inlet_shape": list(inlet.weight.shape), "notes": notes}  # fmt: skip
     from ..report.fit import render_reinit

@@ -164,9 +164,9 @@ def sweep_folder(
     if ckpt and save:
         raise CohortError("-o saves a cohort trained by this command; a checkpoint was given, so nothing is trained")
     if save:
-        rep = _sweep_and_save(folder, paths, test, holdout, steps, lr, flags, seed, save, force, device,
-                              train_progress, progress, notes)  # fmt: skip
-        return SweepRun(report=rep, notes=notes)
+        saved = _sweep_and_save(folder, paths, test, holdout, steps, lr, flags, seed, save, force, device,
+                                train_progress, progress, notes)  # fmt: skip
+        return SweepRun(report=saved, notes=notes)
     test_paths = list_images(test)[0] if test else None
     kw: dict[str, Any] = {}
     if ckpt:

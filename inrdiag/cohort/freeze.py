@@ -218,7 +218,7 @@ def freeze_sweep(
             done += 1
             if progress is not None:
                 progress(done, total, res.final_loss, res.psnr[-1])
-    srs = [weight_stable_rank(encoder.linears[j].weight) for j in range(K)]
+    srs = [weight_stable_rank(encoder.linear(j).weight) for j in range(K)]
     # k* = 1 + argmax of the encoder's hidden layers' weight stable ranks (as `inrdiag rank`).
     k_star = recommend_freeze_depth(srs, list(range(K)))
     sweep = [rows[label] for label, k in labels if k is not None]

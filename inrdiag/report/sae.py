@@ -147,11 +147,11 @@ def plot_atoms(rep: SAEReport, codes: Codes, shape: Sequence[int], path: str, fo
     if target is not None:
         t = target.values.to(torch.float64)
         if target.kind == "image":
-            img = t.reshape(*target.shape, target.channels).clamp(0, 1).numpy()
-            img = img[..., 0] if img.shape[-1] == 1 else img
+            shown = t.reshape(*target.shape, target.channels).clamp(0, 1).numpy()
+            shown = shown[..., 0] if shown.shape[-1] == 1 else shown
         else:
-            img = (t[:, 0] > 0.5).reshape(target.shape).numpy().max(-1)
-        flat[0].imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            shown = (t[:, 0] > 0.5).reshape(target.shape).numpy().max(-1)
+        flat[0].imshow(shown, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         flat[0].set_title("target", fontsize=8)
         flat = flat[1:]
     im = None
