@@ -18,14 +18,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from .constants import DEFAULT_TOL
 from .device import resolve_device
 from .errors import InrdiagError
 from .grid import available_memory, check_memory, grid_shape, make_grid
 from .models.adapter import as_adapter, cast_module
 from .models.spec import RELU_LIKE
 
-#: Default relative tolerance of the numerical rank: count s_i > tol * s_1.
-DEFAULT_TOL = 1e-3
 #: Points per forward chunk: bounds memory at about chunk * sum(widths) * 8 bytes * 3. 8192 keeps a
 #: 256-wide float64 block at 16 MiB, under glibc's largest mmap threshold (32 MiB), so the blocks are
 #: reused from the heap instead of being mapped and page-faulted afresh every chunk (measured on the

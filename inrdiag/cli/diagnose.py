@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from ..constants import DEFAULT_TOL
 from .app import (
     DeviceOpt,
     ForceOpt,
@@ -49,7 +50,7 @@ def rank(
         ),
     ],
     grid: GridOpt = None,
-    tol: TolOpt = 1e-3,
+    tol: TolOpt = DEFAULT_TOL,
     device: DeviceOpt = "auto",
     json: JsonOpt = False,
     plot: PlotOpt = None,
@@ -154,7 +155,8 @@ def check(
     ] = None,
     grid: GridOpt = None,
     tol: Annotated[
-        float | None, typer.Option("--tol", help="Numerical-rank tolerance (default 1e-3).", show_default=False)
+        float | None,
+        typer.Option("--tol", help=f"Numerical-rank tolerance (default {DEFAULT_TOL:g}).", show_default=False),
     ] = None,
     device: DeviceOpt = "auto",
     json: JsonOpt = False,
