@@ -1,17 +1,35 @@
-"""NTK benchmarks (issue 3): one command, every time measured in this process next to its baseline.
+"""NTK benchmarks (issues 3 and 15): one command, every time measured in this process next to its baseline.
 
-    python benchmarks/bench_ntk.py                 # both parts
-    python benchmarks/bench_ntk.py --part exact    # N = 4096: layer-wise exact vs vmap(jacrev) J J^T
-    python benchmarks/bench_ntk.py --part topk     # N = 65536: top-32 eigenvalues (+ scipy eigsh baseline)
+    python benchmarks/bench_ntk.py                      # every part
+    python benchmarks/bench_ntk.py --part commands      # the two whole commands of issue 15 (below)
+    python benchmarks/bench_ntk.py --part exact         # N = 4096: layer-wise exact vs vmap(jacrev) J J^T
+    python benchmarks/bench_ntk.py --part topk          # N = 65536: top-32 eigenvalues (+ scipy eigsh baseline)
 
-Model: a 4x256 ReLU coordinate MLP (198,401 parameters, scalar output, torch default init, seed 0),
-float32 (the checkpoints' dtype) unless --dtype float64. Uses torch's default thread count.
+``--part commands`` runs ``python -m inrdiag ntk`` (this checkout) in fresh processes on
+examples/checkpoints/relu_4x256.safetensors, best of ``--repeats``, each next to its baseline:
+
+- ``ntk MODEL`` (N = 4,096, the default ``--dtype auto``): target <= 5 s. Baselines: the same command with
+  ``--dtype float64`` (every eigenvalue by float64 eigvalsh, the old path's solver for Theta and the
+  reference), and a process that only imports torch and the CLI (the floor of any command). Also printed:
+  the accuracy of the default against the float64 run (eigenvalues, effective and numerical ranks).
+- ``ntk MODEL --grid 256 --top-k 32`` (N = 65,536, Lanczos): targets <= 15 s and <= 1.3x the solver alone
+  in this process (factors + dead-column drop + low-rank block Lanczos, float32 products).
+
+Both the children and this process run with the same thread count (``--threads``; default: what the
+command line's load policy picks at the start, ``inrdiag.threads``), so the ratios compare like with like.
+
+Model of the in-process parts: a 4x256 ReLU coordinate MLP (198,401 parameters, scalar output, torch
+default init, seed 0), float32 (the checkpoints' dtype) unless --dtype float64.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,6 +42,9 @@ from inrdiag import ArchSpec, CoordMLP, make_grid
 from inrdiag.device import tune_malloc
 from inrdiag.ntk.factors import layer_factors, matmul_sum
 from inrdiag.ntk.kernel import lanczos_topk
+
+ROOT = Path(__file__).resolve().parents[1]
+CKPT = ROOT / "examples" / "checkpoints" / "relu_4x256.safetensors"
 
 
 def model_4x256(dtype):
@@ -120,7 +141,8 @@ def part_topk(n_axis: int, k: int, block: int, tol: float, dtype, baseline: bool
     comp = [f.compressed() for f in factors]
     t_comp = time.perf_counter() - t0 - t_fac
     trace = sum(float(f.diag().double().sum()) for f in comp)
-    res, bound, used, _ = lanczos_topk(comp, n, k, tol, trace, torch.device("cpu"), dtype, block=block, lowrank=lowrank)
+    sol = lanczos_topk(comp, n, k, tol, trace, torch.device("cpu"), dtype, block=block, lowrank=lowrank)
+    res, bound, used = sol.topk, sol.bound, sol.factors
     t_total = time.perf_counter() - t0
     flops = sum(f.flops_matmul(1) for f in used)
     dead = sum(f.flops_matmul(1) for f in comp)
@@ -171,9 +193,98 @@ def part_topk(n_axis: int, k: int, block: int, tol: float, dtype, baseline: bool
     print(f"  speed-up block Lanczos vs eigsh: {t_e / t_total:.2f}x; max relative eigenvalue difference {diff:.1e}")
 
 
+def child_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def fresh(args: list[str], repeats: int, threads: int) -> dict:
+    """Run ``python -m inrdiag ARGS`` (or ``python -c`` when args[0] == "-c") ``repeats`` times, fresh processes."""
+    cmd = [sys.executable, *(args if args[0] == "-c" else ["-m", "inrdiag", *args])]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "INRDIAG_THREADS": str(threads)}
+    walls, cpus, out = [], [], ""
+    for _ in range(repeats):
+        c0, t0 = child_cpu(), time.perf_counter()
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, env=env).stdout
+        walls.append(time.perf_counter() - t0)
+        cpus.append(child_cpu() - c0)
+    return {"best": min(walls), "median": statistics.median(walls), "cpu": min(cpus), "out": out}
+
+
+def line(name: str, r: dict, base: dict | None = None, base_name: str = "", target: str = "") -> None:
+    ratio = f"; {r['best'] / base['best']:.2f}x {base_name}" if base else ""
+    goal = f"   [target {target}]" if target else ""
+    print(f"{name}: best {r['best']:.2f} s, median {r['median']:.2f} s, CPU {r['cpu']:.2f} s{ratio}{goal}", flush=True)
+
+
+def solver_topk(repeats: int) -> float:
+    """The top-32 solver alone at N = 65,536 on the checkpoint, in this process (best of repeats): factors,
+    dead-column drop, low-rank block Lanczos with float32 products, as the command runs them."""
+    import inrdiag
+    from inrdiag.device import resolve_device
+    from inrdiag.models.adapter import as_adapter
+    from inrdiag.ntk.kernel import ntk_points
+
+    tune_malloc()
+    dev = resolve_device("auto")  # what the command's --device auto picks (CUDA when there is one)
+    m = as_adapter(inrdiag.load(CKPT)).copy(dev, torch.float32)
+    for p in m.module.parameters():
+        p.requires_grad_(True)
+    x = ntk_points(2, 256, None, 0, torch.float32, dev).coords
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        comp = [f.compressed() for f in layer_factors(m, x)]
+        trace = sum(float(f.diag().double().sum()) for f in comp)
+        lanczos_topk(comp, x.shape[0], 32, 1e-3, trace, dev, torch.float32)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def part_commands(repeats: int, threads: int) -> None:
+    model = str(CKPT)
+    print(f"== whole commands (issue 15), fresh processes, {threads} thread(s), best of {repeats} ==", flush=True)
+    imp = fresh(["-c", "import torch, inrdiag.cli"], repeats, threads)
+    line("import torch + inrdiag.cli only (floor of any command)", imp)
+    auto = fresh(["ntk", model, "--json"], repeats, threads)
+    old = fresh(["ntk", model, "--json", "--dtype", "float64"], repeats, threads)
+    line("ntk MODEL (N=4096, exact, --dtype auto)", auto, old, "the float64 run", "<= 5 s")
+    line("ntk MODEL --dtype float64 (all eigenvalues by float64 eigvalsh)", old)
+    d, d64 = json.loads(auto["out"]), json.loads(old["out"])
+    secs = {k: round(v, 2) for k, v in d["seconds"].items()}
+    secs64 = {k: round(v, 2) for k, v in d64["seconds"].items()}
+    print(f"  auto - import-only: {auto['best'] - imp['best']:.2f} s; seconds in the JSON: {secs} (float64: {secs64})")
+    ev, ev64 = d["eigenvalues"], d64["eigenvalues"]
+    diff = max(abs(x - y) for x, y in zip(ev, ev64)) / ev64[0]
+    lo, hi = d["effective_rank_bounds"] or [d["effective_rank"]] * 2
+    print(f"  auto ({d['spectrum']}, {len(ev)} eigenvalues; stated error {d['accuracy'].get('eigenvalue_error', 0):.1e} "
+          f"lambda_1) vs float64: max |lambda difference| / lambda_1 = {diff:.1e}; effective rank {d['effective_rank']:.4f} "
+          f"in [{lo:.4f}, {hi:.4f}] vs {d64['effective_rank']:.4f}; numerical rank {d['numerical_rank']} vs "
+          f"{d64['numerical_rank']}; decay 100 {d['decay']['100']} vs {d64['decay']['100']}")  # fmt: skip
+    for g, g64 in zip(d["layers"], d64["layers"]):
+        b = g["effective_rank_bounds"]
+        bounds = f" in [{b[0]:.4f}, {b[1]:.4f}]" if b else ""
+        print(f"  {g['name']}: {g['spectrum']}; effective rank {g['effective_rank']:.4f}{bounds} (float64 "
+              f"{g64['effective_rank']:.4f}); numerical rank {g['numerical_rank']} ({g64['numerical_rank']})")  # fmt: skip
+    top = fresh(["ntk", model, "--grid", "256", "--top-k", "32", "--json"], repeats, threads)
+    solver = {"best": solver_topk(repeats)}
+    print(f"solver alone in this process (factors + dead-column drop + low-rank Lanczos, float32, best of {repeats}): "
+          f"{solver['best']:.2f} s", flush=True)  # fmt: skip
+    line("ntk MODEL --grid 256 --top-k 32 (N=65536, --dtype auto)", top, solver, "the solver", "<= 15 s, <= 1.3x")
+    d = json.loads(top["out"])
+    secs = {k: round(v, 2) for k, v in d["seconds"].items()}
+    print(f"  {d['precision']}; {d['accuracy']['products']} products; max relative error bound "
+          f"{d['accuracy']['max_relative_error_bound']:.2e}; seconds in the JSON: {secs}; groups refined by their "
+          f"own solve: {d['accuracy'].get('groups', {}).get('refined')}")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=["all", "exact", "topk"], default="all")
+    ap.add_argument("--part", choices=["all", "commands", "exact", "topk"], default="all")
+    ap.add_argument("--repeats", type=int, default=3, help="commands: fresh runs per command (best is printed)")
+    ap.add_argument("--threads", type=int, default=None, help="threads of the children and of this process")
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     ap.add_argument("--grid-exact", type=int, default=64, help="points per axis for the exact part (64: N = 4096)")
     ap.add_argument("--grid-topk", type=int, default=256, help="points per axis for the top-k part (256: N = 65536)")
@@ -183,8 +294,14 @@ def main() -> None:
     ap.add_argument("--skip-baseline", action="store_true", help="skip the slow vmap(jacrev) and eigsh baselines")
     ap.add_argument("--no-lowrank", action="store_true", help="top-k: run the products on the uncompressed factors")
     args = ap.parse_args()
+    from inrdiag.threads import choose_threads
+
+    choice = choose_threads(args.threads)
+    torch.set_num_threads(choice.threads)
     dtype = getattr(torch, args.dtype)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}")
+    print(f"torch {torch.__version__}, {choice.describe()}, load average {os.getloadavg()[0]:.2f}")
+    if args.part in ("all", "commands"):
+        part_commands(args.repeats, choice.threads)
     if args.part in ("all", "exact"):
         part_exact(args.grid_exact, dtype, args.skip_baseline)
     if args.part in ("all", "topk"):

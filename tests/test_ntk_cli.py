@@ -65,7 +65,72 @@ def test_ntk_table_and_plot(cli, model_file, tmp_path):
     assert r.code == 2 and "--force" in r.err
 
 
+def test_ntk_krylov_default_json(cli, model_file):
+    """Above KRYLOV_MIN_POINTS the default (--dtype auto) reports the converged top of Theta's spectrum, its
+    error bound and the rank bounds; the float64 run's eigenvalues lie within them."""
+    from inrdiag.ntk.config import KRYLOV_MIN_POINTS
+
+    args = ["ntk", model_file, "--grid", "34", "--json", "--top-k", "8"]
+    assert 34 * 34 > KRYLOV_MIN_POINTS
+    d = cli(*args).json()
+    d64 = cli(*args, "--dtype", "float64").json()
+    assert d["spectrum"] == "krylov" and d64["spectrum"] == "all" and len(d64["eigenvalues"]) == 34 * 34
+    ev, ev64 = d["eigenvalues"], d64["eigenvalues"]
+    assert 8 <= len(ev) < len(ev64) and d["decay"]["10"] == pytest.approx(d64["decay"]["10"], rel=1e-3)
+    if len(ev) < 100:  # a fast-decaying spectrum: past float32's resolution (1e-6 lambda_1) nothing is reported
+        assert d["decay"]["100"] is None and ev64[len(ev)] < 1e-6 * ev64[0]
+        assert any("resolution of float32" in n for n in d["notes"])
+    err = d["accuracy"]["eigenvalue_error"]
+    assert err < 1e-4 and d["accuracy"]["solver"].startswith("block Krylov")
+    for a, b in zip(ev, ev64):
+        assert a - 1e-6 * ev64[0] <= b <= a + (err + 1e-6) * ev64[0]
+    lo, hi = d["effective_rank_bounds"]
+    assert lo * (1 - 1e-5) <= d64["effective_rank"] <= hi * (1 + 1e-5)  # slack: the float32 kernel's rounding
+    assert d["numerical_rank"] == d64["numerical_rank"] and d["numerical_rank_bounds"] == [d["numerical_rank"]] * 2
+
+
+def test_ntk_cli_defaults_are_the_engines():
+    """Every default of the command comes from the engine's constants (never a retyped literal)."""
+    from inrdiag.cli import _command
+    from inrdiag.ntk import config
+    from inrdiag.spectra import DEFAULT_TOL
+
+    params = {p.name: p.default for p in _command().commands["ntk"].params}
+    assert params["top_k"] == config.DEFAULT_TOP_K and params["tol"] == DEFAULT_TOL
+    assert params["method"] == config.DEFAULT_METHOD and params["dtype"] == config.DEFAULT_DTYPE
+    assert params["device"] == config.DEFAULT_DEVICE and params["grid"] is None and params["seed"] == 0
+
+
+def test_ntk_cli_is_the_engine_call(cli, model_file, tmp_path):
+    """The command's JSON is ``analyse(model, NTKConfig(flags)).to_dict()`` (only the timings differ)."""
+    import numpy as np
+    from imageio.v3 import imwrite
+
+    from inrdiag.ntk.analysis import analyse
+    from inrdiag.ntk.config import DEFAULT_DTYPE, NTKConfig
+
+    imwrite(tmp_path / "t.png", np.arange(64, dtype=np.uint8).reshape(8, 8))
+    d = cli("ntk", model_file, "--grid", "8", "--json", "--target", tmp_path / "t.png", "--seed", "3").json()
+    res = analyse(inrdiag.load(model_file), NTKConfig(grid=8, dtype=DEFAULT_DTYPE, seed=3), target=tmp_path / "t.png")
+    mine = res.to_dict()
+    d.pop("seconds"), mine.pop("seconds"), d.pop("schema_version"), d.pop("inrdiag_version")
+    d["target"]["path"] = mine["target"]["path"]  # the same file, given as str / Path
+
+    def same(a, b):
+        if isinstance(a, dict):
+            return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        if isinstance(a, list):
+            return isinstance(b, (list, tuple)) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        if isinstance(a, float) or isinstance(b, float):
+            return b is not None and a == pytest.approx(b, rel=1e-9, abs=1e-300)
+        return a == b
+
+    assert same(d, mine)
+
+
 @pytest.mark.parametrize("args,msg", [
+    (["--fit-steps", "5"], "--target"),
+    (["--lr", "0.1"], "--target"),
     (["--top-k", "500"], "--top-k"),
     (["--points", "1000"], "--points"),
     (["--method", "svd"], "--method"),

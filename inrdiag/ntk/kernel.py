@@ -2,18 +2,27 @@
 
 ``Theta(x, x') = sum_c <d f_c(x)/d theta, d f_c(x')/d theta>``: a SUM over the output channels c
 (as neural-tangents does by default), not a mean. It splits exactly over parameter groups,
-``Theta = sum_g Theta_g`` (see ``ntk_factors``). Two methods:
+``Theta = sum_g Theta_g`` (see ``inrdiag.ntk.factors``). Two methods:
 
-- ``exact``: every ``Theta_g`` and ``Theta`` as N x N matrices, all eigenvalues by ``eigvalsh``
-  (float64). A group whose Khatri-Rao width p is below N gets its spectrum from the p x p Gram.
+- ``exact``: every ``Theta_g`` and ``Theta`` as N x N matrices. A group whose Khatri-Rao width p is below
+  N (and at most ``SMALL_GRAM``) gets all its eigenvalues from the p x p Gram of its factor. The other
+  spectra: with ``dtype="float64"``/``"float32"`` every eigenvalue by float64 ``eigvalsh``; with
+  ``"auto"`` (the command's default) the top of each spectrum from a block Krylov space on the float32
+  matrix, grown until the ranks are pinned (``inrdiag.ntk.eigen.krylov_spectrum``; the bounds and the
+  eigenvalue error are reported).
 - ``lanczos``: nothing N x N is formed; the top-k eigenpairs of Theta come from a block Lanczos
-  method on the matrix-free product (``ntk_eig``), with the residual of every returned pair as the
-  accuracy check. Per group: the trace share is exact (``tr Theta_g = sum_n |a_n|^2 |d_n|^2``), the
-  spectrum is exact when p <= ``SMALL_GRAM`` (the inlet of a 2-D net, the head, batch norm), and
-  otherwise only the top eigenvalue is computed (ranks are null, with a note).
+  method on the matrix-free product (``inrdiag.ntk.eigen.topk_eigh``), with the residual of every
+  returned pair as the accuracy check. Per group: the trace share is exact
+  (``tr Theta_g = sum_n |a_n|^2 |d_n|^2``), the spectrum is exact when p <= ``SMALL_GRAM`` (the inlet of
+  a 2-D net, the head, batch norm), and otherwise only the top eigenvalue is computed (ranks are null,
+  with a note): the Rayleigh-Ritz value of that group on the Lanczos basis of Theta, refined by its own
+  Lanczos solve only if its residual is above the tolerance.
 
 ``auto`` takes ``exact`` when N <= ``EXACT_MAX_POINTS`` and the N x N matrices fit in memory.
 Batch norm is evaluated in eval mode (running statistics), which makes samples independent.
+
+``ntk_report(model, NTKConfig(...))`` is the one entry point (the ``inrdiag ntk`` command builds the same
+config from its flags; ``inrdiag.ntk.analysis.analyse`` adds a target).
 """
 
 from __future__ import annotations
@@ -23,25 +32,43 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InrdiagError
-from ..grid import check_memory, make_grid
-from ..spectra import DEFAULT_TOL, spectrum_stats
+import torch
+from torch import Tensor
 
-METHODS = ("auto", "exact", "lanczos")
-DTYPES = ("auto", "float32", "float64")
-#: ``auto``: float32 products everywhere (kernels, Lanczos/Krylov products) with float64 bases and
-#: float64 p x p Grams; what each solve used and its accuracy check are in ``accuracy``. The default of
-#: the ``inrdiag ntk`` command; the library function keeps float64 (the reference) unless asked.
-DEFAULT_DTYPE = "auto"
-#: Relative width to which the exact-mode ``auto`` pins each large group's effective rank.
-EFF_RANK_WIDTH = 0.01
-#: ``auto`` stays exact up to this many points: beyond it eigvalsh (O(N^3)) takes minutes.
-EXACT_MAX_POINTS = 8192
-#: Groups whose Khatri-Rao width p is at most this get exact spectra from the p x p Gram.
-SMALL_GRAM = 4096
-#: Default points per axis for ``ntk`` (N = 4096 in 1-D, 2-D and 3-D): the exact method's range.
-DEFAULT_GRID = {1: 4096, 2: 64, 3: 16}
-DEFAULT_TOP_K = 32
+from ..device import resolve_device
+from ..errors import InrdiagError
+from ..grid import available_memory, check_memory, make_grid
+from ..models.adapter import ModuleAdapter, as_adapter
+from ..seeds import check_seed
+from ..spectra import spectrum_stats
+from .config import (
+    DECAY_AT,
+    DEFAULT_BLOCK,
+    DEFAULT_DTYPE,
+    DEFAULT_GRID,
+    DEFAULT_GRID_OTHER,
+    DEFAULT_TOP_K,
+    DTYPES,
+    EFF_RANK_WIDTH,
+    EIG_TOL,
+    EXACT_MAX_POINTS,
+    KRYLOV_DIM,
+    KRYLOV_FLOOR,
+    KRYLOV_MIN_POINTS,
+    LIBRARY_DTYPE,
+    METHODS,
+    SMALL_GRAM,
+    NTKConfig,
+    make_config,
+)
+from .eigen import PartialSpectrum, TopK, dense_eigh, krylov_spectrum, topk_eigh
+from .factors import Factor, GenericGroup, generic_groups, layer_factors
+
+__all__ = [
+    "DEFAULT_BLOCK", "DEFAULT_DTYPE", "DEFAULT_GRID", "DEFAULT_TOP_K", "DTYPES", "EXACT_MAX_POINTS", "LIBRARY_DTYPE",
+    "METHODS", "SMALL_GRAM", "GroupNTK", "LanczosResult", "NTKConfig", "NTKPoints", "NTKReport", "choose_method",
+    "grid_points", "lanczos_topk", "make_config", "ntk_points", "ntk_report",
+]  # fmt: skip
 
 
 @dataclass
@@ -60,7 +87,8 @@ class GroupNTK:
     effective_rank: float | None
     #: Largest rank Theta_g can have: min(N, p), p = width of its Khatri-Rao factor.
     max_rank: int
-    #: Eigenvalues (descending) when known exactly, else None (the JSON keeps the top ``top_k``).
+    #: Eigenvalues (descending): all of them ("all"), the converged Ritz values ("krylov"), or None
+    #: ("top"); the JSON keeps the top ``top_k``.
     eigenvalues: list[float] | None = None
     note: str = ""
     #: How the spectrum was obtained: "all" (every eigenvalue), "krylov" (Ritz values of a block
@@ -97,7 +125,8 @@ class NTKReport:
     device: str
     top_k: int
     tol: float
-    #: Eigenvalues of Theta, descending: all N (exact) or the top k (lanczos).
+    #: Eigenvalues of Theta, descending: all N ("all"), the converged Ritz values ("krylov", at least the
+    #: top max(top_k, 100)) or the top k (lanczos).
     eigenvalues: list[float]
     trace: float
     #: lambda_k / lambda_1 for k = 10, 100 (None when not computed).
@@ -111,14 +140,18 @@ class NTKReport:
     seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     #: Top-k eigenvectors (N x k tensor) when asked for (targets); not serialised.
-    vectors: Any = None
+    vectors: Tensor | None = None
     #: The points (N x d tensor) the kernel was evaluated on; not serialised.
-    coords: Any = None
+    coords: Tensor | None = None
     #: Row indices of the points in the full grid (``make_grid(grid_shape)``); not serialised.
-    indices: Any = None
-    dtype_requested: str = "float64"
+    indices: Tensor | None = None
+    dtype_requested: str = LIBRARY_DTYPE
     #: One line: which precision each step ran in (also printed).
     precision: str = ""
+    #: How Theta's spectrum was obtained: "all", "krylov" (with the bounds below) or "top" (lanczos).
+    spectrum: str = "all"
+    effective_rank_bounds: list[float] | None = None
+    numerical_rank_bounds: list[int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -126,19 +159,45 @@ class NTKReport:
             "points": self.points, "method": self.method, "dtype": self.dtype,
             "dtype_requested": self.dtype_requested, "precision": self.precision, "device": self.device,
             "top_k": self.top_k, "tol": self.tol, "kernel": "sum over output channels of J_c J_c^T",
-            "eigenvalues": self.eigenvalues, "trace": self.trace, "decay": self.decay,
-            "effective_rank": self.effective_rank, "numerical_rank": self.numerical_rank,
+            "spectrum": self.spectrum, "eigenvalues": self.eigenvalues, "trace": self.trace, "decay": self.decay,
+            "effective_rank": self.effective_rank, "effective_rank_bounds": self.effective_rank_bounds,
+            "numerical_rank": self.numerical_rank, "numerical_rank_bounds": self.numerical_rank_bounds,
             "condition_number_top_k": self.condition_number_top_k,
             "layers": [g.to_dict(self.top_k) for g in self.groups],
             "accuracy": self.accuracy, "seconds": self.seconds, "notes": self.notes,
         }  # fmt: skip
 
 
-def ntk_points(dim: int, grid: int | None, points: int | None, seed: int = 0, dtype=None, device=None):
-    """(grid shape, N x d coordinates, row indices into the grid or None) for ``--grid``/``--points``."""
-    import torch
+@dataclass
+class NTKPoints:
+    """The points of an NTK report: a grid, or a seeded random subset of its rows."""
 
-    n = DEFAULT_GRID.get(dim, 8) if grid is None else int(grid)
+    shape: tuple[int, ...]
+    #: N x d coordinates.
+    coords: Tensor
+    #: Row indices into ``make_grid(shape)`` (None: the whole grid).
+    indices: Tensor | None
+
+    @property
+    def count(self) -> int:
+        return int(self.coords.shape[0])
+
+
+def grid_points(dim: int, grid: int | None = None) -> int:
+    """Points per axis of the NTK grid for d-dimensional inputs: ``grid``, else ``DEFAULT_GRID``."""
+    return DEFAULT_GRID.get(dim, DEFAULT_GRID_OTHER) if grid is None else int(grid)
+
+
+def ntk_points(
+    dim: int,
+    grid: int | None,
+    points: int | None,
+    seed: int = 0,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> NTKPoints:
+    """The grid (``--grid``) or its seeded random subset of ``points`` rows (``--points``)."""
+    n = grid_points(dim, grid)
     if n < 2:
         raise InrdiagError(f"--grid must be at least 2 points per axis, got {n}")
     shape = (n,) * dim
@@ -146,19 +205,17 @@ def ntk_points(dim: int, grid: int | None, points: int | None, seed: int = 0, dt
     check_memory(8.0 * total * dim * 2, f"a {'x'.join(map(str, shape))} grid", "--grid")
     x = make_grid(shape, dtype=dtype, device=device)
     if points is None:
-        return shape, x, None
+        return NTKPoints(shape=shape, coords=x, indices=None)
     if not 1 <= points <= total:
         raise InrdiagError(f"--points must be in 1..{total} (the {'x'.join(map(str, shape))} grid), got {points}")
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(check_seed(seed, "seed"))
     idx = torch.randperm(total, generator=gen)[:points].sort().values
-    return shape, x[idx.to(x.device)], idx
+    return NTKPoints(shape=shape, coords=x[idx.to(x.device)], indices=idx)
 
 
-def _factor_bytes(ad, n: int, itemsize: int) -> float:
+def _factor_bytes(ad: ModuleAdapter, n: int, itemsize: int) -> float:
     """Bytes of the factors on n points: per exact-factor layer (d_in + 1) + C d_out columns, per generic
     group C p columns (p real parameters), times 2 for the forward/backward graph of one chunk (a bound)."""
-    from .factors import generic_groups
-
     C = ad.out_features
     cols = sum(ad.layers[k].in_features + 1 + C * ad.layers[k].out_features for k in ad.exact_layers)
     params = dict(ad.module.named_parameters())
@@ -167,116 +224,311 @@ def _factor_bytes(ad, n: int, itemsize: int) -> float:
     return float(n) * cols * itemsize * 2
 
 
-def choose_method(method: str, n: int, ad, itemsize: int) -> str:
+def choose_method(method: str, n: int, ad: ModuleAdapter, itemsize: int) -> str:
     """``method``, or for ``auto``: exact when N <= EXACT_MAX_POINTS and the N x N matrices fit in a
     quarter of the memory; ``ad`` is the model's ``ModuleAdapter``."""
     if method not in METHODS:
         raise InrdiagError(f"unknown --method {method!r}; allowed: {', '.join(METHODS)}")
     if method != "auto":
         return method
-    from ..grid import available_memory
-
     exact_bytes = _factor_bytes(ad, n, itemsize) + 4.0 * n * n * 8
     return "exact" if n <= EXACT_MAX_POINTS and exact_bytes <= available_memory() / 4 else "lanczos"
 
 
-def _group_from_eigs(f, eigs, n: int, trace: float, total: float, tol: float) -> GroupNTK:
+def _share(trace: float, total: float) -> float:
+    return trace / total if total > 0 else 0.0
+
+
+def _group_from_eigs(f: Factor, eigs: list[float], n: int, trace: float, total: float, tol: float) -> GroupNTK:
+    eigs = eigs[: min(n, f.feature_dim)]  # a p x p Gram with p > N: the rest are zeros (rank <= N)
     st = spectrum_stats(eigs, min(n, f.feature_dim), tol)
-    return GroupNTK(f.index, f.name, f.kind, f.parameters, trace, trace / total if total > 0 else 0.0,
-                    st.singular_values[0] if st.singular_values else 0.0, st.numerical_rank, st.effective_rank,
-                    min(n, f.feature_dim), st.singular_values, f.note)  # fmt: skip
+    return GroupNTK(index=f.index, name=f.name, kind=f.kind, parameters=f.parameters, trace=trace,
+                    trace_share=_share(trace, total),
+                    top_eigenvalue=st.singular_values[0] if st.singular_values else 0.0,
+                    numerical_rank=st.numerical_rank, effective_rank=st.effective_rank,
+                    max_rank=min(n, f.feature_dim), eigenvalues=st.singular_values, note=f.note)  # fmt: skip
 
 
-def _clean(w) -> list[float]:
+def _group_from_partial(f: Factor, ps: PartialSpectrum, n: int, trace: float, total: float) -> GroupNTK:
+    nr = ps.numerical_rank_bounds
+    vals = ps.converged_values
+    return GroupNTK(index=f.index, name=f.name, kind=f.kind, parameters=f.parameters, trace=trace,
+                    trace_share=_share(trace, total), top_eigenvalue=vals[0] if vals else 0.0,
+                    numerical_rank=nr.lower if nr.pinned else None, effective_rank=ps.effective_rank,
+                    max_rank=min(n, f.feature_dim), eigenvalues=vals, note=f.note, spectrum="krylov",
+                    effective_rank_bounds=ps.effective_rank_bounds.to_list(),
+                    numerical_rank_bounds=nr.to_list())  # fmt: skip
+
+
+def _clean(w: Tensor) -> list[float]:
     """Descending eigenvalues with those below the float64 rounding floor ``N eps lambda_1`` set to 0."""
     w = w.flip(0)
     floor = w.shape[0] * 2.2e-16 * float(w[0].clamp_min(0)) if w.numel() else 0.0
     return w.masked_fill(w <= floor, 0.0).tolist()
 
 
-def _group_from_partial(f, ps, n: int, trace: float, total: float) -> GroupNTK:
-    lo, hi = ps.numerical_rank_bounds
-    return GroupNTK(f.index, f.name, f.kind, f.parameters, trace, trace / total if total > 0 else 0.0,
-                    ps.values[0] if ps.values else 0.0, lo if lo == hi else None, ps.effective_rank,
-                    min(n, f.feature_dim), ps.values, f.note, spectrum="krylov",
-                    effective_rank_bounds=list(ps.effective_rank_bounds),
-                    numerical_rank_bounds=[lo, hi])  # fmt: skip
+def _eigvalsh_desc(M: Tensor) -> list[float]:
+    return _clean(dense_eigh(M.to(torch.float64), vectors=False))
 
 
-def _eigvalsh_desc(M) -> list[float]:
-    import torch
+@dataclass
+class _Solved:
+    """What a method found, before it becomes an NTKReport."""
 
-    return _clean(torch.linalg.eigvalsh(M.to(torch.float64)))
+    eigenvalues: list[float]
+    effective_rank: float | None
+    numerical_rank: int | None
+    groups: list[GroupNTK]
+    accuracy: dict[str, Any]
+    precision: str
+    dtype: str
+    spectrum: str = "all"
+    effective_rank_bounds: list[float] | None = None
+    numerical_rank_bounds: list[int] | None = None
+    vectors: Tensor | None = None
+    notes: list[str] = field(default_factory=list)
 
 
-def ntk_report(
-    model,
-    grid: int | None = None,
-    points: int | None = None,
-    seed: int = 0,
-    top_k: int = DEFAULT_TOP_K,
-    method: str = "auto",
-    dtype: str = "float64",
-    device: str = "auto",
-    tol: float = DEFAULT_TOL,
-    layer_names: list[str] | None = None,
-    vectors: bool = False,
-    block: int = 4,
-    eig_tol: float | None = None,
-    lowrank: bool = True,
-    in_features: int | None = None,
-) -> NTKReport:
+def _krylov(K: Tensor, n: int, trace: float, tol: float, seed: int, min_converged: int) -> PartialSpectrum:
+    """The ``auto`` Krylov spectrum of an N x N float32 matrix (float64 basis); eigenvalues below
+    ``KRYLOV_FLOOR * lambda_1`` (float32's resolution) need not converge."""
+    return krylov_spectrum(K.matmul, n, trace, tol=tol, width=EFF_RANK_WIDTH, dim=min(KRYLOV_DIM, n),
+                           max_dim=max(min(KRYLOV_DIM, n), n // 4), min_converged=min_converged,
+                           floor=KRYLOV_FLOOR, device=K.device, compute_dtype=K.dtype, seed=seed)  # fmt: skip
+
+
+def _exact(factors: list[Factor], traces: list[float], cfg: NTKConfig, n: int, prec: str,
+           seconds: dict[str, float]) -> _Solved:  # fmt: skip
+    """Every Theta_g and Theta as N x N matrices; spectra by Gram, Krylov (``auto``) or eigvalsh."""
+    auto = cfg.dtype == "auto"
+    krylov_ok = auto and n > KRYLOV_MIN_POINTS
+    tol, total = cfg.tol, sum(traces)
+    x = factors[0].A
+    t0 = time.perf_counter()
+    theta: Tensor | None = None
+    scratch = torch.empty(n, n, dtype=x.dtype, device=x.device) if n > 1 else None
+    groups: list[GroupNTK] = []
+    krylov: dict[str, int] = {}
+    fallback: list[str] = []
+    for f, tr in zip(factors, traces):
+        c = f.compressed()  # exactly-zero (dead-unit) columns dropped: the same kernel
+        K = c.kernel(scratch=scratch)
+        if f.feature_dim < n and (not auto or f.feature_dim <= SMALL_GRAM):
+            groups.append(_group_from_eigs(f, _eigvalsh_desc(c.khatri_rao_gram()), n, tr, total, tol))
+        elif krylov_ok:
+            gps = _krylov(K, n, tr, tol, cfg.seed, min(n, cfg.top_k))
+            if gps.converged:
+                groups.append(_group_from_partial(f, gps, n, tr, total))
+                krylov[f.name] = gps.dim
+            else:
+                groups.append(_group_from_eigs(f, _eigvalsh_desc(K), n, tr, total, tol))
+                fallback.append(f.name)
+        else:
+            groups.append(_group_from_eigs(f, _eigvalsh_desc(K), n, tr, total, tol))
+        theta = K if theta is None else theta.add_(K)
+        del K
+    del scratch
+    seconds["kernels"] = time.perf_counter() - t0
+    assert theta is not None
+    t0 = time.perf_counter()
+    want = min(n, max(cfg.top_k, DECAY_AT[-1]))
+    ps: PartialSpectrum | None = None
+    if krylov_ok and not cfg.vectors:
+        ps = _krylov(theta, n, total, tol, cfg.seed, want)
+        if not ps.converged:
+            fallback.append("Theta")
+            ps = None
+    notes: list[str] = []
+    accuracy: dict[str, Any]
+    vecs = None
+    if ps is not None:
+        eigs = ps.converged_values
+        lam1 = eigs[0] if eigs else 0.0
+        err = max(ps.radii) / lam1 if lam1 > 0 else 0.0
+        kk = min(cfg.top_k, len(eigs))
+        rel = max((r / v for r, v in zip(ps.radii[:kk], eigs[:kk]) if v > 0), default=0.0)
+        solved = _Solved(eigenvalues=eigs, effective_rank=ps.effective_rank,
+                         numerical_rank=ps.numerical_rank_bounds.lower, groups=groups, accuracy={}, precision="",
+                         dtype=prec, spectrum="krylov", effective_rank_bounds=ps.effective_rank_bounds.to_list(),
+                         numerical_rank_bounds=ps.numerical_rank_bounds.to_list())  # fmt: skip
+        accuracy = {
+            "solver": "block Krylov (float64 basis, float32 products), one Rayleigh-Ritz",
+            "bound": (f"the {len(eigs)} converged eigenvalues reported: lambda_i in [theta_i, theta_i + ||r_i||], "
+                      f"||r_i|| <= {err:.1e} lambda_1 ({rel:.1e} of the value for the top {kk}); effective rank "
+                      "within effective_rank_bounds (upper bound unconditional: interlacing and the exact trace; "
+                      "lower bound and the numerical rank assume the random start block missed no eigenvalue)"),
+            "eigenvalue_error": err, "relative_error_top_k": rel, "krylov_dim": ps.dim, "products": ps.products,
+            "converged_eigenvalues": len(eigs), "width": EFF_RANK_WIDTH,
+        }  # fmt: skip
+        solver = "block Krylov (float64 basis, float32 products)"
+        if len(eigs) < want:
+            notes.append(f"Theta: the eigenvalues past the {len(eigs)}th are below {KRYLOV_FLOOR:g} lambda_1, the "
+                         "resolution of float32 kernels: not reported (decay null past them); --dtype float64 "
+                         "computes them")  # fmt: skip
+        notes.append(f"Theta: top {len(eigs)} eigenvalues from a block Krylov space (dim {ps.dim}), each within "
+                     f"{err:.1e} lambda_1; effective rank within the bounds in the JSON (width <= "
+                     f"{EFF_RANK_WIDTH:.0%}); --dtype float64 computes all {n} eigenvalues")  # fmt: skip
+    else:
+        T64 = theta.to(torch.float64)
+        del theta
+        if cfg.vectors:
+            w, U = torch.linalg.eigh(T64)
+            eigs = _clean(w)
+            vecs = U.flip(1)  # all N: the target prediction then has nothing outside the basis
+            solver = "eigh (LAPACK, float64)"
+        else:
+            eigs = _eigvalsh_desc(T64)
+            solver = "eigvalsh (LAPACK, float64)"
+        st = spectrum_stats(eigs, n, tol)
+        solved = _Solved(eigenvalues=eigs, effective_rank=st.effective_rank, numerical_rank=st.numerical_rank,
+                         groups=groups, accuracy={}, precision="", dtype=prec, vectors=vecs)  # fmt: skip
+        accuracy = {"solver": solver, "bound": "backward stable: |error| <= ~N * 1.1e-16 * lambda_1"}
+    seconds["eigen"] = time.perf_counter() - t0
+    if prec == "float32":
+        accuracy["kernels"] = ("float32 GEMMs: on the 4x256 example every eigenvalue of Theta is within 7.9e-8 "
+                               "lambda_1 of the float64 kernels' (tests: within 1e-5 lambda_1)")  # fmt: skip
+    if krylov:
+        accuracy["groups"] = {
+            "solver": "block Krylov (float64 basis, float32 products), one Rayleigh-Ritz",
+            "bound": ("effective rank within effective_rank_bounds: upper bound unconditional (Cauchy "
+                      "interlacing + exact trace), lower bound and numerical_rank_bounds from the residual "
+                      "intervals, assuming no eigenvalue was missed (random start block)"),
+            "width": EFF_RANK_WIDTH, "krylov_dims": krylov,
+        }  # fmt: skip
+        notes.append(f"{', '.join(krylov)}: ranks from the top of the spectrum (block Krylov), "
+                     "effective rank within the bounds in the JSON (width <= "
+                     f"{EFF_RANK_WIDTH:.0%}); --dtype float64 computes every eigenvalue")  # fmt: skip
+    if fallback:
+        notes.append(f"{', '.join(fallback)}: the Krylov space did not pin the ranks by dimension N/4; all "
+                     "eigenvalues by float64 eigvalsh instead")  # fmt: skip
+    if auto:
+        precision = (f"float32 kernels; {solver} for Theta" + (" and the groups with p >= N" if krylov else "")
+                     + "; float64 eigvalsh of the p x p Grams for p < N")  # fmt: skip
+    else:
+        precision = f"{prec} kernels; {solver} for Theta and every group"
+    solved.accuracy, solved.precision, solved.notes = accuracy, precision, notes
+    return solved
+
+
+def _lanczos(factors: list[Factor], traces: list[float], cfg: NTKConfig, n: int, prec: str,
+             device: torch.device, seconds: dict[str, float]) -> _Solved:  # fmt: skip
+    """Top-k of Theta by block Lanczos on the matrix-free product; per group the Gram or the top eigenvalue."""
+    auto = cfg.dtype == "auto"
+    tdtype = getattr(torch, prec)
+    tol, total = cfg.tol, sum(traces)
+    t0 = time.perf_counter()
+    comp = [f.compressed() for f in factors]
+    big = [i for i, c in enumerate(comp) if c.feature_dim > SMALL_GRAM]
+    etol = cfg.eig_tol if cfg.eig_tol is not None else EIG_TOL[prec]
+    notes: list[str] = []
+    sol = lanczos_topk(comp, n, cfg.top_k, etol, total, device, tdtype, cfg.block, cfg.seed, cfg.lowrank, big)
+    if auto and not sol.topk.converged:
+        notes.append(f"float32 products stalled above tol {etol:g} after {sol.topk.products} products: "
+                     "solved again with float64 products")  # fmt: skip
+        prec, tdtype = "float64", torch.float64
+        comp = [f.with_factors(f.A.double(), f.D.double()) for f in comp]
+        sol = lanczos_topk(comp, n, cfg.top_k, etol, total, device, tdtype, cfg.block, cfg.seed, cfg.lowrank, big)
+    res, bound = sol.topk, sol.bound
+    seconds["eigen"] = time.perf_counter() - t0
+    eigs = res.values.clamp_min(0).tolist()
+    worst = max(r + bound / max(v, 1e-300) for r, v in zip(res.relative_residuals, eigs)) if eigs else 0.0
+    accuracy = {"solver": f"block Lanczos (block {cfg.block}, {prec} products, float64 basis)", **res.to_dict(),
+                "compression_bound": bound, "max_relative_error_bound": worst,
+                "bound": "||Theta u - theta u|| / theta <= relative_residual + compression_bound / theta for "
+                         "every returned pair; each eigenvalue moves by at most compression_bound (Weyl)"}  # fmt: skip
+    if not res.converged:
+        notes.append(f"Lanczos stopped after {res.products} products before reaching tol {etol:g}; "
+                     "see accuracy.relative_residuals")  # fmt: skip
+    nrank = sum(1 for v in eigs if v > tol * eigs[0]) if eigs and eigs[-1] <= tol * eigs[0] else None
+    t0 = time.perf_counter()
+    groups: list[GroupNTK] = []
+    partial: list[str] = []
+    refined: list[str] = []
+    gtol = max(etol, 1e-6)
+    for i, (f, c, tr) in enumerate(zip(factors, comp, traces)):
+        if i not in big:
+            groups.append(_group_from_eigs(f, _eigvalsh_desc(c.khatri_rao_gram()), n, tr, total, tol))
+            continue
+        # the top eigenvalue of the group's low-rank kernel, within its bound b of Theta_g's (Weyl): its
+        # Rayleigh-Ritz pair on the Lanczos basis of Theta (free), refined by its own solve from there if needed
+        part = res.parts[i]
+        value, resid, how = part.value, part.relative_residual, "Rayleigh-Ritz on the Lanczos basis of Theta"
+        if not resid <= gtol:
+            r1 = topk_eigh(sol.factors[i].matmul, n, 1, dtype=torch.float64, device=device, compute_dtype=tdtype,
+                           block=1, tol=gtol, seed=cfg.seed, start=part.vector[:, None])  # fmt: skip
+            value, resid, how = float(r1.values[0]), r1.relative_residuals[0], "its own block Lanczos"
+            refined.append(f.name)
+        groups.append(GroupNTK(
+            index=f.index, name=f.name, kind=f.kind, parameters=f.parameters, trace=tr,
+            trace_share=_share(tr, total), top_eigenvalue=value, numerical_rank=None, effective_rank=None,
+            max_rank=min(n, f.feature_dim), spectrum="top",
+            note=(f"top eigenvalue of the low-rank factor's kernel ({how}; relative residual {resid:.1e}), within "
+                  f"{sol.bounds[i]:.3g} (compression bound) plus that residual; ranks need all N eigenvalues: use "
+                  "--method exact with fewer --points")))  # fmt: skip
+        partial.append(f.name)
+    seconds["groups"] = time.perf_counter() - t0
+    notes.append("effective rank of Theta needs all eigenvalues: null in lanczos mode")
+    if partial:
+        notes.append(f"lanczos mode: ranks of {', '.join(partial)} not computed (their Khatri-Rao width "
+                     f"exceeds {SMALL_GRAM}); trace shares are exact, top eigenvalues within the compression "
+                     "bound plus their residual")  # fmt: skip
+    if partial:
+        accuracy["groups"] = {"solver": "Rayleigh-Ritz on the final Lanczos basis of Theta (no extra product); "
+                                        f"its own block Lanczos when the residual exceeds {gtol:g}",
+                              "refined": refined}  # fmt: skip
+    precision = f"{prec} products with a float64 Lanczos basis; float64 eigvalsh of the Grams for p <= {SMALL_GRAM}"
+    return _Solved(eigenvalues=eigs, effective_rank=None, numerical_rank=nrank, groups=groups, accuracy=accuracy,
+                   precision=precision, dtype=prec, spectrum="top", vectors=res.vectors if cfg.vectors else None,
+                   notes=notes)  # fmt: skip
+
+
+def ntk_report(model: Any, config: NTKConfig | None = None, **options: Any) -> NTKReport:
     """The empirical NTK of ``model`` on a coordinate grid (or a seeded random subset of it).
 
     ``model``: a CoordMLP, any ``nn.Module`` mapping (N, d) coordinates to (N, C), an ``inrdiag.Loaded``
     or a ``ModuleAdapter``; ``in_features`` is d when the module cannot tell (see ``inrdiag.models.adapter``).
     Every ``nn.Parameter`` counts (``requires_grad`` is ignored: register constants as buffers).
 
-    ``top_k`` eigenpairs are computed (all eigenvalues in exact mode); ``vectors=True`` keeps the
-    top-k eigenvectors (N x k) on the report for target alignment. ``eig_tol`` is the Lanczos
-    stopping tolerance on ``||Theta u - theta u|| / theta`` (default 1e-8 in float64, 1e-3 in float32: float32 products leave a residual floor near 1e-4).
+    ``config``: an ``NTKConfig`` (default ``NTKConfig()``); ``options``: any of its fields, overriding it
+    (``ntk_report(model, grid=32, dtype="auto")``).
 
-    ``dtype="auto"`` (the command's default) is chosen for speed with a checked accuracy: float32 products and
-    float64 bases. Exact mode: float32 kernels, all eigenvalues of Theta by float64 ``eigvalsh``, and
-    for groups whose Khatri-Rao width p is
-    at least N the ranks from a block Krylov space, with effective-rank bounds pinned to 1% (a full
-    float32 eigensolve of each would cost 4-5x as much). Lanczos mode: float32 products with a float64
-    basis, solved again in float64 if the residuals stall above the tolerance. ``"float64"`` keeps
-    every product and every eigensolve in float64 (the reference); ``"float32"`` runs the products
-    in float32 and every eigensolve in float64.
+    ``top_k`` eigenpairs are computed (all eigenvalues in exact mode with float64/float32); ``vectors=True``
+    keeps the top-k eigenvectors (all N in exact mode) on the report for target alignment. ``eig_tol`` is
+    the Lanczos stopping tolerance on ``||Theta u - theta u|| / theta`` (default 1e-8 in float64, 1e-3
+    in float32: float32 products leave a residual floor near 1e-4).
+
+    ``dtype="auto"`` (the command's default) is chosen for speed with a checked accuracy: float32 products
+    and float64 bases. Exact mode: float32 kernels; Theta and every group whose Khatri-Rao width p is at
+    least N get the top of their spectrum from a block Krylov space (float64 basis, float32 products),
+    grown until the numerical rank is pinned, the effective rank is within 1% and at least
+    ``max(top_k, 100)`` (``top_k`` for a group) eigenvalues are converged; the eigenvalue error bound
+    is reported (``accuracy.eigenvalue_error``, relative to lambda_1); with ``vectors`` Theta gets a float64
+    ``eigh``. Lanczos mode: float32 products with a float64 basis, solved again in float64 if the
+    residuals stall above the tolerance. ``"float64"`` keeps every product and every eigensolve in
+    float64 (the reference); ``"float32"`` runs the products in float32 and every eigensolve in float64.
     ``lowrank`` lets the Lanczos products run on factors compressed to the directions that matter,
     with a proven spectral-norm bound kept below ``eig_tol`` times the smallest returned eigenvalue
     (``Factor.lowrank``); the bound is reported in ``accuracy``.
     """
-    import torch
-
-    from ..device import resolve_device
-    from ..models.adapter import as_adapter
-    from .eigen import krylov_spectrum, topk_eigh
-    from .factors import Factor, all_factors, generic_groups
-
-    if dtype not in DTYPES:
-        raise InrdiagError(f"unknown --dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
-    if not 0 < tol < 1:
-        raise InrdiagError(f"--tol must be in (0, 1), got {tol}")
-    ad = as_adapter(model, in_features=in_features, names=layer_names)
+    cfg = make_config(config, **options)
+    names = list(cfg.layer_names) if cfg.layer_names is not None else None
+    ad = as_adapter(model, in_features=cfg.in_features, names=names)
     spec = ad.spec
-    auto = dtype == "auto"
-    prec = "float32" if auto else dtype
+    prec = "float32" if cfg.dtype == "auto" else cfg.dtype
     tdtype = getattr(torch, prec)
     itemsize = 8 if prec == "float64" else 4
-    dev = resolve_device(device)
-    shape, x, idx = ntk_points(ad.in_features, grid, points, seed, tdtype, dev)
-    n = x.shape[0]
-    if top_k < 1 or top_k > n:
-        raise InrdiagError(f"--top-k must be in 1..{n} (the number of points), got {top_k}; "
+    dev = resolve_device(cfg.device)
+    pts = ntk_points(ad.in_features, cfg.grid, cfg.points, cfg.seed, tdtype, dev)
+    x, n = pts.coords, pts.count
+    if cfg.top_k > n:
+        raise InrdiagError(f"--top-k must be in 1..{n} (the number of points), got {cfg.top_k}; "
                            "lower --top-k or use more --points/--grid")  # fmt: skip
-    meth = choose_method(method, n, ad, itemsize)
+    meth = choose_method(cfg.method, n, ad, itemsize)
     need = _factor_bytes(ad, n, itemsize)
     if meth == "exact":
         need += 4.0 * n * n * 8
     else:
-        need += 2.0 * n * max(3 * top_k, top_k + 6 * block) * 8 + 8.0 * (1 << 22) * itemsize
+        need += 2.0 * n * max(3 * cfg.top_k, cfg.top_k + 6 * cfg.block) * 8 * 4 + 8.0 * (1 << 22) * itemsize
     check_memory(need, f"the {meth} NTK on {n:,} points", "--points/--grid (or --method lanczos)")
     m = ad.copy(dev, tdtype)
     for p in m.module.parameters():
@@ -291,141 +543,37 @@ def ntk_report(
         notes += _module_notes(m, generic_groups(m))
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    factors = all_factors(m, x)
+    factors = layer_factors(m, x)
     seconds["factors"] = time.perf_counter() - t0
     traces = [float(f.diag().to(torch.float64).sum()) for f in factors]
-    total = sum(traces)
-    groups: list[GroupNTK] = []
-    vecs = None
-    t0 = time.perf_counter()
+    # A finite diagonal bounds every entry (|Theta_nm| <= sqrt(Theta_nn Theta_mm), Theta PSD): one check
+    if not all(math.isfinite(t) for t in traces):
+        raise InrdiagError("the NTK is not finite (NaN/Inf); check the weights")
     if meth == "exact":
-        theta = None
-        scratch = torch.empty(n, n, dtype=x.dtype, device=x.device) if n > 1 else None
-        partial = []
-        for f, tr in zip(factors, traces):
-            K = f.compressed().kernel(scratch=scratch)  # exactly-zero (dead-unit) columns dropped: exact
-            if f.feature_dim < n:
-                groups.append(_group_from_eigs(f, _eigvalsh_desc(f.khatri_rao_gram()), n, tr, total, tol))
-            elif auto:
-                ps = krylov_spectrum(K.matmul, n, tr, tol=tol, width=EFF_RANK_WIDTH, device=dev,
-                                     compute_dtype=tdtype, seed=seed)  # fmt: skip
-                groups.append(_group_from_partial(f, ps, n, tr, total))
-                partial.append((f.name, ps.dim))
-            else:
-                groups.append(_group_from_eigs(f, _eigvalsh_desc(K), n, tr, total, tol))
-            theta = K if theta is None else theta.add_(K)
-            del K
-        del scratch
-        seconds["kernels"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        if not bool(torch.isfinite(theta).all()):
-            raise InrdiagError("the NTK is not finite (NaN/Inf); check the weights")
-        # Theta's eigenvalues: float64 eigvalsh in every precision. A float32 eigvalsh plus a Lanczos check
-        # of its top-k measured 10.5 s against 3.1 s for the float64 eigvalsh (4x256 example, N = 4096,
-        # MKL with two threads), so float32 buys nothing here.
-        if vectors:
-            T64 = theta.to(torch.float64)
-            del theta
-            w, U = torch.linalg.eigh(T64)
-            eig_all = _clean(w)
-            vecs = U.flip(1)  # all N: the target prediction then has nothing outside the basis
-            solver = "eigh (LAPACK, float64)"
-            bound = "backward stable: |error| <= ~N * 1.1e-16 * lambda_1"
-        else:
-            T64 = theta.to(torch.float64)
-            del theta
-            eig_all = _clean(torch.linalg.eigvalsh(T64))
-            solver = "eigvalsh (LAPACK, float64)"
-            bound = "backward stable: |error| <= ~N * 1.1e-16 * lambda_1"
-        seconds["eigen"] = time.perf_counter() - t0
-        eigs = eig_all
-        st = spectrum_stats(eigs, n, tol)
-        eff, nrank = st.effective_rank, st.numerical_rank
-        accuracy: dict[str, Any] = {"solver": solver, "bound": bound}
-        if prec == "float32":
-            accuracy["kernels"] = ("float32 GEMMs: on the 4x256 example every eigenvalue of Theta is within 7.9e-8 "
-                                   "lambda_1 of the float64 kernels' (tests: within 1e-5 lambda_1)")  # fmt: skip
-        if partial:
-            accuracy["groups"] = {
-                "solver": "block Krylov (float64 basis, float32 products), one Rayleigh-Ritz",
-                "bound": ("effective rank within effective_rank_bounds: upper bound unconditional (Cauchy "
-                          "interlacing + exact trace), lower bound and numerical_rank_bounds from the residual "
-                          "intervals, assuming no eigenvalue was missed (random start block)"),
-                "width": EFF_RANK_WIDTH, "krylov_dims": {name: d for name, d in partial},
-            }  # fmt: skip
-            notes.append(f"{', '.join(nm for nm, _ in partial)}: ranks from the top of the spectrum (block Krylov), "
-                         "effective rank within the bounds in the JSON (width <= "
-                         f"{EFF_RANK_WIDTH:.0%}); --dtype float64 computes every eigenvalue")  # fmt: skip
-        precision = ("float32 kernels; " + solver + " for Theta" + ("" if not partial else
-                     "; float64-basis block Krylov (float32 products) for the large groups") +
-                     "; float64 Grams for p < N")  # fmt: skip
-        if not auto:
-            precision = f"{prec} kernels; {solver} for Theta and every group"
+        solved = _exact(factors, traces, cfg, n, prec, seconds)
     else:
-        comp = [f.compressed() for f in factors]
-        etol = eig_tol if eig_tol is not None else (1e-8 if prec == "float64" else 1e-3)
-        res, bound, used, bounds = lanczos_topk(comp, n, top_k, etol, total, dev, tdtype, block, seed, lowrank)
-        if auto and not res.converged:
-            notes.append(f"float32 products stalled above tol {etol:g} after {res.products} products: "
-                         "solved again with float64 products")  # fmt: skip
-            prec, tdtype = "float64", torch.float64
-            comp = [Factor(f.index, f.name, f.kind, f.A.double(), f.D.double(), f.parameters, f.note) for f in comp]
-            res, bound, used, bounds = lanczos_topk(comp, n, top_k, etol, total, dev, tdtype, block, seed, lowrank)
-        seconds["eigen"] = time.perf_counter() - t0
-        eigs = res.values.clamp_min(0).tolist()
-        vecs = res.vectors if vectors else None
-        worst = max(r + bound / max(v, 1e-300) for r, v in zip(res.relative_residuals, eigs)) if eigs else 0.0
-        accuracy = {"solver": f"block Lanczos (block {block}, {prec} products, float64 basis)", **res.to_dict(),
-                    "compression_bound": bound, "max_relative_error_bound": worst,
-                    "bound": "||Theta u - theta u|| / theta <= relative_residual + compression_bound / theta for "
-                             "every returned pair; each eigenvalue moves by at most compression_bound (Weyl)"}  # fmt: skip
-        if not res.converged:
-            notes.append(f"Lanczos stopped after {res.products} products before reaching tol {etol:g}; "
-                         "see accuracy.relative_residuals")  # fmt: skip
-        eff = None
-        nrank = sum(1 for v in eigs if v > tol * eigs[0]) if eigs[-1] <= tol * eigs[0] else None
-        t0 = time.perf_counter()
-        partial = []
-        for f, c, u, b, tr in zip(factors, comp, used, bounds, traces):
-            if c.feature_dim <= SMALL_GRAM:
-                ev = _eigvalsh_desc(c.khatri_rao_gram())
-                g = _group_from_eigs(f, ev, n, tr, total, tol)
-            else:
-                # top eigenvalue of the low-rank factor's kernel: within its bound b of Theta_g's (Weyl)
-                r1 = topk_eigh(u.matmul, n, 1, dtype=torch.float64, device=dev, compute_dtype=tdtype, block=2,
-                               tol=max(etol, 1e-6), seed=seed)  # fmt: skip
-                g = GroupNTK(f.index, f.name, f.kind, f.parameters, tr, tr / total if total > 0 else 0.0,
-                             float(r1.values[0]), None, None, min(n, f.feature_dim), spectrum="top",
-                             note=f"top eigenvalue of the low-rank factor's kernel, within {b:.3g} (compression "
-                                  "bound) plus its Lanczos residual; ranks need all N eigenvalues: use --method "
-                                  "exact with fewer --points")  # fmt: skip
-                partial.append(f.name)
-            groups.append(g)
-        seconds["groups"] = time.perf_counter() - t0
-        notes.append("effective rank of Theta needs all eigenvalues: null in lanczos mode")
-        if partial:
-            notes.append(f"lanczos mode: ranks of {', '.join(partial)} not computed (their Khatri-Rao width "
-                         f"exceeds {SMALL_GRAM}); trace shares are exact, top eigenvalues within the compression "
-                         "bound plus the Lanczos residual")  # fmt: skip
-        precision = f"{prec} products with a float64 Lanczos basis; float64 Grams for p <= {SMALL_GRAM}"
+        solved = _lanczos(factors, traces, cfg, n, prec, dev, seconds)
+    notes += solved.notes
+    eigs = solved.eigenvalues
     lam1 = eigs[0] if eigs else 0.0
-    decay = {str(k): (eigs[k - 1] / lam1 if lam1 > 0 and len(eigs) >= k else None) for k in (10, 100)}
-    kk = min(top_k, len(eigs))
+    decay = {str(k): (eigs[k - 1] / lam1 if lam1 > 0 and len(eigs) >= k else None) for k in DECAY_AT}
+    kk = min(cfg.top_k, len(eigs))
     cond = lam1 / eigs[kk - 1] if kk and eigs[kk - 1] > 0 else math.inf
-    if auto:
-        notes.append(f"precision (--dtype auto): {precision}")
+    if cfg.dtype == "auto":
+        notes.append(f"precision (--dtype auto): {solved.precision}")
     return NTKReport(
-        grid_shape=list(shape), points=n, subset=idx is not None, seed=seed, method=meth, dtype=prec,
-        device=str(dev), top_k=top_k, tol=tol, eigenvalues=eigs, trace=total, decay=decay, effective_rank=eff,
-        numerical_rank=nrank, condition_number_top_k=cond, groups=groups, accuracy=accuracy, seconds=seconds,
-        notes=notes, vectors=vecs, coords=x, indices=idx, dtype_requested=dtype, precision=precision,
+        grid_shape=list(pts.shape), points=n, subset=pts.indices is not None, seed=cfg.seed, method=meth,
+        dtype=solved.dtype, device=str(dev), top_k=cfg.top_k, tol=cfg.tol, eigenvalues=eigs, trace=sum(traces),
+        decay=decay, effective_rank=solved.effective_rank, numerical_rank=solved.numerical_rank,
+        condition_number_top_k=cond, groups=solved.groups, accuracy=solved.accuracy, seconds=seconds, notes=notes,
+        vectors=solved.vectors, coords=x, indices=pts.indices, dtype_requested=cfg.dtype,
+        precision=solved.precision, spectrum=solved.spectrum, effective_rank_bounds=solved.effective_rank_bounds,
+        numerical_rank_bounds=solved.numerical_rank_bounds,
     )  # fmt: skip
 
 
-def _module_notes(ad, groups) -> list[str]:
+def _module_notes(ad: ModuleAdapter, groups: list[GenericGroup]) -> list[str]:
     """What the NTK of a module inrdiag did not build rests on: the exact and generic groups, and why."""
-    import torch
-
     notes = [f"{ad.kind} is not an inrdiag CoordMLP: linear layers found by forward hooks; exact factor form "
              f"for {len(ad.exact_layers)} of {len(ad.layers)} linear layers"]  # fmt: skip
     if groups:
@@ -441,36 +589,59 @@ def _module_notes(ad, groups) -> list[str]:
     return notes + [n for n in ad.structure_notes() if "no representation" not in n]
 
 
-def lanczos_topk(comp, n, top_k, etol, trace, dev, tdtype, block=4, seed=0, lowrank=True):
-    """Top-k pairs of ``sum_g Theta_g``, the compression bound incurred (0 without ``lowrank``), the
-    factors the products ran on, and each factor's own bound (they sum to the bound).
+@dataclass
+class LanczosResult:
+    """``lanczos_topk``'s result."""
+
+    #: The top-k pairs of the operator the products ran on (and the tracked groups' Ritz pairs).
+    topk: TopK
+    #: ``||Theta - Theta'|| <= bound``: the compression bound incurred (0 without ``lowrank``).
+    bound: float
+    #: The factors the products ran on (low-rank when ``lowrank``).
+    factors: list[Factor]
+    #: Each factor's own bound (they sum to ``bound``).
+    bounds: list[float]
+
+
+def lanczos_topk(
+    comp: list[Factor],
+    n: int,
+    top_k: int,
+    etol: float,
+    trace: float,
+    dev: torch.device | str | None,
+    tdtype: torch.dtype,
+    block: int = DEFAULT_BLOCK,
+    seed: int = 0,
+    lowrank: bool = True,
+    track: list[int] | tuple[int, ...] = (),
+) -> LanczosResult:
+    """Top-k pairs of ``sum_g Theta_g``, on factors cut to a proven compression bound; the groups listed in
+    ``track`` get their own top Ritz pair on the final basis (``topk.parts``).
 
     The compression budget starts at ``10 etol tr(Theta) / N``; if the bound then exceeds half of
     ``etol`` times the smallest eigenvalue found, the factors are recompressed with a budget of a
     quarter of that and the problem solved again, so the bound's share of the stated error is at
     most ``etol / 2`` of each eigenvalue.
     """
-    import torch
 
-    from .eigen import topk_eigh
-    from .factors import matmul_sum
-
-    def solve(factors):
-        return topk_eigh(lambda V: matmul_sum(factors, V), n, top_k, dtype=torch.float64, device=dev,
-                         compute_dtype=tdtype, block=block, tol=etol, seed=seed)  # fmt: skip
+    def solve(factors: list[Factor]) -> TopK:
+        return topk_eigh(None, n, top_k, parts=[f.matmul for f in factors], track=track, dtype=torch.float64,
+                         device=dev, compute_dtype=tdtype, block=block, tol=etol, seed=seed)  # fmt: skip
 
     zeros = [0.0] * len(comp)
     if not lowrank or trace <= 0:
-        return solve(comp), 0.0, comp, zeros
+        return LanczosResult(topk=solve(comp), bound=0.0, factors=comp, bounds=zeros)
     budget = 10.0 * etol * trace / n
     for _ in range(3):
-        pairs = [f.lowrank(budget / len(comp)) for f in comp]
-        bound = sum(b for _, b in pairs)
-        res = solve([f for f, _ in pairs])
+        cuts = [f.lowrank(budget / len(comp)) for f in comp]
+        bound = sum(c.bound for c in cuts)
+        used = [c.factor for c in cuts]
+        res = solve(used)
         smallest = float(res.values[-1]) if res.values.numel() else 0.0
         if bound <= 0.5 * etol * smallest:
-            return res, bound, [f for f, _ in pairs], [b for _, b in pairs]
+            return LanczosResult(topk=res, bound=bound, factors=used, bounds=[c.bound for c in cuts])
         budget = 0.25 * etol * smallest
         if budget <= 0:
             break
-    return solve(comp), 0.0, comp, zeros
+    return LanczosResult(topk=solve(comp), bound=0.0, factors=comp, bounds=zeros)

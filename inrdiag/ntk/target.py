@@ -21,13 +21,27 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+from torch import Tensor
+
+from ..errors import InrdiagError
 from ..metrics import psnr_from_mse
+from ..models.adapter import as_adapter, cast_module
+from .kernel import NTKReport
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """The fraction of ``||y||^2`` in the span of the top ``k`` eigenvectors of Theta."""
+
+    k: int
+    fraction: float
 
 
 @dataclass
 class TargetNTK:
-    #: [(k, fraction of ||y||^2 in the span of the top-k eigenvectors)] for k = 1, 10, 100, ...
-    alignment: list[tuple[int, float]]
+    #: Alignment for k = 1, 10, 100, ... and the number of eigenvectors computed.
+    alignment: list[Alignment]
     lr: float
     steps: list[int]
     predicted_psnr: list[float]
@@ -38,27 +52,26 @@ class TargetNTK:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "alignment": [{"k": k, "fraction": f} for k, f in self.alignment], "lr": self.lr,
+            "alignment": [{"k": a.k, "fraction": a.fraction} for a in self.alignment], "lr": self.lr,
             "loss": "(1/2N) sum_n sum_c (f_c(x_n) - y_nc)^2, plain gradient descent",
             "steps": self.steps, "predicted_psnr": self.predicted_psnr, "measured_psnr": self.measured_psnr,
             "residual_outside_fraction": self.residual_outside, "notes": self.notes,
         }  # fmt: skip
 
 
-def alignment(U, y) -> list[tuple[int, float]]:
+def alignment(U: Tensor, y: Tensor) -> list[Alignment]:
     """``sum_c ||U_k^T y_c||^2 / ||y||^2`` for k = 1, 10, 100, ... up to the columns of U (N x K)."""
-    import torch
-
     y = y.to(U.dtype)
     proj = (U.T @ y) ** 2  # K x C
     cum = torch.cumsum(proj.sum(1), 0)
     total = float((y**2).sum())
-    out, k = [], 1
+    out: list[Alignment] = []
+    k = 1
     while k <= U.shape[1]:
-        out.append((k, float(cum[k - 1]) / total if total > 0 else 0.0))
+        out.append(Alignment(k=k, fraction=float(cum[k - 1]) / total if total > 0 else 0.0))
         k *= 10
-    if out[-1][0] != U.shape[1]:
-        out.append((U.shape[1], float(cum[-1]) / total if total > 0 else 0.0))
+    if out[-1].k != U.shape[1]:
+        out.append(Alignment(k=int(U.shape[1]), fraction=float(cum[-1]) / total if total > 0 else 0.0))
     return out
 
 
@@ -66,10 +79,18 @@ def _psnr(sq: float, count: int) -> float:
     return psnr_from_mse(sq / count)
 
 
-def predicted_psnr(eigenvalues, U, r0, lr: float, steps: list[int]) -> tuple[list[float], float]:
-    """Predicted PSNR (dB, signal range 1) after t steps of plain GD, and the outside fraction."""
-    import torch
+@dataclass
+class Prediction:
+    """``predicted_psnr``'s result."""
 
+    #: PSNR (dB, signal range 1) after each step count.
+    psnr: list[float]
+    #: Fraction of ``||r_0||^2`` outside the eigenvectors (held fixed).
+    outside: float
+
+
+def predicted_psnr(eigenvalues: list[float], U: Tensor, r0: Tensor, lr: float, steps: list[int]) -> Prediction:
+    """Predicted PSNR (dB, signal range 1) after t steps of plain GD, and the outside fraction."""
     n, C = r0.shape
     lam = torch.as_tensor(eigenvalues[: U.shape[1]], dtype=torch.float64) / C
     r0 = r0.to(torch.float64)
@@ -82,18 +103,14 @@ def predicted_psnr(eigenvalues, U, r0, lr: float, steps: list[int]) -> tuple[lis
         sq = float(((factor ** (2 * t))[:, None] * coef).sum()) + outside
         out.append(_psnr(sq, n * C))
     total = float((r0**2).sum())
-    return out, outside / total if total > 0 else 0.0
+    return Prediction(psnr=out, outside=outside / total if total > 0 else 0.0)
 
 
-def fit_gd(model, x, y, lr: float, steps: list[int]) -> list[float]:
+def fit_gd(model: torch.nn.Module, x: Tensor, y: Tensor, lr: float, steps: list[int]) -> list[float]:
     """PSNR of plain full-batch gradient descent on ``(1/2N) sum (f - y)^2`` from ``model``, at ``steps``.
 
     Raw network output (no clipping), so it measures the same residual the prediction does.
     """
-    import copy
-
-    import torch
-
     m = copy.deepcopy(model).train(False)
     y = y.to(x.dtype)
     wanted, out = set(steps), {}
@@ -122,14 +139,31 @@ def step_schedule(last: int, count: int = 12) -> list[int]:
     return sorted(pts)
 
 
-def target_ntk(rep, model, y, lr: float, steps: int, fit: bool) -> TargetNTK:
+#: Steps the prediction covers when no fit is asked for (``steps=0``).
+PREDICTION_STEPS = 1000
+
+
+def default_lr(rep: NTKReport, channels: int) -> float:
+    """``N C / lambda_1``: the plain-GD step with ``eta lambda_1 / (N C) = 1`` (stable), or an InrdiagError
+    when the NTK is zero."""
+    lam1 = rep.eigenvalues[0] if rep.eigenvalues else 0.0
+    if not lam1 > 0:
+        raise InrdiagError(f"the NTK is zero on the grid (lambda_1 = {lam1:g}: no output moves with any parameter, "
+                           "e.g. all weights zero), so there is no default step; give --lr")  # fmt: skip
+    return rep.points * channels / lam1
+
+
+def target_ntk(rep: NTKReport, model: Any, y: Tensor, lr: float | None = None, steps: int = 0,
+               fit: bool = False) -> TargetNTK:  # fmt: skip
     """Alignment and predicted (and, with ``fit``, measured) residual curve for target values ``y`` (N x C)
-    on the report's points; ``rep`` must hold eigenvectors (``ntk_report(..., vectors=True)``)."""
-    import torch
+    on the report's points; ``rep`` must hold eigenvectors (``ntk_report(..., vectors=True)``).
 
-    from ..errors import InrdiagError
-    from ..models.adapter import as_adapter, cast_module
-
+    ``lr``: the plain-GD step (default ``default_lr``: N C / lambda_1). ``steps``: the last step of the
+    predicted (and fitted) curve (0: ``PREDICTION_STEPS``, no fit)."""
+    if rep.vectors is None or rep.coords is None:
+        raise InrdiagError("target_ntk needs a report with eigenvectors: ntk_report(..., vectors=True)")
+    if lr is None:
+        lr = default_lr(rep, int(y.shape[1]))
     if lr <= 0 or not math.isfinite(lr):
         raise InrdiagError(f"--lr must be a positive number, got {lr}")
     if steps < 0:
@@ -142,8 +176,8 @@ def target_ntk(rep, model, y, lr: float, steps: int, fit: bool) -> TargetNTK:
     y = y.to(dtype=x.dtype, device=x.device)
     with torch.no_grad():
         r0 = m(x) - y
-    sched = step_schedule(steps if steps > 0 else 1000)
-    pred, outside = predicted_psnr(rep.eigenvalues, U, r0, lr, sched)
+    sched = step_schedule(steps if steps > 0 else PREDICTION_STEPS)
+    pred = predicted_psnr(rep.eigenvalues, U, r0, lr, sched)
     notes = ["prediction for plain gradient descent on the linearised network; Adam and other adaptive "
              "optimisers differ"]  # fmt: skip
     if y.shape[1] > 1:
@@ -151,7 +185,9 @@ def target_ntk(rep, model, y, lr: float, steps: int, fit: bool) -> TargetNTK:
     lam1 = rep.eigenvalues[0] / y.shape[1]
     if lr * lam1 / x.shape[0] > 2:
         notes.append(f"lr * lambda_1 / N = {lr * lam1 / x.shape[0]:.3g} > 2: linearised GD diverges at this --lr")
-    if outside > 1e-12:
-        notes.append(f"{outside:.1%} of ||r_0||^2 lies outside the top-{U.shape[1]} eigenvectors and is held fixed")
+    if pred.outside > 1e-12:
+        notes.append(f"{pred.outside:.1%} of ||r_0||^2 lies outside the top-{U.shape[1]} eigenvectors and is held "
+                     "fixed")  # fmt: skip
     measured = fit_gd(m, x, y, lr, sched) if fit and steps > 0 else None
-    return TargetNTK(alignment(U, y), lr, sched, pred, outside, measured, notes)
+    return TargetNTK(alignment=alignment(U, y), lr=lr, steps=sched, predicted_psnr=pred.psnr,
+                     residual_outside=pred.outside, measured_psnr=measured, notes=notes)  # fmt: skip

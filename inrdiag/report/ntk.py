@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .common import CYCLE, INLET_COLOR, console, fmt, pyplot, save_figure, say
 
+if TYPE_CHECKING:
+    from ..ntk.analysis import NTKAnalysis
+    from ..ntk.kernel import NTKReport
+    from ..ntk.target import TargetNTK
 
-def render_ntk(rep) -> None:
+
+def render_analysis(result: NTKAnalysis) -> None:
+    """``inrdiag ntk``'s tables: the report, then the target part when there is one."""
+    render_ntk(result.report)
+    if result.target is not None:
+        render_target(result.target)
+
+
+def render_ntk(rep: NTKReport) -> None:
     from rich.table import Table
 
     c = console()
@@ -21,6 +35,9 @@ def render_ntk(rep) -> None:
     kk = min(rep.top_k, len(ev))
     c.print(f"  condition number  lambda_1/lambda_{kk} {fmt(rep.condition_number_top_k, 4)} (top-{kk} block)")
     eff = "-" if rep.effective_rank is None else f"{rep.effective_rank:.2f}"
+    if rep.effective_rank_bounds is not None:
+        lo, hi = rep.effective_rank_bounds
+        eff += f" (in [{lo:.3f}, {hi:.3f}])"
     nr = "-" if rep.numerical_rank is None else str(rep.numerical_rank)
     c.print(f"  effective rank {eff}   numerical rank {nr} (eigenvalues > {rep.tol:g} lambda_1)")
     acc = rep.accuracy
@@ -65,7 +82,7 @@ def share(x: float) -> str:
     return "<0.01%"
 
 
-def group_roles(rep) -> list[str]:
+def group_roles(rep: NTKReport) -> list[str]:
     """inlet / hidden / head for linear groups (by order among the linear groups), the kind otherwise."""
     linear = [i for i, g in enumerate(rep.groups) if g.kind == "linear"]
     roles = []
@@ -81,10 +98,10 @@ def group_roles(rep) -> list[str]:
     return roles
 
 
-def render_target(res) -> None:
+def render_target(res: TargetNTK) -> None:
     c = console()
     c.print("[bold]target[/bold]: fraction of ||y||^2 in the span of the top-k eigenvectors of Theta")
-    say(c, "   ".join(f"k={k}: {f:.4f}" for k, f in res.alignment), 2, "  ")
+    say(c, "   ".join(f"k={a.k}: {a.fraction:.4f}" for a in res.alignment), 2, "  ")
     c.print(f"  plain GD, step size {res.lr:.3g}, loss (1/2N) sum (f - y)^2: PSNR (dB) by step")
     rows = [("step", [str(t) for t in res.steps]), ("predicted", [f"{v:.2f}" for v in res.predicted_psnr])]
     if res.measured_psnr is not None:
@@ -97,7 +114,7 @@ def render_target(res) -> None:
         say(c, note, 6, "note: ")
 
 
-def plot_ntk(rep, path: str, force: bool = False, target=None) -> None:
+def plot_ntk(rep: NTKReport, path: str, force: bool = False, target: TargetNTK | None = None) -> None:
     """Eigenvalue decay of Theta and of every Theta_g (log-log, legend with roles and trace shares); with a
     target, the kernel-target alignment against k and the PSNR of plain GD against step (0 at 0: symlog)."""
     plt = pyplot()
@@ -123,8 +140,8 @@ def plot_ntk(rep, path: str, force: bool = False, target=None) -> None:
     ax.set_title(f"NTK spectra, {rep.points:,} points of a {'x'.join(map(str, rep.grid_shape))} grid")
     ax.legend(loc="lower left")
     if target is not None:
-        ks = [a for a, _ in target.alignment]
-        cx.semilogx(ks, [f for _, f in target.alignment], "o-", color=CYCLE[0])
+        ks = [a.k for a in target.alignment]
+        cx.semilogx(ks, [a.fraction for a in target.alignment], "o-", color=CYCLE[0])
         cx.set_ylim(0, 1.02)
         cx.set_xlabel("k (top eigenvectors of Theta)")
         cx.set_ylabel("fraction of ||y||^2 in their span")
