@@ -2,6 +2,7 @@
 
     python benchmarks/bench_ntk.py                      # every part
     python benchmarks/bench_ntk.py --part commands      # the two whole commands of issue 15 (below)
+    python benchmarks/bench_ntk.py --part commands --old 021015b   # ... and the same commands at that revision
     python benchmarks/bench_ntk.py --part exact         # N = 4096: layer-wise exact vs vmap(jacrev) J J^T
     python benchmarks/bench_ntk.py --part topk          # N = 65536: top-32 eigenvalues (+ scipy eigsh baseline)
 
@@ -14,6 +15,9 @@ examples/checkpoints/relu_4x256.safetensors, best of ``--repeats``, each next to
   the accuracy of the default against the float64 run (eigenvalues, effective and numerical ranks).
 - ``ntk MODEL --grid 256 --top-k 32`` (N = 65,536, Lanczos): targets <= 15 s and <= 1.3x the solver alone
   in this process (factors + dead-column drop + low-rank block Lanczos, float32 products).
+
+``--old REV`` also runs both commands with the code of git revision REV (extracted with ``git archive``), in
+the same run: the old path next to the new one.
 
 Both the children and this process run with the same thread count (``--threads``; default: what the
 command line's load policy picks at the start, ``inrdiag.threads``), so the ratios compare like with like.
@@ -97,11 +101,10 @@ def part_exact(n_axis: int, dtype, skip_baseline: bool) -> None:
     print(f"== exact layer-wise decomposition, N = {n:,}, {model.num_parameters:,} parameters, {dtype} ==")
 
     tune_malloc()  # as `inrdiag ntk` does (process-wide: the baseline below gets it too)
-    scratch = torch.empty(n, n, dtype=dtype)
 
     def ours():
         factors = layer_factors(model, x)
-        kernels = [f.compressed().kernel(scratch=scratch) for f in factors]  # every Theta_g, kept; dead columns dropped
+        kernels = [f.compressed().kernel() for f in factors]  # every Theta_g, kept; dead columns dropped
         theta = kernels[0].clone()
         for K in kernels[1:]:
             theta.add_(K)
@@ -116,7 +119,7 @@ def part_exact(n_axis: int, dtype, skip_baseline: bool) -> None:
     floor = flops / rate
     print(f"layer-wise (factors + {len(kernels)} kernels + sum): {t_ours:.3f} s  (factors alone {t_fac:.3f} s)")
     print(
-        f"  flops {flops / 1e9:.1f} GFLOP (sum_g 2 N^2 (p_A + p_D) after dropping dead columns; all columns: "
+        f"  flops {flops / 1e9:.1f} GFLOP (sum_g N (N + 256) (p_A + p_D): lower block triangles, dead columns dropped; all columns: "
         f"{full / 1e9:.1f}); plain GEMM {n}x256x{n}: {rate / 1e9:.1f} GFLOP/s"
     )
     print(f"  GEMM-bound floor {floor:.3f} s -> measured / floor = {t_ours / floor:.2f}x")
@@ -198,14 +201,15 @@ def child_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def fresh(args: list[str], repeats: int, threads: int) -> dict:
-    """Run ``python -m inrdiag ARGS`` (or ``python -c`` when args[0] == "-c") ``repeats`` times, fresh processes."""
+def fresh(args: list[str], repeats: int, threads: int, tree: Path = ROOT) -> dict:
+    """Run ``python -m inrdiag ARGS`` (or ``python -c`` when args[0] == "-c") ``repeats`` times, fresh processes,
+    with the ``inrdiag`` of the source tree ``tree`` (default: this checkout)."""
     cmd = [sys.executable, *(args if args[0] == "-c" else ["-m", "inrdiag", *args])]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "INRDIAG_THREADS": str(threads)}
+    env = {**os.environ, "PYTHONPATH": str(tree), "INRDIAG_THREADS": str(threads)}
     walls, cpus, out = [], [], ""
     for _ in range(repeats):
         c0, t0 = child_cpu(), time.perf_counter()
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, env=env).stdout
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=tree, env=env).stdout
         walls.append(time.perf_counter() - t0)
         cpus.append(child_cpu() - c0)
     return {"best": min(walls), "median": statistics.median(walls), "cpu": min(cpus), "out": out}
@@ -243,12 +247,27 @@ def solver_topk(repeats: int) -> float:
     return best
 
 
-def part_commands(repeats: int, threads: int) -> None:
+def old_tree(rev: str) -> Path:
+    """The source tree of git revision ``rev`` of this repository, extracted to a temporary folder."""
+    import tempfile
+
+    dest = Path(tempfile.mkdtemp(prefix="inrdiag-old-"))
+    archive = subprocess.run(["git", "archive", rev], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def part_commands(repeats: int, threads: int, old_rev: str | None) -> None:
     model = str(CKPT)
     print(f"== whole commands (issue 15), fresh processes, {threads} thread(s), best of {repeats} ==", flush=True)
     imp = fresh(["-c", "import torch, inrdiag.cli"], repeats, threads)
     line("import torch + inrdiag.cli only (floor of any command)", imp)
+    before = old_tree(old_rev) if old_rev else None
     auto = fresh(["ntk", model, "--json"], repeats, threads)
+    if before is not None:  # the old path: the same command with the code of --old REV, in this run
+        prev = fresh(["ntk", model, "--json"], repeats, threads, before)
+        line(f"ntk MODEL (N=4096) at {old_rev} (the old path)", prev)
+        line("ntk MODEL (N=4096, exact, --dtype auto)", auto, prev, f"the old path ({old_rev})", "<= 5 s")
     old = fresh(["ntk", model, "--json", "--dtype", "float64"], repeats, threads)
     line("ntk MODEL (N=4096, exact, --dtype auto)", auto, old, "the float64 run", "<= 5 s")
     line("ntk MODEL --dtype float64 (all eigenvalues by float64 eigvalsh)", old)
@@ -269,6 +288,10 @@ def part_commands(repeats: int, threads: int) -> None:
         print(f"  {g['name']}: {g['spectrum']}; effective rank {g['effective_rank']:.4f}{bounds} (float64 "
               f"{g64['effective_rank']:.4f}); numerical rank {g['numerical_rank']} ({g64['numerical_rank']})")  # fmt: skip
     top = fresh(["ntk", model, "--grid", "256", "--top-k", "32", "--json"], repeats, threads)
+    if before is not None:
+        prev = fresh(["ntk", model, "--grid", "256", "--top-k", "32", "--json"], repeats, threads, before)
+        line(f"ntk MODEL --grid 256 --top-k 32 at {old_rev} (the old path)", prev)
+        line("ntk MODEL --grid 256 --top-k 32 (N=65536)", top, prev, f"the old path ({old_rev})")
     solver = {"best": solver_topk(repeats)}
     print(f"solver alone in this process (factors + dead-column drop + low-rank Lanczos, float32, best of {repeats}): "
           f"{solver['best']:.2f} s", flush=True)  # fmt: skip
@@ -285,6 +308,8 @@ def main() -> None:
     ap.add_argument("--part", choices=["all", "commands", "exact", "topk"], default="all")
     ap.add_argument("--repeats", type=int, default=3, help="commands: fresh runs per command (best is printed)")
     ap.add_argument("--threads", type=int, default=None, help="threads of the children and of this process")
+    ap.add_argument("--old", default=None, metavar="REV",
+                    help="commands: also time them with the code of git revision REV (the old path), same run")  # fmt: skip
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     ap.add_argument("--grid-exact", type=int, default=64, help="points per axis for the exact part (64: N = 4096)")
     ap.add_argument("--grid-topk", type=int, default=256, help="points per axis for the top-k part (256: N = 65536)")
@@ -301,7 +326,7 @@ def main() -> None:
     dtype = getattr(torch, args.dtype)
     print(f"torch {torch.__version__}, {choice.describe()}, load average {os.getloadavg()[0]:.2f}")
     if args.part in ("all", "commands"):
-        part_commands(args.repeats, choice.threads)
+        part_commands(args.repeats, choice.threads, args.old)
     if args.part in ("all", "exact"):
         part_exact(args.grid_exact, dtype, args.skip_baseline)
     if args.part in ("all", "topk"):

@@ -281,6 +281,17 @@ def test_bad_requests(kw, msg):
         ntk_report(tiny_model(), **{"grid": 10, **kw})
 
 
+def test_solver_seeds_are_range_checked():
+    K = torch.eye(20, dtype=torch.float64)
+    for bad in (-1, 2**32, 0.5, True):
+        with pytest.raises(InrdiagError, match="seed"):
+            topk_eigh(K.matmul, 20, 2, seed=bad)
+        with pytest.raises(InrdiagError, match="seed"):
+            krylov_spectrum(K.matmul, 20, 20.0, seed=bad)
+        with pytest.raises(InrdiagError, match="seed"):
+            ntk_points(2, 6, 5, seed=bad)
+
+
 def test_nan_output_is_an_error():
     model = tiny_model()
     with torch.no_grad():

@@ -39,12 +39,13 @@ DEFAULT_TOP_K = 32
 DEFAULT_BLOCK = 4
 #: ``decay`` reports lambda_k / lambda_1 for these k.
 DECAY_AT = (10, 100)
-#: Krylov spaces of ``auto`` (exact mode): first check at this dimension, then every quarter of it, up to
-#: a quarter of N; if the goals are not met by then, the matrix gets a float64 ``eigvalsh`` instead.
-KRYLOV_DIM = 256
-#: ``auto`` uses Krylov spectra only above this many points (a Krylov space of a quarter of N or less);
-#: below, a float64 ``eigvalsh`` of the N x N matrix is as fast and gives every eigenvalue.
-KRYLOV_MIN_POINTS = 4 * KRYLOV_DIM
+#: Krylov spaces of ``auto`` (exact mode): first checked at this dimension, then after every block (32
+#: columns), up to a quarter of N; if the goals are not met by then, the matrix gets a float64 ``eigvalsh``
+#: instead.
+KRYLOV_DIM = 128
+#: ``auto`` uses Krylov spectra only above this many points; below, a float64 ``eigvalsh`` of the N x N
+#: matrix is as fast (0.3 s at N = 1024) and gives every eigenvalue.
+KRYLOV_MIN_POINTS = 1024
 #: Eigenvalues below this fraction of lambda_1 need not converge in an ``auto`` Krylov space: float32
 #: kernels resolve them no better (their rounding is ~1e-7 lambda_1); ``decay`` then reports null past them.
 KRYLOV_FLOOR = 1e-6

@@ -28,13 +28,15 @@ For a symmetric matrix an eigenvalue lies within ``||r||`` of every Ritz value `
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from ..seeds import check_seed
 
 #: ``V -> Theta V`` for an N x b block.
 MatMul = Callable[[Tensor], Tensor]
@@ -117,7 +119,7 @@ class TopK:
 
 
 @contextmanager
-def _threads(n: int) -> Any:
+def _threads(n: int) -> Iterator[None]:
     """Run the body with ``n`` intra-op threads (at most the current count), then restore the count."""
     before = torch.get_num_threads()
     if n >= before:
@@ -130,11 +132,30 @@ def _threads(n: int) -> Any:
         torch.set_num_threads(before)
 
 
-def dense_eigh(H: Tensor, vectors: bool = True) -> Any:
-    """``torch.linalg.eigh`` (or ``eigvalsh`` without ``vectors``) of a symmetric matrix, on one thread when
-    it is at most ``SINGLE_THREAD_EIGH`` wide; ascending, like torch."""
-    with _threads(1 if H.shape[-1] <= SINGLE_THREAD_EIGH else torch.get_num_threads()):
-        return torch.linalg.eigh(H) if vectors else torch.linalg.eigvalsh(H)
+@dataclass
+class Eigh:
+    """Eigenvalues (ascending, like torch) and unit eigenvectors (columns) of a symmetric matrix."""
+
+    values: Tensor
+    vectors: Tensor
+
+
+def _one_thread_if_small(H: Tensor) -> int:
+    return 1 if H.shape[-1] <= SINGLE_THREAD_EIGH else torch.get_num_threads()
+
+
+def dense_eigh(H: Tensor) -> Eigh:
+    """``torch.linalg.eigh`` of a symmetric matrix, on one thread when it is at most ``SINGLE_THREAD_EIGH``
+    wide."""
+    with _threads(_one_thread_if_small(H)):
+        w, V = torch.linalg.eigh(H)
+    return Eigh(values=w, vectors=V)
+
+
+def dense_eigvalsh(H: Tensor) -> Tensor:
+    """``torch.linalg.eigvalsh`` (ascending), on one thread when at most ``SINGLE_THREAD_EIGH`` wide."""
+    with _threads(_one_thread_if_small(H)):
+        return torch.linalg.eigvalsh(H)
 
 
 class _BlockKrylov:
@@ -248,7 +269,7 @@ class _BlockKrylov:
             return self.add(self.random(b))
         if self.R.shape[1] <= b:
             return self.add(self.R, projected=True)
-        _, Z = dense_eigh(self._gram(self.R))
+        Z = dense_eigh(self._gram(self.R)).vectors
         return self.add(self.R @ Z[:, -b:].to(self.dtype), projected=True)
 
     @staticmethod
@@ -259,8 +280,8 @@ class _BlockKrylov:
     def ritz(self) -> tuple[Tensor, Tensor]:
         """Ritz values (descending) and coefficient vectors of ``H``."""
         H = self.H[: self.m, : self.m]
-        theta, Y = dense_eigh(0.5 * (H + H.T))
-        return theta.flip(0), Y.flip(1)
+        e = dense_eigh(0.5 * (H + H.T))
+        return e.values.flip(0), e.vectors.flip(1)
 
     def residual_norms(self, Y: Tensor) -> Tensor:
         """``||R S^T y||`` for every column y of Y: the residual norms the Lanczos relation gives."""
@@ -293,11 +314,11 @@ class _BlockKrylov:
         """The top Ritz pair of the tracked summand ``track[j]`` on the current basis (explicit residual)."""
         Q, P = self.Q[:, : self.m], self.Wp[j][:, : self.m]
         Hp = (Q.T @ P).to(torch.float64)
-        w, Y = dense_eigh(0.5 * (Hp + Hp.T))
-        theta, y = float(w[-1]), Y[:, -1:].to(self.dtype)
+        e = dense_eigh(0.5 * (Hp + Hp.T))
+        theta, y = float(e.values[-1]), e.vectors[:, -1:].to(self.dtype)
         u = Q @ y
         r = float((P @ y - u * theta).norm(dtype=torch.float64))
-        return PartRitz(theta, r / theta if theta > 0 else math.inf, u[:, 0])
+        return PartRitz(value=theta, relative_residual=r / theta if theta > 0 else math.inf, vector=u[:, 0])
 
 
 def topk_eigh(
@@ -335,7 +356,7 @@ def topk_eigh(
     max_basis = min(n, max_basis or max(3 * k, k + 6 * block))
     max_basis = max(max_basis, min(n, k + block))
     max_products = max_products or max(20 * k, 500)
-    gen = torch.Generator(device=device).manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(check_seed(seed, "seed"))
     kr = _BlockKrylov(matmul, parts, track, n, max_basis + block, dtype, compute_dtype, device, gen)
     X0 = kr.random(block)
     if start is not None:
@@ -363,7 +384,8 @@ def topk_eigh(
             else:
                 parts_out = {t: kr.part_ritz(j) for j, t in enumerate(kr.track)}
                 ok = bool((done and max(rel) <= tol) or full)
-                return TopK(theta[:kk], U, rel, kr.products, ok, tol, block, parts_out)
+                return TopK(values=theta[:kk], vectors=U, relative_residuals=rel, products=kr.products, converged=ok,
+                            tol=tol, block=block, parts=parts_out)  # fmt: skip
         if kr.m + block > max_basis:  # thick restart: keep the best k + b Ritz vectors
             keep = min(kr.m, k + block)
             kr.restart(Y[:, :keep], theta[:keep])
@@ -432,7 +454,7 @@ def effective_rank_bounds(theta: list[float], n: int, trace: float, radii: list[
     """
     th = [max(float(v), 0.0) for v in theta][:n]
     if trace <= 0:
-        return Bounds(0.0, 0.0)
+        return Bounds(lower=0.0, upper=0.0)
     excess = max(trace - sum(th), 0.0)
     lo_vals = list(th) + [0.0] * (n - len(th))
     if not radii:
@@ -463,7 +485,7 @@ def effective_rank_bounds(theta: list[float], n: int, trace: float, radii: list[
     hi_vals = [max(v, level) for v in vals]
     s = sum(hi_vals)
     h_hi = _entropy([v / s for v in hi_vals]) if s > 0 else 0.0
-    return Bounds(math.exp(h_lo), math.exp(max(h_hi, h_lo)))
+    return Bounds(lower=math.exp(h_lo), upper=math.exp(max(h_hi, h_lo)))
 
 
 def _prefix(vals: list[float], rad: list[float]) -> int:
@@ -484,7 +506,7 @@ def _rank_bounds(vals: list[float], rad: list[float], top: int, n: int, tol: flo
     hi = sum(1 for i in range(top) if vals[i] + rad[i] > t_lo)
     if vals[top - 1] + rad[top - 1] > t_lo:
         hi = n
-    return RankBounds(lo, hi)
+    return RankBounds(lower=lo, upper=hi)
 
 
 def _goals(bounds: Bounds, nr: RankBounds, vals: list[float], top: int, width: float, want: int,
@@ -524,7 +546,7 @@ def krylov_spectrum(
     max_dim = min(n, max_dim or max(dim, n // 2))
     block = max(1, min(block, n))
     step = max(block, step or block)
-    gen = torch.Generator(device=device).manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(check_seed(seed, "seed"))
     kr = _BlockKrylov(matmul, (), (), n, max_dim, dtype, compute_dtype, device, gen)
     target = min(dim, max_dim)
     while True:
@@ -541,5 +563,6 @@ def krylov_spectrum(
         if good or kr.m >= max_dim:
             # radii from the relation: the same numbers as ||W y - theta Q y|| up to float64 rounding (both are
             # residuals of the computed products; tests/test_ntk.py checks the two agree), at no N x m cost
-            return PartialSpectrum(vals, rad[:top], trace, bounds, nr, kr.m, good, kr.products)
+            return PartialSpectrum(values=vals, radii=rad[:top], trace=trace, effective_rank_bounds=bounds,
+                                   numerical_rank_bounds=nr, dim=kr.m, converged=good, products=kr.products)  # fmt: skip
         target = min(max_dim, kr.m + step)

@@ -61,7 +61,7 @@ from .config import (
     NTKConfig,
     make_config,
 )
-from .eigen import PartialSpectrum, TopK, dense_eigh, krylov_spectrum, topk_eigh
+from .eigen import PartialSpectrum, TopK, dense_eigvalsh, krylov_spectrum, topk_eigh
 from .factors import Factor, GenericGroup, generic_groups, layer_factors
 
 __all__ = [
@@ -268,7 +268,7 @@ def _clean(w: Tensor) -> list[float]:
 
 
 def _eigvalsh_desc(M: Tensor) -> list[float]:
-    return _clean(dense_eigh(M.to(torch.float64), vectors=False))
+    return _clean(dense_eigvalsh(M.to(torch.float64)))
 
 
 @dataclass
@@ -303,16 +303,14 @@ def _exact(factors: list[Factor], traces: list[float], cfg: NTKConfig, n: int, p
     auto = cfg.dtype == "auto"
     krylov_ok = auto and n > KRYLOV_MIN_POINTS
     tol, total = cfg.tol, sum(traces)
-    x = factors[0].A
     t0 = time.perf_counter()
     theta: Tensor | None = None
-    scratch = torch.empty(n, n, dtype=x.dtype, device=x.device) if n > 1 else None
     groups: list[GroupNTK] = []
     krylov: dict[str, int] = {}
     fallback: list[str] = []
     for f, tr in zip(factors, traces):
         c = f.compressed()  # exactly-zero (dead-unit) columns dropped: the same kernel
-        K = c.kernel(scratch=scratch)
+        K = c.kernel()
         if f.feature_dim < n and (not auto or f.feature_dim <= SMALL_GRAM):
             groups.append(_group_from_eigs(f, _eigvalsh_desc(c.khatri_rao_gram()), n, tr, total, tol))
         elif krylov_ok:
@@ -327,7 +325,6 @@ def _exact(factors: list[Factor], traces: list[float], cfg: NTKConfig, n: int, p
             groups.append(_group_from_eigs(f, _eigvalsh_desc(K), n, tr, total, tol))
         theta = K if theta is None else theta.add_(K)
         del K
-    del scratch
     seconds["kernels"] = time.perf_counter() - t0
     assert theta is not None
     t0 = time.perf_counter()
