@@ -92,8 +92,8 @@ def test_ntk_krylov_default_json(cli, model_file):
 def test_ntk_cli_defaults_are_the_engines():
     """Every default of the command comes from the engine's constants (never a retyped literal)."""
     from inrdiag.cli import _command
+    from inrdiag.constants import DEFAULT_TOL
     from inrdiag.ntk import config
-    from inrdiag.spectra import DEFAULT_TOL
 
     params = {p.name: p.default for p in _command().commands["ntk"].params}
     assert params["top_k"] == config.DEFAULT_TOP_K and params["tol"] == DEFAULT_TOL

@@ -1,7 +1,7 @@
 """``inrdiag ntk``: the empirical NTK spectrum and its layer-wise decomposition.
 
 Parses the flags into an ``NTKConfig``, calls ``inrdiag.ntk.analysis.analyse`` once, renders the result;
-every default is the engine's (``inrdiag.ntk.kernel``, ``inrdiag.spectra``)."""
+every default is the engine's (``inrdiag.ntk.config``, ``inrdiag.constants``)."""
 
 from __future__ import annotations
 

@@ -10,9 +10,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from ..constants import DEFAULT_TOL
 from ..errors import InrdiagError
 from ..seeds import check_seed
-from ..spectra import DEFAULT_TOL
 
 METHODS = ("auto", "exact", "lanczos")
 DEFAULT_METHOD = "auto"
