@@ -69,7 +69,7 @@ def solver_topk(repeats: int) -> float:
     import inrdiag
     from inrdiag.device import resolve_device, tune_malloc
     from inrdiag.models.adapter import as_adapter
-    from inrdiag.ntk.factors import all_factors
+    from inrdiag.ntk.factors import layer_factors
     from inrdiag.ntk.kernel import lanczos_topk, ntk_points
 
     tune_malloc()
@@ -78,11 +78,11 @@ def solver_topk(repeats: int) -> float:
     m = ad.copy(dev, torch.float32)
     for p in m.module.parameters():
         p.requires_grad_(True)
-    _, x, _ = ntk_points(2, 256, None, 0, torch.float32, dev)
+    x = ntk_points(2, 256, None, 0, torch.float32, dev).coords
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        comp = [f.compressed() for f in all_factors(m, x)]
+        comp = [f.compressed() for f in layer_factors(m, x)]
         trace = sum(float(f.diag().double().sum()) for f in comp)
         lanczos_topk(comp, x.shape[0], 32, 1e-3, trace, dev, torch.float32, 4, 0, True)
         if dev.type == "cuda":

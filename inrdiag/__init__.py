@@ -45,6 +45,11 @@ _EXPORTS = {
     "layer_factors": "ntk.factors",
     "Factor": "ntk.factors",
     "topk_eigh": "ntk.eigen",
+    "NTKConfig": "ntk.config",
+    "run_ntk": "ntk.analysis",
+    "NTKAnalysis": "ntk.analysis",
+    "target_ntk": "ntk.target",
+    "TargetNTK": "ntk.target",
     "load_target": "fitting.targets",
     "Target": "fitting.targets",
     "load_signal": "signals",
@@ -142,12 +147,17 @@ if TYPE_CHECKING:  # the same names from the same modules as _EXPORTS (``name as
     from .models.usercode import ModelCode as ModelCode
     from .models.usercode import UserLoaded as UserLoaded
     from .models.usercode import load_user_model as load_user_model
+    from .ntk.analysis import NTKAnalysis as NTKAnalysis
+    from .ntk.analysis import run_ntk as run_ntk
+    from .ntk.config import NTKConfig as NTKConfig
     from .ntk.eigen import topk_eigh as topk_eigh
     from .ntk.factors import Factor as Factor
     from .ntk.factors import layer_factors as layer_factors
     from .ntk.kernel import GroupNTK as GroupNTK
     from .ntk.kernel import NTKReport as NTKReport
     from .ntk.kernel import ntk_report as ntk_report
+    from .ntk.target import TargetNTK as TargetNTK
+    from .ntk.target import target_ntk as target_ntk
     from .sae.config import SAEConfig as SAEConfig
     from .sae.model import SparseAutoencoder as SparseAutoencoder
     from .sae.model import TrainedSAE as TrainedSAE

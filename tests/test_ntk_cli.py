@@ -102,16 +102,16 @@ def test_ntk_cli_defaults_are_the_engines():
 
 
 def test_ntk_cli_is_the_engine_call(cli, model_file, tmp_path):
-    """The command's JSON is ``analyse(model, NTKConfig(flags)).to_dict()`` (only the timings differ)."""
+    """The command's JSON is ``run_ntk(model, NTKConfig(flags)).to_dict()`` (only the timings differ)."""
     import numpy as np
     from imageio.v3 import imwrite
 
-    from inrdiag.ntk.analysis import analyse
+    from inrdiag.ntk.analysis import run_ntk
     from inrdiag.ntk.config import DEFAULT_DTYPE, NTKConfig
 
     imwrite(tmp_path / "t.png", np.arange(64, dtype=np.uint8).reshape(8, 8))
     d = cli("ntk", model_file, "--grid", "8", "--json", "--target", tmp_path / "t.png", "--seed", "3").json()
-    res = analyse(inrdiag.load(model_file), NTKConfig(grid=8, dtype=DEFAULT_DTYPE, seed=3), target=tmp_path / "t.png")
+    res = run_ntk(inrdiag.load(model_file), NTKConfig(grid=8, dtype=DEFAULT_DTYPE, seed=3), target=tmp_path / "t.png")
     mine = res.to_dict()
     d.pop("seconds"), mine.pop("seconds"), d.pop("schema_version"), d.pop("inrdiag_version")
     d["target"]["path"] = mine["target"]["path"]  # the same file, given as str / Path

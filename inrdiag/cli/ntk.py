@@ -1,6 +1,6 @@
 """``inrdiag ntk``: the empirical NTK spectrum and its layer-wise decomposition.
 
-Parses the flags into an ``NTKConfig``, calls ``inrdiag.ntk.analysis.analyse`` once, renders the result;
+Parses the flags into an ``NTKConfig``, calls ``inrdiag.ntk.analysis.run_ntk`` once, renders the result;
 every default is the engine's (``inrdiag.ntk.config``, ``inrdiag.constants``)."""
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def ntk(
     """Empirical NTK Theta = sum_c J_c J_c^T (SUM over output channels, not a mean) on a grid: spectrum,
     decay, effective rank, and the exact layer-wise split Theta = sum_g Theta_g (batch norm in eval mode)."""
     from ..device import tune_malloc
-    from ..ntk.analysis import analyse
+    from ..ntk.analysis import run_ntk
     from ..ntk.config import NTKConfig
     from ..report.ntk import plot_ntk, render_analysis
 
@@ -96,7 +96,7 @@ def ntk(
     tune_malloc()  # the command's N x N buffers are reused instead of returned to the OS and page-faulted back
     config = NTKConfig(grid=grid, points=points, seed=seed, top_k=top_k, method=method, dtype=dtype,
                        device=device, tol=tol)  # fmt: skip
-    result = analyse(load_model(model, loading), config, target=target, lr=lr, fit_steps=fit_steps)
+    result = run_ntk(load_model(model, loading), config, target=target, lr=lr, fit_steps=fit_steps)
     if plot:
         plot_ntk(result.report, plot, force, result.target)
     show(json, result.to_dict(), render_analysis, result)

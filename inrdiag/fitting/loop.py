@@ -161,6 +161,10 @@ class RankRecord:
 
 @dataclass
 class FitResult:
+    """One fit: the config, the target, the final metrics, the loss and metric curves, the rank of
+    every hidden layer before and after (and over training with ``track_rank``), speed and notes;
+    ``model`` is the fitted network."""
+
     config: FitConfig
     target: dict[str, Any]
     metric_name: str

@@ -1,11 +1,11 @@
 """``inrdiag ntk`` as one call: the NTK report of a model and, with a target file, its alignment and the
-plain-GD residual curve (``analyse``). The command parses its flags into an ``NTKConfig``, calls
-``analyse`` and renders the result; a notebook does the same::
+plain-GD residual curve (``run_ntk``). The command parses its flags into an ``NTKConfig``, calls
+``run_ntk`` and renders the result; a notebook does the same::
 
-    from inrdiag.ntk.analysis import analyse
+    from inrdiag.ntk.analysis import run_ntk
     from inrdiag.ntk.kernel import NTKConfig
 
-    res = analyse(model, NTKConfig(dtype="auto"), target="camera.png")
+    res = run_ntk(model, NTKConfig(dtype="auto"), target="camera.png")
     res.report.eigenvalues[:5], res.target.alignment
 """
 
@@ -39,7 +39,7 @@ class NTKAnalysis:
         return data
 
 
-def analyse(
+def run_ntk(
     model: Any,
     config: NTKConfig | None = None,
     *,

@@ -22,7 +22,7 @@
 Batch norm is evaluated in eval mode (running statistics), which makes samples independent.
 
 ``ntk_report(model, NTKConfig(...))`` is the one entry point (the ``inrdiag ntk`` command builds the same
-config from its flags; ``inrdiag.ntk.analysis.analyse`` adds a target).
+config from its flags; ``inrdiag.ntk.analysis.run_ntk`` adds a target).
 """
 
 from __future__ import annotations

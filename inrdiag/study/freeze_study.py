@@ -113,6 +113,9 @@ class SplitRow:
 
 @dataclass
 class FreezeStudy:
+    """A freeze-depth study over splits and seeds: a row per (split, seed) and the paired comparisons of
+    the recommended depth k* against full fine-tuning, the measured best k and training from scratch."""
+
     config: dict[str, Any]
     rows: list[SplitRow]
     #: k* against full fine-tuning, against the measured best k, against scratch.

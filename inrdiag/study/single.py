@@ -62,6 +62,9 @@ class CompareRow:
 
 @dataclass
 class CompareResult:
+    """Inits compared on one target: a row per (init, seed) with its final and held-out metric, loss
+    and speed, under one ``FitConfig``."""
+
     target: dict[str, Any]
     config: FitConfig
     metric_name: str
