@@ -62,35 +62,6 @@ def line(name: str, r: dict, base: dict | None = None, base_name: str = "") -> N
     print(f"{name}: best {r['best']:.2f} s, median {r['median']:.2f} s, CPU {r['cpu']:.2f} s{ratio}", flush=True)
 
 
-def solver_topk(repeats: int) -> float:
-    """The top-32 solver alone at N = 65,536, as bench_ntk.py --part topk times it (best of repeats)."""
-    import torch
-
-    import inrdiag
-    from inrdiag.device import resolve_device, tune_malloc
-    from inrdiag.models.adapter import as_adapter
-    from inrdiag.ntk.factors import layer_factors
-    from inrdiag.ntk.kernel import lanczos_topk, ntk_points
-
-    tune_malloc()
-    dev = resolve_device("auto")  # what the command's --device auto picks (CUDA when there is one)
-    ad = as_adapter(inrdiag.load(CKPT))
-    m = ad.copy(dev, torch.float32)
-    for p in m.module.parameters():
-        p.requires_grad_(True)
-    x = ntk_points(2, 256, None, 0, torch.float32, dev).coords
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        comp = [f.compressed() for f in layer_factors(m, x)]
-        trace = sum(float(f.diag().double().sum()) for f in comp)
-        lanczos_topk(comp, x.shape[0], 32, 1e-3, trace, dev, torch.float32, 4, 0, True)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -135,6 +106,8 @@ def main() -> None:
     if a.only in (None, "ntk-topk"):
         cmd = ["ntk", model, "--grid", "256", "--top-k", "32", "--json"]
         top = fresh(cmd, a.repeats)
+        from bench_ntk import solver_topk  # the one definition of the solver-alone baseline
+
         solver = solver_topk(a.repeats)
         print(f"solver alone in this process (factors + low-rank Lanczos, float32, best of {a.repeats}): "
               f"{solver:.2f} s", flush=True)  # fmt: skip
