@@ -227,7 +227,7 @@ def solver_topk(repeats: int) -> float:
     import inrdiag
     from inrdiag.device import resolve_device
     from inrdiag.models.adapter import as_adapter
-    from inrdiag.ntk.kernel import ntk_points
+    from inrdiag.ntk.points import ntk_points
 
     tune_malloc()
     dev = resolve_device("auto")  # what the command's --device auto picks (CUDA when there is one)

@@ -17,7 +17,8 @@ from inrdiag.errors import InrdiagError
 from inrdiag.ntk.config import DEFAULT_TOP_K, KRYLOV_MIN_POINTS, NTKConfig
 from inrdiag.ntk.eigen import Bounds, effective_rank_bounds, krylov_spectrum, topk_eigh
 from inrdiag.ntk.factors import Factor, kernel_sum, layer_factors, matmul_sum
-from inrdiag.ntk.kernel import ntk_points, ntk_report
+from inrdiag.ntk.kernel import ntk_report
+from inrdiag.ntk.points import ntk_points
 from inrdiag.spectra import spectrum_stats
 
 ARCHS = {

@@ -19,7 +19,8 @@ from typing import Any
 from ..errors import InrdiagError
 from ..fitting.targets import fit_to_model, load_target
 from ..models.adapter import as_adapter
-from .kernel import NTKConfig, NTKReport, grid_points, make_config, ntk_report
+from .kernel import NTKConfig, NTKReport, make_config, ntk_report
+from .points import grid_points
 from .target import TargetNTK, target_ntk
 
 
