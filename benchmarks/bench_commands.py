@@ -27,39 +27,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CKPT = ROOT / "examples" / "checkpoints" / "relu_4x256.safetensors"
 sys.path.insert(0, str(ROOT))  # this checkout's inrdiag, not an installed one
 
-
-def child_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def fresh(args: list[str], repeats: int) -> dict:
-    """Run ``python -m inrdiag ARGS`` (or ``python -c`` when args[0] == "-c") ``repeats`` times."""
-    cmd = [sys.executable, *(args if args[0] == "-c" else ["-m", "inrdiag", *args])]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    walls, cpus, out = [], [], ""
-    for _ in range(repeats):
-        c0, t0 = child_cpu(), time.perf_counter()
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, env=env).stdout
-        walls.append(time.perf_counter() - t0)
-        cpus.append(child_cpu() - c0)
-    return {"best": min(walls), "median": statistics.median(walls), "cpu": min(cpus), "out": out}
-
-
-def line(name: str, r: dict, base: dict | None = None, base_name: str = "") -> None:
-    ratio = f"; {r['best'] / base['best']:.2f}x {base_name}" if base else ""
-    print(f"{name}: best {r['best']:.2f} s, median {r['median']:.2f} s, CPU {r['cpu']:.2f} s{ratio}", flush=True)
+from bench_ntk import fresh, line, solver_topk  # noqa: E402  (one definition of each, beside this script)
 
 
 def main() -> None:
@@ -106,8 +81,6 @@ def main() -> None:
     if a.only in (None, "ntk-topk"):
         cmd = ["ntk", model, "--grid", "256", "--top-k", "32", "--json"]
         top = fresh(cmd, a.repeats)
-        from bench_ntk import solver_topk  # the one definition of the solver-alone baseline
-
         solver = solver_topk(a.repeats)
         print(f"solver alone in this process (factors + low-rank Lanczos, float32, best of {a.repeats}): "
               f"{solver:.2f} s", flush=True)  # fmt: skip

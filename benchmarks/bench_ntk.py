@@ -201,11 +201,14 @@ def child_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def fresh(args: list[str], repeats: int, threads: int, tree: Path = ROOT) -> dict:
+def fresh(args: list[str], repeats: int, threads: int | None = None, tree: Path = ROOT) -> dict:
     """Run ``python -m inrdiag ARGS`` (or ``python -c`` when args[0] == "-c") ``repeats`` times, fresh processes,
-    with the ``inrdiag`` of the source tree ``tree`` (default: this checkout)."""
+    with the ``inrdiag`` of the source tree ``tree`` (default: this checkout); ``threads``: INRDIAG_THREADS
+    for the child (None: the thread policy decides, as for a user)."""
     cmd = [sys.executable, *(args if args[0] == "-c" else ["-m", "inrdiag", *args])]
-    env = {**os.environ, "PYTHONPATH": str(tree), "INRDIAG_THREADS": str(threads)}
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    if threads is not None:
+        env["INRDIAG_THREADS"] = str(threads)
     walls, cpus, out = [], [], ""
     for _ in range(repeats):
         c0, t0 = child_cpu(), time.perf_counter()
