@@ -39,9 +39,9 @@ DEFAULT_TOP_K = 32
 DEFAULT_BLOCK = 4
 #: ``decay`` reports lambda_k / lambda_1 for these k.
 DECAY_AT = (10, 100)
-#: Krylov spaces of ``auto`` (exact mode): first checked at this dimension, then after every block (32
-#: columns), up to a quarter of N; if the goals are not met by then, the matrix gets a float64 ``eigvalsh``
-#: instead.
+#: Krylov spaces of ``auto`` (exact mode): first checked at this dimension, then every quarter more (at
+#: least a block, 32 columns), up to a quarter of N; if the goals are not met by then, or the checks show
+#: they will not be (a flat spectrum), the matrix gets a float64 ``eigvalsh`` instead.
 KRYLOV_DIM = 128
 #: ``auto`` uses Krylov spectra only above this many points; below, a float64 ``eigvalsh`` of the N x N
 #: matrix is as fast (0.3 s at N = 1024) and gives every eigenvalue.

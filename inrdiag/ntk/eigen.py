@@ -515,6 +515,21 @@ def _goals(bounds: Bounds, nr: RankBounds, vals: list[float], top: int, width: f
     return bounds.upper - bounds.lower <= width * bounds.lower and nr.pinned and enough
 
 
+def _hopeless(vals: list[float], tol: float, spread: float, m: int, last: tuple[int, float] | None, max_dim: int,
+              width: float) -> bool:  # fmt: skip
+    """``krylov_spectrum``'s early stop: the goals look out of reach by ``max_dim`` (see its ``give_up``)."""
+    above = sum(1 for v in vals if v > tol * vals[0]) if vals else 0
+    if 2 * above > max_dim:
+        return True
+    if last is None or m >= max_dim or not math.isfinite(spread):
+        return False
+    m0, s0 = last
+    if not (math.isfinite(s0) and s0 > spread > 0):
+        return False  # no progress measured yet: no extrapolation
+    alpha = math.log(s0 / spread) / math.log(m / m0)
+    return spread * (max_dim / m) ** (-alpha) > 1.5 * width
+
+
 def krylov_spectrum(
     matmul: MatMul,
     n: int,
@@ -532,14 +547,22 @@ def krylov_spectrum(
     device: torch.device | str | None = None,
     compute_dtype: torch.dtype | None = None,
     seed: int = 0,
+    give_up: bool = True,
 ) -> PartialSpectrum:
     """Top of the spectrum of the PSD operator ``V -> matmul(V)`` from one block Krylov space, grown
     until the effective-rank bounds are within ``width`` (relative), the numerical rank at ``tol`` is
     pinned and at least ``min_converged`` Ritz pairs are converged (or the first unconverged Ritz value
     is below ``floor * theta_1``: what the products' precision cannot resolve), or ``max_dim`` (default
-    n / 2) is reached (then ``converged`` is False), checking every ``step`` (default: every block)
-    columns from ``dim`` on. Cost: the products plus O(N m^2) for the basis: far less than a full eigensolve
-    when the spectrum decays (an NTK's does).
+    n / 2) is reached (then ``converged`` is False). The goals are checked at ``dim``, then every ``step``
+    columns (default: a block) or a quarter of the dimension, whichever is more. Cost: the products plus
+    O(N m^2) for the basis and O(m^3) per check: far less than a full eigensolve when the spectrum decays
+    (an NTK's does).
+
+    ``give_up``: stop early, unconverged, when the checks say ``max_dim`` will not be enough (a flat
+    spectrum, e.g. a SIREN's): more Ritz values above ``tol theta_1`` than half of ``max_dim`` (pinning a
+    rank r takes a space well past r), or the effective-rank width, extrapolated as a power of the
+    dimension from the last two checks, still above 1.5 ``width`` at ``max_dim``. Only the time
+    depends on it: an unconverged result sends the caller to a dense eigensolve.
     """
     dtype = dtype or torch.float64
     compute_dtype = compute_dtype or dtype
@@ -549,6 +572,7 @@ def krylov_spectrum(
     gen = torch.Generator(device=device).manual_seed(check_seed(seed, "seed"))
     kr = _BlockKrylov(matmul, (), (), n, max_dim, dtype, compute_dtype, device, gen)
     target = min(dim, max_dim)
+    last: tuple[int, float] | None = None
     while True:
         while kr.m < target:
             if kr.extend(block) == 0:
@@ -560,9 +584,12 @@ def krylov_spectrum(
         bounds = effective_rank_bounds(vals, n, trace, rad[:top])
         nr = _rank_bounds(vals, rad, top, n, tol)
         good = _goals(bounds, nr, vals, top, width, min(min_converged, n), floor)
-        if good or kr.m >= max_dim:
+        spread = (bounds.upper - bounds.lower) / bounds.lower if bounds.lower > 0 else math.inf
+        hopeless = give_up and not good and _hopeless(vals, tol, spread, kr.m, last, max_dim, width)
+        if good or kr.m >= max_dim or hopeless:
             # radii from the relation: the same numbers as ||W y - theta Q y|| up to float64 rounding (both are
             # residuals of the computed products; tests/test_ntk.py checks the two agree), at no N x m cost
             return PartialSpectrum(values=vals, radii=rad[:top], trace=trace, effective_rank_bounds=bounds,
                                    numerical_rank_bounds=nr, dim=kr.m, converged=good, products=kr.products)  # fmt: skip
-        target = min(max_dim, kr.m + step)
+        last = (kr.m, spread)
+        target = min(max_dim, kr.m + max(step, kr.m // 4))

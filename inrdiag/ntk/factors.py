@@ -20,7 +20,7 @@ layer's D.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -52,6 +52,8 @@ class Factor:
     parameters: int
     #: Why a group is generic ("" for a linear layer): e.g. "BatchNorm1d (not an nn.Linear)".
     note: str = ""
+    #: ``A * D`` when one of them is a single column (``Theta_g = X X^T``), made once by ``matmul``.
+    _single: Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def points(self) -> int:
@@ -125,9 +127,11 @@ class Factor:
             A, D = D, A
         n, b = V.shape
         pa, pd = A.shape[1], D.shape[1]
-        if pa == 1:  # Theta_g = diag(a) (D D^T) diag(a): two thin GEMMs
-            Da = D * A
-            return Da @ (Da.T @ V)
+        if pa == 1:  # Theta_g = diag(a) (D D^T) diag(a) = X X^T: two thin GEMMs on X = D * a, made once
+            if self._single is None:
+                self._single = (D * A).contiguous()
+            X = self._single
+            return X @ (X.T @ V)
         rows = max(256, min(chunk, n, MATMUL_BUFFER // max(1, b * pa)))
         M = torch.zeros(b * pa, pd, dtype=V.dtype, device=V.device)
         buf = torch.empty(rows, b, pa, dtype=V.dtype, device=V.device)
@@ -172,10 +176,10 @@ class Factor:
         (Schur), so ``||Theta_g - Theta'_g|| <= mu_A max_n |d_n|^2 + mu_D max_n |a'_n|^2``: half the
         budget goes to each factor. By Weyl, every eigenvalue of the summed kernel then moves by at
         most the summed bounds. The dropped parts are PSD, so the cheaper kernel is also below this one
-        (``Theta'_g <= Theta_g``: every eigenvalue only rises back, by at most the bound).
+        (``Theta'_g <= Theta_g``: every eigenvalue only rises back, by at most the bound). When A or D
+        is a single column (a scalar-output head, a generic group), ``Theta_g = X X^T`` with ``X = A * D``
+        and X itself is cut: ``||Theta_g - Theta'_g||`` = its largest dropped eigenvalue, the whole budget.
         """
-        if budget <= 0 or min(self.A.shape[1], self.D.shape[1]) <= 4:
-            return LowRank(factor=self, bound=0.0)
 
         def cut(X: Tensor, mu: float) -> tuple[Tensor, float]:
             e = dense_eigh(gram64(X))  # ascending
@@ -187,6 +191,17 @@ class Factor:
 
         def rowmax(X: Tensor) -> float:  # max_n |x_n|^2, accumulated in float64
             return float(torch.linalg.vector_norm(X, dim=1, dtype=torch.float64).max()) ** 2
+
+        if budget <= 0:
+            return LowRank(factor=self, bound=0.0)
+        if min(self.A.shape[1], self.D.shape[1]) == 1:  # Theta_g = X X^T with X = A * D: cut X itself
+            X = self.A * self.D
+            X2, e = cut(X, budget)
+            if X2 is X:
+                return LowRank(factor=self, bound=0.0)
+            return LowRank(factor=self.with_factors(X2, torch.ones_like(X2[:, :1])), bound=e)
+        if min(self.A.shape[1], self.D.shape[1]) <= 4:
+            return LowRank(factor=self, bound=0.0)
 
         dmax = rowmax(self.D)
         A2, ea = cut(self.A, 0.5 * budget / dmax) if dmax > 0 else (self.A, 0.0)

@@ -350,8 +350,8 @@ def _exact(factors: list[Factor], traces: list[float], cfg: NTKConfig, n: int, p
                      "effective rank within the bounds in the JSON (width <= "
                      f"{EFF_RANK_WIDTH:.0%}); --dtype float64 computes every eigenvalue")  # fmt: skip
     if fallback:
-        notes.append(f"{', '.join(fallback)}: the Krylov space did not pin the ranks by dimension N/4; all "
-                     "eigenvalues by float64 eigvalsh instead")  # fmt: skip
+        notes.append(f"{', '.join(fallback)}: a Krylov space would not pin the ranks by dimension N/4 (a flat "
+                     "spectrum); all eigenvalues by float64 eigvalsh instead")  # fmt: skip
     if auto:
         precision = (f"float32 kernels; {solver} for Theta" + (" and the groups with p >= N" if krylov else "")
                      + "; float64 eigvalsh of the p x p Grams for p < N")  # fmt: skip
