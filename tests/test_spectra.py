@@ -113,6 +113,25 @@ def test_rank_report_matches_numpy_svd(arch, dtype):
     assert rep.layers[-1].representation is None
 
 
+@pytest.mark.parametrize("width", [100, 64, 200])
+def test_blocked_gram_matches_numpy_svd(width):
+    """Widths above, at and off the Gram's column block (GRAM_BLOCK): the lower-block-triangle Gram, mirrored,
+    is Z^T Z (both triangles) and gives every singular value numpy's SVD gives."""
+    from inrdiag.spectra import GRAM_BLOCK, gram_spectra
+
+    assert GRAM_BLOCK < 100
+    model = tiny_model(hidden=(width, width + 3), dtype=torch.float64)
+    n = 24
+    rep = rank_report(model, grid=n, device="cpu")
+    grams, _ = gram_spectra(model, (n, n), chunk=100)
+    for k, z in enumerate(numpy_reference(model, n)):
+        ztz = z.T @ z
+        assert_close(grams[k].numpy(), ztz, torch.float64, "gram", scale=float(np.abs(ztz).max()))
+        s = np.linalg.svd(z, compute_uv=False)
+        assert_close(np.array(rep.layers[k].representation.singular_values), s, torch.float64, "gram",
+                     scale=float(s[0]))  # fmt: skip
+
+
 def test_spectrum_stats_known_values():
     # Equal singular values: every rank equals the count.
     st = spectrum_stats([2.0, 2.0, 2.0, 2.0], max_rank=4)

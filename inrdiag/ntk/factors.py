@@ -52,8 +52,9 @@ class Factor:
     parameters: int
     #: Why a group is generic ("" for a linear layer): e.g. "BatchNorm1d (not an nn.Linear)".
     note: str = ""
-    #: ``A * D`` when one of them is a single column (``Theta_g = X X^T``), made once by ``matmul``.
-    _single: Tensor | None = field(default=None, init=False, repr=False, compare=False)
+    #: ``X = A * D`` and ``X^T`` (both contiguous) when A or D is a single column (``Theta_g = X X^T``),
+    #: made once by ``matmul``.
+    _single: tuple[Tensor, Tensor] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def points(self) -> int:
@@ -128,10 +129,11 @@ class Factor:
         n, b = V.shape
         pa, pd = A.shape[1], D.shape[1]
         if pa == 1:  # Theta_g = diag(a) (D D^T) diag(a) = X X^T: two thin GEMMs on X = D * a, made once
-            if self._single is None:
-                self._single = (D * A).contiguous()
-            X = self._single
-            return X @ (X.T @ V)
+            if self._single is None:  # X^T stored too: X^T V from a transposed view is ~4x slower (MKL, CPU)
+                X = (D * A).contiguous()
+                self._single = (X, X.T.contiguous())
+            X, Xt = self._single
+            return X @ (Xt @ V)
         rows = max(256, min(chunk, n, MATMUL_BUFFER // max(1, b * pa)))
         M = torch.zeros(b * pa, pd, dtype=V.dtype, device=V.device)
         buf = torch.empty(rows, b, pa, dtype=V.dtype, device=V.device)
