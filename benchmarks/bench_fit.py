@@ -18,17 +18,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from inrdiag.device import tune_malloc
-from inrdiag.fitting.loop import FitConfig, fit
-from inrdiag.fitting.targets import load_target
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's inrdiag, not an installed one
+
+from inrdiag.device import tune_malloc  # noqa: E402
+from inrdiag.fitting.loop import FitConfig, fit  # noqa: E402
+from inrdiag.fitting.targets import load_target  # noqa: E402
 
 
 def gemm_gflops(n: int, width: int, seconds: float = 2.0) -> float:
