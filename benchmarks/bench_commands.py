@@ -15,7 +15,10 @@ and the ratio against the baseline of the same run:
 - ``ntk MODEL --grid 256 --top-k 32`` (N = 65,536, Lanczos, ``--dtype auto``) against the solver
   alone in this process (factors + dead-column drop + low-rank Lanczos, what ``bench_ntk.py --part topk``
   times). Targets: <= 15 s and <= 1.3x the solver.
+- ``ntk SIREN`` (the shipped 3x64 SIREN, N = 4,096: a flat spectrum, so dense eigensolves) against the
+  import-only process.
 - ``rank MODEL`` (256 x 256) against the import-only process. Target: <= 3 s.
+- ``--old REV``: every command also with the code of git revision REV, the ratio new / old of one run.
 - ``--help`` (the console script's start-up: it must not import torch) against a bare ``python -c pass``
   and against ``import torch``. Target: <= 0.3 s.
 
@@ -34,15 +37,28 @@ ROOT = Path(__file__).resolve().parents[1]
 CKPT = ROOT / "examples" / "checkpoints" / "relu_4x256.safetensors"
 sys.path.insert(0, str(ROOT))  # this checkout's inrdiag, not an installed one
 
-from bench_ntk import fresh, line, solver_topk  # noqa: E402  (one definition of each, beside this script)
+from bench_ntk import fresh, line, old_tree, solver_topk  # noqa: E402  (one definition of each, beside this script)
+
+SIREN = ROOT / "examples" / "checkpoints" / "siren_3x64.safetensors"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--only", choices=["help", "ntk-exact", "ntk-topk", "rank"], default=None)
+    ap.add_argument("--only", choices=["help", "ntk-exact", "ntk-siren", "ntk-topk", "rank"], default=None)
     ap.add_argument("--old-default", action="store_true", help="also time ntk-topk with --dtype float64")
+    ap.add_argument("--old", default=None, metavar="REV",
+                    help="also time every command with the code of git revision REV, in this run")  # fmt: skip
     a = ap.parse_args()
+    before = old_tree(a.old) if a.old else None
+
+    def versus_old(name: str, args: list[str], new: dict) -> None:
+        """The same command with the code of --old REV (fresh processes), and new / old."""
+        if before is not None:
+            prev = fresh(args, a.repeats, tree=before)
+            line(f"{name} at {a.old}", prev)
+            line(f"{name}, this checkout", new, prev, f"the code of {a.old}")
+
     import torch
 
     print(f"{os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
@@ -61,6 +77,7 @@ def main() -> None:
     model = str(CKPT)
     if a.only in (None, "ntk-exact"):
         auto = fresh(["ntk", model, "--json"], a.repeats)
+        versus_old("ntk MODEL (N=4096)", ["ntk", model, "--json"], auto)
         old = fresh(["ntk", model, "--json", "--dtype", "float64"], a.repeats)
         line("ntk MODEL (N=4096, exact, --dtype auto)", auto, old, "the float64 run")
         line("ntk MODEL --dtype float64 (old default)", old)
@@ -78,9 +95,18 @@ def main() -> None:
             bounds = f" in [{b[0]:.4f}, {b[1]:.4f}]" if b else ""
             print(f"  {g['name']}: {g['spectrum']}; effective rank {g['effective_rank']:.4f}{bounds} (float64 "
                   f"{g64['effective_rank']:.4f}); numerical rank {g['numerical_rank']} ({g64['numerical_rank']})")  # fmt: skip
+    if a.only in (None, "ntk-siren"):
+        sargs = ["ntk", str(SIREN), "--json"]
+        sir = fresh(sargs, a.repeats)
+        line("ntk SIREN (3x64, N=4096, --dtype auto)", sir, imp, "the import-only process")
+        versus_old("ntk SIREN (N=4096)", sargs, sir)
+        d = json.loads(sir["out"])
+        print(f"  seconds in the JSON: { {k: round(v, 2) for k, v in d['seconds'].items()} }; spectra: "
+              f"Theta {d['spectrum']}, groups {[g['spectrum'] for g in d['layers']]}")  # fmt: skip
     if a.only in (None, "ntk-topk"):
         cmd = ["ntk", model, "--grid", "256", "--top-k", "32", "--json"]
         top = fresh(cmd, a.repeats)
+        versus_old("ntk MODEL --grid 256 --top-k 32", cmd, top)
         solver = solver_topk(a.repeats)
         print(f"solver alone in this process (factors + low-rank Lanczos, float32, best of {a.repeats}): "
               f"{solver:.2f} s", flush=True)  # fmt: skip
@@ -96,6 +122,7 @@ def main() -> None:
     if a.only in (None, "rank"):
         rk = fresh(["rank", model, "--json"], a.repeats)
         line("rank MODEL (256x256)", rk, imp, "the import-only process")
+        versus_old("rank MODEL (256x256)", ["rank", model, "--json"], rk)
         print(f"  rank - import-only: {rk['best'] - imp['best']:.2f} s")
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
