@@ -166,6 +166,10 @@ def part_topk(n_axis: int, k: int, block: int, tol: float, dtype, baseline: bool
         f"so max ||Theta u - theta u|| / theta <= {worst:.2e}; lambda_1 {float(res.values[0]):.6g}, "
         f"lambda_{k} {float(res.values[-1]):.6g}"
     )
+    V = torch.randn(n, block, dtype=dtype)
+    per = [timed(lambda f=f: f.matmul(V), repeat=3)[0] for f in used]
+    print(f"  one block product ({block} vectors) per layer: "
+          + ", ".join(f"{f.name} {t * 1e3:.1f} ms" for f, t in zip(used, per)))  # fmt: skip
     rate = gemm_rate(256, n, 256 * block, dtype)
     floor = res.products * flops / rate
     print(

@@ -43,6 +43,26 @@ def test_cli_pins_mkl_threading_for_reproducibility():
     assert out.strip().endswith("MKL_DYNAMIC=FALSE")
 
 
+def test_fast_exit_keeps_the_exit_code_the_buffered_output_and_atexit(tmp_path):
+    """``leave`` (the console process's exit once torch is loaded: no interpreter teardown) still flushes
+    what is buffered, runs the atexit handlers (which may print) and exits with the code; with another
+    non-daemon thread alive it exits normally, so that thread finishes its work."""
+    code = (
+        "import atexit, sys, torch\nfrom inrdiag.cli import leave\n"
+        "atexit.register(lambda: print('atexit ran'))\nsys.stdout.write('buffered, no newline')\nleave(3)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 3 and r.stdout == "buffered, no newline" + "atexit ran\n", r
+    done = tmp_path / "thread-done"
+    code = (
+        "import threading, time, torch\nfrom pathlib import Path\nfrom inrdiag.cli import leave\n"
+        f"threading.Thread(target=lambda: (time.sleep(0.5), Path({str(done)!r}).write_text('ok'))).start()\n"
+        "leave(0)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and done.read_text() == "ok", r
+
+
 def test_help_lists_every_command():
     code = "from inrdiag.cli import main\ntry:\n main(['--help'])\nexcept SystemExit: pass"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
