@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CKPT = ROOT / "examples" / "checkpoints" / "relu_4x256.safetensors"
 sys.path.insert(0, str(ROOT))  # this checkout's inrdiag, not an installed one
 
-from bench_ntk import fresh, line, old_tree, solver_topk  # noqa: E402  (one definition of each, beside this script)
+from bench_ntk import FLOOR, fresh, line, old_tree, solver_topk  # noqa: E402  (one definition of each, beside this script)
 
 SIREN = ROOT / "examples" / "checkpoints" / "siren_3x64.safetensors"
 
@@ -72,7 +72,7 @@ def main() -> None:
         print(f"  --help - interpreter start-up: {hlp['best'] - bare['best']:.2f} s")
         if a.only == "help":
             return
-    imp = fresh(["-c", "import torch, inrdiag.cli"], a.repeats)
+    imp = fresh(["-c", FLOOR], a.repeats)
     line("import torch + inrdiag.cli only (floor of any command)", imp)
     model = str(CKPT)
     if a.only in (None, "ntk-exact"):

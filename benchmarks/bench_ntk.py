@@ -49,6 +49,9 @@ from inrdiag.ntk.kernel import lanczos_topk
 
 ROOT = Path(__file__).resolve().parents[1]
 CKPT = ROOT / "examples" / "checkpoints" / "relu_4x256.safetensors"
+#: The floor of any command: a process that imports torch and the CLI and exits as a command does
+#: (``inrdiag.cli.leave``: no interpreter teardown).
+FLOOR = "import torch, inrdiag.cli; inrdiag.cli.leave(0)"
 
 
 def model_4x256(dtype):
@@ -284,7 +287,7 @@ def old_tree(rev: str) -> Path:
 def part_commands(repeats: int, threads: int, old_rev: str | None) -> None:
     model = str(CKPT)
     print(f"== whole commands (issue 15), fresh processes, {threads} thread(s), best of {repeats} ==", flush=True)
-    imp = fresh(["-c", "import torch, inrdiag.cli"], repeats, threads)
+    imp = fresh(["-c", FLOOR], repeats, threads)
     line("import torch + inrdiag.cli only (floor of any command)", imp)
     before = old_tree(old_rev) if old_rev else None
     auto = fresh(["ntk", model, "--json"], repeats, threads)

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CKPT = ROOT / "examples" / "checkpoints" / "relu_4x256.safetensors"
 sys.path.insert(0, str(ROOT))  # this checkout's inrdiag, not an installed one
 
-from bench_ntk import compiled  # noqa: E402  (one definition, beside this script)
+from bench_ntk import FLOOR, compiled  # noqa: E402  (one definition, beside this script)
 
 import inrdiag  # noqa: E402
 from inrdiag.spectra import GRAM_BLOCK, rank_report  # noqa: E402
@@ -109,7 +109,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "inrdiag", "rank", str(CKPT), "--json"]
         wall, wall_med, wcpu = run_fresh(cmd, args.repeats, tmp)
-        imp, imp_med, icpu = run_fresh([sys.executable, "-c", "import torch, inrdiag.cli"], args.repeats, tmp)
+        imp, imp_med, icpu = run_fresh([sys.executable, "-c", FLOOR], args.repeats, tmp)
     print(f"inrdiag rank (whole command, 4x256, 256x256 grid): best {wall:.2f} s, median {wall_med:.2f} s; "
           f"CPU {wcpu:.2f} s")  # fmt: skip
     print(
