@@ -61,6 +61,22 @@ def test_fast_exit_keeps_the_exit_code_the_buffered_output_and_atexit(tmp_path):
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and done.read_text() == "ok", r
+    # no stdout at all (a closed descriptor: sys.stdout is None): the exit code still comes through
+    code = "import sys, torch\nfrom inrdiag.cli import leave\nsys.stdout = None\nleave(4)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 4 and r.stderr == "", r
+
+
+def test_main_called_from_python_raises_a_catchable_systemexit(model_file, monkeypatch, capsys):
+    """Only the console entry (``console_main``: the script and ``python -m inrdiag``) skips the teardown;
+    ``main()`` from Python, torch loaded or not, ends with SystemExit, which a notebook or wrapper catches."""
+    from inrdiag.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["inrdiag", "info", str(model_file)])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 0 and "torch" in sys.modules
+    assert str(model_file.name) in capsys.readouterr().out
 
 
 def test_help_lists_every_command():

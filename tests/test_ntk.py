@@ -357,13 +357,17 @@ def test_lowrank_factor_bound_holds(pa, pd):
     D = torch.randn(n, pd, generator=g, dtype=torch.float64) @ torch.diag(decay_d)
     f = Factor(index=0, name="x", kind="linear", A=A, D=D, parameters=0)
     K = f.kernel()
-    for budget in (1e-8, 1e-4, 1e-1):
+    V = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    for budget in (1e-8, 1e-4, 1e-1, 1e6):
         cut = f.lowrank(budget)
-        E = K - cut.factor.kernel()
+        Kc = cut.factor.kernel()
+        E = K - Kc
         err = float(torch.linalg.matrix_norm(E, ord=2))
         assert err <= cut.bound * (1 + 1e-9) + 1e-12 and cut.bound <= budget
         assert float(torch.linalg.eigvalsh(E)[0]) >= -1e-12 * float(K.norm())
         assert cut.factor.feature_dim < f.feature_dim or (budget == 1e-8 and min(pa, pd) == 1)
+        assert min(cut.factor.A.shape[1], cut.factor.D.shape[1]) >= 1  # never cut to nothing
+        torch.testing.assert_close(cut.factor.matmul(V), Kc @ V)  # the product of what the solve runs on
     same = f.lowrank(0.0)
     assert same.factor is f and same.bound == 0.0
 

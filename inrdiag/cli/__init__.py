@@ -37,7 +37,17 @@ if TYPE_CHECKING:
 
     from ..threads import ThreadChoice
 
-__all__ = ["app", "main", "EXIT_OK", "EXIT_CHECK_FAILED", "EXIT_BAD_INPUT", "EXIT_INTERNAL", "EXIT_INTERRUPTED"]
+__all__ = [
+    "app",
+    "main",
+    "console_main",
+    "leave",
+    "EXIT_OK",
+    "EXIT_CHECK_FAILED",
+    "EXIT_BAD_INPUT",
+    "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
+]
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
@@ -83,32 +93,46 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as exc:  # a signal in the instant between the command's end and the handlers' reset
         code = _interrupted(exc)
     if argv is None:
-        leave(code)
+        sys.exit(code)
     return code
 
 
+def console_main() -> NoReturn:
+    """The ``inrdiag`` console script and ``python -m inrdiag``: ``main`` on ``sys.argv``, then ``leave``.
+    (``main()`` itself ends with ``sys.exit``, catchable by whoever calls it from Python.)"""
+    leave(main(sys.argv[1:]))
+
+
 def leave(code: int) -> NoReturn:
-    """End the command's process with ``code``: ``sys.exit``, except that once torch is loaded the
+    """End a command's process with ``code``: ``sys.exit``, except that once torch is loaded the
     interpreter's teardown is skipped, which costs ~1 s with torch's modules and libraries loaded
     (measured on the 2-core VM: ``import torch, inrdiag.cli`` alone, 2.97-3.82 s with the normal exit,
     1.84-2.68 s with ``os._exit``). Everything a normal exit does for the outputs is done first:
-    stdout and stderr are flushed and the ``atexit`` handlers run (temporary folders' cleanup,
-    multiprocessing's). Falls back to ``sys.exit`` when other non-daemon threads are alive (a normal
-    exit would wait for them) or a flush fails (a closed pipe: the normal path reports it)."""
+    stdout and stderr are flushed, the ``atexit`` handlers run (temporary folders' cleanup,
+    multiprocessing's), and C's stdio buffers are flushed. A plain ``sys.exit`` instead when other
+    non-daemon threads are alive (a normal exit waits for them), a profiler or tracer is active
+    (``python -m cProfile``, coverage: they write their results on the way out), ``INRDIAG_FAST_EXIT=0``
+    is set, or a flush fails (a closed pipe: the normal path reports it)."""
     import threading
 
-    if "torch" not in sys.modules or any(t.is_alive() and not t.daemon for t in threading.enumerate()
-                                         if t is not threading.main_thread()):  # fmt: skip
+    others = any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread())
+    if ("torch" not in sys.modules or others or sys.getprofile() is not None or sys.gettrace() is not None
+            or os.environ.get("INRDIAG_FAST_EXIT") == "0"):  # fmt: skip
         sys.exit(code)
     import atexit
 
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
         atexit._run_exitfuncs()
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)  # what C libraries left in stdio buffers (e.g. NCCL_DEBUG lines)
+    except Exception:  # noqa: BLE001 - any trouble: the normal exit, which reports what it reports
         sys.exit(code)
     os._exit(code)
 
@@ -142,7 +166,7 @@ def thread_policy(args: list[str], torch_loaded: bool | None = None) -> ThreadCh
 
 def _exit(code: int, argv: list[str] | None) -> int:
     if argv is None:
-        leave(code)
+        sys.exit(code)
     return code
 
 

@@ -37,6 +37,8 @@ KERNEL_BLOCK = 256
 #: Numbers in the chunk buffer of ``Factor.matmul`` (2 MiB of float32: L2/L3-resident; measured on the
 #: 4x256 net at N = 65,536, block 4, one thread: 60 GFLOP/s against 46-52 at 4 MiB and 42 at 16 MiB).
 MATMUL_BUFFER = 1 << 19
+#: Largest single-column factor ``X = A * D`` whose transpose ``Factor.matmul`` keeps as a contiguous copy.
+SINGLE_COPY_BYTES = 256 << 20
 
 
 @dataclass
@@ -129,9 +131,13 @@ class Factor:
         n, b = V.shape
         pa, pd = A.shape[1], D.shape[1]
         if pa == 1:  # Theta_g = diag(a) (D D^T) diag(a) = X X^T: two thin GEMMs on X = D * a, made once
-            if self._single is None:  # X^T stored too: X^T V from a transposed view is ~4x slower (MKL, CPU)
-                X = (D * A).contiguous()
-                self._single = (X, X.T.contiguous())
+            if self._single is None:
+                X = D if bool((A == 1).all()) else (D * A).contiguous()  # a cut factor's A is ones: no copy
+                # X^T kept contiguous on CPU (X^T V from a transposed view is ~4x slower there, MKL) unless
+                # it is big; elsewhere a view (cuBLAS takes transposes as they are)
+                small = X.numel() * X.element_size() <= SINGLE_COPY_BYTES
+                Xt = X.T.contiguous() if X.device.type == "cpu" and small else X.T
+                self._single = (X, Xt)
             X, Xt = self._single
             return X @ (Xt @ V)
         rows = max(256, min(chunk, n, MATMUL_BUFFER // max(1, b * pa)))
@@ -186,8 +192,8 @@ class Factor:
         def cut(X: Tensor, mu: float) -> tuple[Tensor, float]:
             e = dense_eigh(gram64(X))  # ascending
             w, V = e.values, e.vectors
-            drop = int((w <= mu).sum())
-            if drop == 0:
+            drop = min(int((w <= mu).sum()), X.shape[1] - 1)  # keep the top direction: never an N x 0 factor
+            if drop <= 0:
                 return X, 0.0
             return (X @ V[:, drop:].to(X.dtype)).contiguous(), float(w[drop - 1].clamp_min(0))
 

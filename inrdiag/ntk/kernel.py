@@ -377,6 +377,7 @@ def _lanczos(factors: list[Factor], traces: list[float], cfg: NTKConfig, n: int,
         notes.append(f"float32 products stalled above tol {etol:g} after {sol.topk.products} products: "
                      "solved again with float64 products")  # fmt: skip
         prec, tdtype = "float64", torch.float64
+        del sol  # its float32 factors (and their cached products) go before the float64 ones are made
         comp = [f.with_factors(f.A.double(), f.D.double()) for f in comp]
         sol = lanczos_topk(comp, n, cfg.top_k, etol, total, device, tdtype, cfg.block, cfg.seed, cfg.lowrank, big)
     res, bound = sol.topk, sol.bound
