@@ -345,6 +345,16 @@ def test_alignment_and_linearised_prediction():
         target_ntk(ntk_report(model, grid=6), model, y[:36])
 
 
+def test_gram64_is_the_float64_gram_in_any_blocking():
+    """Row chunks converted one at a time, column blocks of the lower triangle, mirrored: X^T X in float64."""
+    from inrdiag.ntk.factors import gram64
+
+    X = torch.randn(1000, 150, generator=torch.Generator().manual_seed(9))
+    ref = X.double().T @ X.double()
+    for block, chunk in ((64, 300), (128, 4096), (150, 1000), (7, 13)):
+        torch.testing.assert_close(gram64(X, block, chunk), ref, rtol=1e-13, atol=1e-12 * float(ref.abs().max()))
+
+
 @pytest.mark.parametrize("pa,pd", [(24, 20), (24, 1), (1, 20)])
 def test_lowrank_factor_bound_holds(pa, pd):
     """The compressed kernel is within the reported spectral-norm bound, which is within budget, and below
