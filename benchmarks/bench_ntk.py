@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 
 from inrdiag import ArchSpec, CoordMLP, make_grid
 from inrdiag.device import tune_malloc
-from inrdiag.ntk.factors import layer_factors, matmul_sum
+from inrdiag.ntk.factors import gram64, layer_factors, matmul_sum
 from inrdiag.ntk.kernel import lanczos_topk
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,6 +169,11 @@ def part_topk(n_axis: int, k: int, block: int, tol: float, dtype, baseline: bool
         f"so max ||Theta u - theta u|| / theta <= {worst:.2e}; lambda_1 {float(res.values[0]):.6g}, "
         f"lambda_{k} {float(res.values[-1]):.6g}"
     )
+    wide = max(comp, key=lambda f: f.A.shape[1]).A
+    whole = timed(lambda: gram64(wide, chunk=n), repeat=3)[0]
+    chunked = timed(lambda: gram64(wide), repeat=3)[0]
+    print(f"  compression Gram of a {n} x {wide.shape[1]} factor in float64: converted whole {whole:.3f} s, by row "
+          f"chunks (gram64's default) {chunked:.3f} s")  # fmt: skip
     V = torch.randn(n, block, dtype=dtype)
     per = [timed(lambda f=f: f.matmul(V), repeat=3)[0] for f in used]
     print(f"  one block product ({block} vectors) per layer: "

@@ -232,8 +232,8 @@ def gram64(X: Tensor, block: int = 128, chunk: int = 4096) -> Tensor:
     """``X^T X`` in float64, its lower block triangle computed (column blocks of ``block``) and mirrored.
 
     Accumulated over row chunks of ``chunk``, each converted to float64 on its own: no N x p float64 copy
-    of X (measured on a 65,536 x 232 float32 factor, 2 threads: 0.13 s against 0.21 s converting X
-    whole)."""
+    of X (120 MB for a 65,536 x 232 factor; as fast as converting it whole once the allocator is tuned,
+    ``bench_ntk.py --part topk``)."""
     p = X.shape[1]
     G = torch.zeros(p, p, dtype=torch.float64, device=X.device)
     for s in range(0, X.shape[0], chunk):
