@@ -21,6 +21,7 @@ from torch import nn
 from .constants import DEFAULT_TOL
 from .device import resolve_device
 from .errors import InrdiagError
+from .gram import add_lower, mirror_lower
 from .grid import available_memory, check_memory, grid_shape, make_grid
 from .models.adapter import as_adapter, cast_module
 from .models.spec import RELU_LIKE
@@ -201,15 +202,11 @@ def gram_spectra(
                 a = zs[k]
                 if a.is_complex():
                     g.addmm_(a.mH, a)
-                    continue
-                for c in range(0, a.shape[1], GRAM_BLOCK):  # the lower block triangle only
-                    e = min(a.shape[1], c + GRAM_BLOCK)
-                    g[c:e, :e].addmm_(a[:, c:e].T, a[:, :e])
-    for g in grams:  # mirror the strict upper part of the real Grams
+                else:
+                    add_lower(g, a, GRAM_BLOCK)
+    for g in grams:  # the real Grams' strict upper part, from their lower block triangle
         if not g.is_complex():
-            for c in range(0, g.shape[0] - GRAM_BLOCK, GRAM_BLOCK):
-                e = c + GRAM_BLOCK
-                g[c:e, e:] = g[e:, c:e].T
+            mirror_lower(g, GRAM_BLOCK)
     for k, g in zip(ks, grams):  # NaN/Inf anywhere in Z_k reaches its Gram matrix
         if not bool(torch.isfinite(g).all()):
             raise InrdiagError(f"hidden layer {k} is not finite on the grid (NaN/Inf); check the weights")

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InrdiagError
+from ..gram import add_lower, mirror_lower
 from ..models.adapter import as_adapter
 from .eigen import dense_eigh
 
@@ -104,17 +105,10 @@ class Factor:
         """``K^T K`` (p x p), with the same nonzero eigenvalues as ``Theta_g``; cheap when p << N."""
         p = self.feature_dim
         G = torch.zeros(p, p, dtype=self.A.dtype, device=self.A.device)
-        bs = KERNEL_BLOCK
         for s in range(0, self.points, chunk):
             a, d = self.A[s : s + chunk], self.D[s : s + chunk]
-            K = (a[:, :, None] * d[:, None, :]).reshape(a.shape[0], p)
-            for c in range(0, p, bs):  # the lower block triangle only (half the flops), mirrored below
-                e = min(p, c + bs)
-                G[c:e, :e].addmm_(K[:, c:e].T, K[:, :e])
-        for c in range(0, p - bs, bs):
-            e = c + bs
-            G[c:e, e:] = G[e:, c:e].T
-        return G
+            add_lower(G, (a[:, :, None] * d[:, None, :]).reshape(a.shape[0], p), KERNEL_BLOCK)
+        return mirror_lower(G, KERNEL_BLOCK)
 
     def matmul(self, V: Tensor, chunk: int = CHUNK) -> Tensor:
         """``Theta_g V`` for an N x b block, without any N x N matrix.
@@ -237,14 +231,8 @@ def gram64(X: Tensor, block: int = 128, chunk: int = 4096) -> Tensor:
     p = X.shape[1]
     G = torch.zeros(p, p, dtype=torch.float64, device=X.device)
     for s in range(0, X.shape[0], chunk):
-        x = X[s : s + chunk].to(torch.float64)
-        for c in range(0, p, block):
-            e = min(p, c + block)
-            G[c:e, :e].addmm_(x[:, c:e].T, x[:, :e])
-    for c in range(0, p - block, block):
-        e = c + block
-        G[c:e, e:] = G[e:, c:e].T
-    return G
+        add_lower(G, X[s : s + chunk].to(torch.float64), block)
+    return mirror_lower(G, block)
 
 
 @dataclass
