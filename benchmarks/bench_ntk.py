@@ -175,6 +175,12 @@ def part_topk(n_axis: int, k: int, block: int, tol: float, dtype, baseline: bool
     print(f"  compression Gram of a {n} x {wide.shape[1]} factor in float64: converted whole {whole:.3f} s, by row "
           f"chunks (gram64's default) {chunked:.3f} s")  # fmt: skip
     V = torch.randn(n, block, dtype=dtype)
+    X = max(used, key=lambda f: f.A.shape[1] if f.D.shape[1] == 1 else 0).A  # the head's cut X (D: ones)
+    Xt = X.T.contiguous()
+    view = timed(lambda: X.T @ V, repeat=5)[0]
+    copy = timed(lambda: Xt @ V, repeat=5)[0]
+    print(f"  X^T V for the head's X ({n} x {X.shape[1]}): from a transposed view {view * 1e3:.1f} ms, from a "
+          f"contiguous X^T {copy * 1e3:.1f} ms ({view / copy:.1f}x)")  # fmt: skip
     per = [timed(lambda f=f: f.matmul(V), repeat=3)[0] for f in used]
     print(f"  one block product ({block} vectors) per layer: "
           + ", ".join(f"{f.name} {t * 1e3:.1f} ms" for f, t in zip(used, per)))  # fmt: skip

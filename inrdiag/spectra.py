@@ -32,8 +32,8 @@ from .models.spec import RELU_LIKE
 #: 4x256 net at 256^2: system time 0.9-1.0 s -> 0.25 s, the user time unchanged).
 CHUNK = 8192
 #: Column blocks of the representation Grams ``Z^T Z``: the lower block triangle is computed, then mirrored
-#: (at width 256: 10/16 of the flops; measured on the 4x256 net at 256^2, float64, 2 threads: the four
-#: Grams 0.83 s as full GEMMs, 0.65 s in blocks of 128, 0.59 s in blocks of 64).
+#: (at width 256: 10/16 of the flops; ``benchmarks/bench_rank.py`` times the four Grams of the 4x256 net at
+#: 256^2 both ways in one run: 0.70 s as full GEMMs, 0.62 s in blocks of 64).
 GRAM_BLOCK = 64
 
 

@@ -127,8 +127,8 @@ class Factor:
         if pa == 1:  # Theta_g = diag(a) (D D^T) diag(a) = X X^T: two thin GEMMs on X = D * a, made once
             if self._single is None:
                 X = D if bool((A == 1).all()) else (D * A).contiguous()  # a cut factor's A is ones: no copy
-                # X^T kept contiguous on CPU (X^T V from a transposed view is ~4x slower there, MKL) unless
-                # it is big; elsewhere a view (cuBLAS takes transposes as they are)
+                # X^T kept contiguous on CPU unless it is big (X^T V from a transposed view is ~3x slower
+                # there: bench_ntk.py --part topk); elsewhere a view (cuBLAS takes transposes as they are)
                 small = X.numel() * X.element_size() <= SINGLE_COPY_BYTES
                 Xt = X.T.contiguous() if X.device.type == "cpu" and small else X.T
                 self._single = (X, Xt)
