@@ -286,10 +286,14 @@ def solver_topk(repeats: int) -> float:
 
 
 def old_tree(rev: str) -> Path:
-    """The source tree of git revision ``rev`` of this repository, extracted to a temporary folder."""
+    """The source tree of git revision ``rev`` of this repository, extracted to a temporary folder (removed
+    when this script exits)."""
+    import atexit
+    import shutil
     import tempfile
 
     dest = Path(tempfile.mkdtemp(prefix="inrdiag-old-"))
+    atexit.register(shutil.rmtree, dest, ignore_errors=True)
     archive = subprocess.run(["git", "archive", rev], cwd=ROOT, check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     return dest
