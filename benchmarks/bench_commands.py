@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CKPT = ROOT / "examples" / "checkpoints" / "relu_4x256.safetensors"
 sys.path.insert(0, str(ROOT))  # this checkout's inrdiag, not an installed one
 
-from bench_ntk import FLOOR, fresh, line, old_tree, solver_topk  # noqa: E402  (one definition of each, beside this script)
+from bench_ntk import FLOOR, compare_auto_float64, fresh, line, old_tree, solver_topk  # noqa: E402  (one definition of each, beside this script)
 
 SIREN = ROOT / "examples" / "checkpoints" / "siren_3x64.safetensors"
 
@@ -82,19 +82,8 @@ def main() -> None:
         line("ntk MODEL (N=4096, exact, --dtype auto)", auto, old, "the float64 run")
         line("ntk MODEL --dtype float64 (old default)", old)
         d, d64 = json.loads(auto["out"]), json.loads(old["out"])
-        print(f"  auto - import-only: {auto['best'] - imp['best']:.2f} s; seconds in the JSON: "
-              f"{ {k: round(v, 2) for k, v in d['seconds'].items()} } (float64: "
-              f"{ {k: round(v, 2) for k, v in d64['seconds'].items()} })")  # fmt: skip
-        ev, ev64 = d["eigenvalues"], d64["eigenvalues"]
-        diff = max(abs(x - y) for x, y in zip(ev, ev64)) / ev64[0]
-        print(f"  auto vs float64: max |lambda difference| / lambda_1 = {diff:.1e}; effective rank "
-              f"{d['effective_rank']:.4f} vs {d64['effective_rank']:.4f}; numerical rank {d['numerical_rank']} vs "
-              f"{d64['numerical_rank']}")  # fmt: skip
-        for g, g64 in zip(d["layers"], d64["layers"]):
-            b = g["effective_rank_bounds"]
-            bounds = f" in [{b[0]:.4f}, {b[1]:.4f}]" if b else ""
-            print(f"  {g['name']}: {g['spectrum']}; effective rank {g['effective_rank']:.4f}{bounds} (float64 "
-                  f"{g64['effective_rank']:.4f}); numerical rank {g['numerical_rank']} ({g64['numerical_rank']})")  # fmt: skip
+        print(f"  auto - import-only: {auto['best'] - imp['best']:.2f} s")
+        compare_auto_float64(d, d64)
     if a.only in (None, "ntk-siren"):
         sargs = ["ntk", str(SIREN), "--json"]
         sir = fresh(sargs, a.repeats)

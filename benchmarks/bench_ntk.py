@@ -299,6 +299,26 @@ def old_tree(rev: str) -> Path:
     return dest
 
 
+def compare_auto_float64(d: dict, d64: dict) -> None:
+    """Print the ``ntk --json`` outputs of ``--dtype auto`` (d) and ``--dtype float64`` (d64) side by side: the
+    seconds in each JSON, the eigenvalue difference against the stated error, and every rank."""
+    secs = {k: round(v, 2) for k, v in d["seconds"].items()}
+    secs64 = {k: round(v, 2) for k, v in d64["seconds"].items()}
+    print(f"  seconds in the JSON: {secs} (float64: {secs64})")
+    ev, ev64 = d["eigenvalues"], d64["eigenvalues"]
+    diff = max(abs(x - y) for x, y in zip(ev, ev64)) / ev64[0]
+    lo, hi = d["effective_rank_bounds"] or [d["effective_rank"]] * 2
+    print(f"  auto ({d['spectrum']}, {len(ev)} eigenvalues; stated error {d['accuracy'].get('eigenvalue_error', 0):.1e} "
+          f"lambda_1) vs float64: max |lambda difference| / lambda_1 = {diff:.1e}; effective rank {d['effective_rank']:.4f} "
+          f"in [{lo:.4f}, {hi:.4f}] vs {d64['effective_rank']:.4f}; numerical rank {d['numerical_rank']} vs "
+          f"{d64['numerical_rank']}; decay 100 {d['decay']['100']} vs {d64['decay']['100']}")  # fmt: skip
+    for g, g64 in zip(d["layers"], d64["layers"]):
+        b = g["effective_rank_bounds"]
+        bounds = f" in [{b[0]:.4f}, {b[1]:.4f}]" if b else ""
+        print(f"  {g['name']}: {g['spectrum']}; effective rank {g['effective_rank']:.4f}{bounds} (float64 "
+              f"{g64['effective_rank']:.4f}); numerical rank {g['numerical_rank']} ({g64['numerical_rank']})")  # fmt: skip
+
+
 def part_commands(repeats: int, threads: int, old_rev: str | None) -> None:
     model = str(CKPT)
     print(f"== whole commands (issue 15), fresh processes, {threads} thread(s), best of {repeats} ==", flush=True)
@@ -314,21 +334,8 @@ def part_commands(repeats: int, threads: int, old_rev: str | None) -> None:
     line("ntk MODEL (N=4096, exact, --dtype auto)", auto, old, "the float64 run", "<= 5 s")
     line("ntk MODEL --dtype float64 (all eigenvalues by float64 eigvalsh)", old)
     d, d64 = json.loads(auto["out"]), json.loads(old["out"])
-    secs = {k: round(v, 2) for k, v in d["seconds"].items()}
-    secs64 = {k: round(v, 2) for k, v in d64["seconds"].items()}
-    print(f"  auto - import-only: {auto['best'] - imp['best']:.2f} s; seconds in the JSON: {secs} (float64: {secs64})")
-    ev, ev64 = d["eigenvalues"], d64["eigenvalues"]
-    diff = max(abs(x - y) for x, y in zip(ev, ev64)) / ev64[0]
-    lo, hi = d["effective_rank_bounds"] or [d["effective_rank"]] * 2
-    print(f"  auto ({d['spectrum']}, {len(ev)} eigenvalues; stated error {d['accuracy'].get('eigenvalue_error', 0):.1e} "
-          f"lambda_1) vs float64: max |lambda difference| / lambda_1 = {diff:.1e}; effective rank {d['effective_rank']:.4f} "
-          f"in [{lo:.4f}, {hi:.4f}] vs {d64['effective_rank']:.4f}; numerical rank {d['numerical_rank']} vs "
-          f"{d64['numerical_rank']}; decay 100 {d['decay']['100']} vs {d64['decay']['100']}")  # fmt: skip
-    for g, g64 in zip(d["layers"], d64["layers"]):
-        b = g["effective_rank_bounds"]
-        bounds = f" in [{b[0]:.4f}, {b[1]:.4f}]" if b else ""
-        print(f"  {g['name']}: {g['spectrum']}; effective rank {g['effective_rank']:.4f}{bounds} (float64 "
-              f"{g64['effective_rank']:.4f}); numerical rank {g['numerical_rank']} ({g64['numerical_rank']})")  # fmt: skip
+    print(f"  auto - import-only: {auto['best'] - imp['best']:.2f} s")
+    compare_auto_float64(d, d64)
     top = fresh(["ntk", model, "--grid", "256", "--top-k", "32", "--json"], repeats, threads)
     if before is not None:
         prev = fresh(["ntk", model, "--grid", "256", "--top-k", "32", "--json"], repeats, threads, before)
