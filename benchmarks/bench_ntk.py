@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CKPT = ROOT / "examples" / "checkpoints" / "relu_4x256.safetensors"
 #: The floor of any command: a process that imports torch and the CLI and exits as a command does
 #: (``inrdiag.cli.leave``: no interpreter teardown).
-FLOOR = "import torch, inrdiag.cli; inrdiag.cli.leave(0)"
+FLOOR = "import inrdiag.cli as c; c.gc_until_torch(); import torch; c.leave(0)"  # a command's start-up (console_main)
 
 
 def model_4x256(dtype):

@@ -67,6 +67,50 @@ def test_fast_exit_keeps_the_exit_code_the_buffered_output_and_atexit(tmp_path):
     assert r.returncode == 4 and r.stderr == "", r
 
 
+def test_gc_is_off_until_torch_is_imported_then_on_with_the_startup_frozen(tmp_path):
+    """``console_main`` of a computing command: no cyclic collection while torch is imported, then the
+    collector is back with what exists frozen; also when torch's import fails, and only for torch."""
+    code = (
+        "import gc, sys\n"
+        "import inrdiag.cli as c\n"
+        "c.gc_until_torch()\n"
+        "import json, fractions\n"  # other imports: the collector stays off
+        "off = gc.isenabled()\n"
+        "try:\n"
+        "    import torch\n"
+        "except ImportError as e:\n"
+        "    print('failed:', e)\n"
+        "print(off, gc.isenabled(), gc.get_freeze_count() > 1000, 'torch' in sys.modules)\n"
+        "print(any(type(f).__name__ == '_AfterTorch' for f in sys.meta_path))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r
+    assert r.stdout.splitlines() == ["False True True True", "False"], r.stdout
+    fake = tmp_path / "torch"  # a torch whose import fails: the collector is back all the same
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('no torch here')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r
+    assert r.stdout.splitlines() == ["failed: no torch here", "False True True False", "False"], r.stdout
+
+
+def test_console_main_turns_the_collector_off_only_for_computing_commands():
+    code = (
+        "import gc, sys\n"
+        "import inrdiag.cli as c\n"
+        "c.gc_until_torch = lambda: print('gc off')\n"
+        "c.leave = lambda code: print('exit', code)\n"
+        "c.main = lambda args: 0\n"
+        "for argv in (['info', 'x'], ['ntk', 'x'], ['--help'], ['rank'], []):\n"
+        "    sys.argv = ['inrdiag', *argv]\n"
+        "    c.console_main()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r
+    assert r.stdout.split("\n")[:-1] == ["exit 0", "gc off", "exit 0", "exit 0", "gc off", "exit 0", "exit 0"]
+
+
 def test_main_called_from_python_raises_a_catchable_systemexit(model_file, monkeypatch, capsys):
     """Only the console entry (``console_main``: the script and ``python -m inrdiag``) skips the teardown;
     ``main()`` from Python, torch loaded or not, ends with SystemExit, which a notebook or wrapper catches."""
