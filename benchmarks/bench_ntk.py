@@ -160,7 +160,7 @@ def part_topk(n_axis: int, k: int, block: int, tol: float, dtype, baseline: bool
     )
     print(
         f"  product: {flops / 1e9:.1f} GFLOP per vector (dead columns dropped: {dead / 1e9:.1f}; full: {full / 1e9:.1f}); "
-        f"kept columns (A, D) per layer: {[(f.A.shape[1], f.D.shape[1]) for f in used]}"
+        f"kept columns (A, D) of each part, per layer: {[[(c.A.shape[1], c.D.shape[1]) for c in f.parts] for f in used]}"
     )
     worst = max(r + bound / float(v) for r, v in zip(res.relative_residuals, res.values))
     print(
@@ -175,7 +175,7 @@ def part_topk(n_axis: int, k: int, block: int, tol: float, dtype, baseline: bool
     print(f"  compression Gram of a {n} x {wide.shape[1]} factor in float64: converted whole {whole:.3f} s, by row "
           f"chunks (gram64's default) {chunked:.3f} s")  # fmt: skip
     V = torch.randn(n, block, dtype=dtype)
-    X = max(used, key=lambda f: f.A.shape[1] if f.D.shape[1] == 1 else 0).A  # the head's cut X (D: ones)
+    X = used[-1].parts[0].A  # the head's cut X (D: ones)
     Xt = X.T.contiguous()
     view = timed(lambda: X.T @ V, repeat=5)[0]
     copy = timed(lambda: Xt @ V, repeat=5)[0]
@@ -183,7 +183,7 @@ def part_topk(n_axis: int, k: int, block: int, tol: float, dtype, baseline: bool
           f"contiguous X^T {copy * 1e3:.1f} ms ({view / copy:.1f}x)")  # fmt: skip
     per = [timed(lambda f=f: f.matmul(V), repeat=3)[0] for f in used]
     print(f"  one block product ({block} vectors) per layer: "
-          + ", ".join(f"{f.name} {t * 1e3:.1f} ms" for f, t in zip(used, per)))  # fmt: skip
+          + ", ".join(f"{f.name} {t * 1e3:.1f} ms" for f, t in zip(comp, per)))  # fmt: skip
     rate = gemm_rate(256, n, 256 * block, dtype)
     floor = res.products * flops / rate
     print(

@@ -355,7 +355,7 @@ def test_gram64_is_the_float64_gram_in_any_blocking():
         torch.testing.assert_close(gram64(X, block, chunk), ref, rtol=1e-13, atol=1e-12 * float(ref.abs().max()))
 
 
-@pytest.mark.parametrize("pa,pd", [(24, 20), (24, 1), (1, 20)])
+@pytest.mark.parametrize("pa,pd", [(24, 20), (24, 1), (1, 20), (40, 150)])
 def test_lowrank_factor_bound_holds(pa, pd):
     """The compressed kernel is within the reported spectral-norm bound, which is within budget, and below
     the kernel (the dropped part is PSD); also when A or D is one column (a scalar head: X X^T, X cut)."""
@@ -370,16 +370,45 @@ def test_lowrank_factor_bound_holds(pa, pd):
     V = torch.randn(n, 3, generator=g, dtype=torch.float64)
     for budget in (1e-8, 1e-4, 1e-1, 1e6):
         cut = f.lowrank(budget)
-        Kc = cut.factor.kernel()
+        Kc = cut.kernel()
         E = K - Kc
         err = float(torch.linalg.matrix_norm(E, ord=2))
         assert err <= cut.bound * (1 + 1e-9) + 1e-12 and cut.bound <= budget
         assert float(torch.linalg.eigvalsh(E)[0]) >= -1e-12 * float(K.norm())
-        assert cut.factor.feature_dim < f.feature_dim or (budget == 1e-8 and min(pa, pd) == 1)
-        assert min(cut.factor.A.shape[1], cut.factor.D.shape[1]) >= 1  # never cut to nothing
-        torch.testing.assert_close(cut.factor.matmul(V), Kc @ V)  # the product of what the solve runs on
+        assert cut.feature_dim < f.feature_dim or (budget == 1e-8 and min(pa, pd) == 1)
+        assert cut.parts and all(min(c.A.shape[1], c.D.shape[1]) >= 1 for c in cut.parts)  # never cut to nothing
+        torch.testing.assert_close(cut.matmul(V), Kc @ V)  # the product of what the solve runs on
     same = f.lowrank(0.0)
-    assert same.factor is f and same.bound == 0.0
+    assert same.parts == [f] and same.bound == 0.0
+
+
+def test_staircase_cut_is_cheaper_than_the_rectangle_at_the_same_bound():
+    """The rectangular cut (the top a directions of A for every direction of D kept, as ``lowrank`` did
+    before) against the staircase at the bound the rectangle reaches: the staircase keeps fewer columns.
+    Spectra decaying like a trained layer's (geometric), 4 groups of 16 columns."""
+    from inrdiag.ntk import factors as F
+
+    g = torch.Generator().manual_seed(5)
+    n, pa, pd = 400, 48, 64
+    A = torch.randn(n, pa, generator=g, dtype=torch.float64) @ torch.diag(
+        torch.logspace(0, -4, pa, dtype=torch.float64)
+    )
+    D = torch.randn(n, pd, generator=g, dtype=torch.float64) @ torch.diag(
+        torch.logspace(0, -4, pd, dtype=torch.float64)
+    )
+    f = Factor(index=0, name="x", kind="linear", A=A, D=D, parameters=0)
+    K = f.kernel()
+    wa, Va = F._rotated_basis(A)
+    wd, Vd = F._rotated_basis(D)
+    Ar, Dr = A @ Va, D @ Vd
+    for a in (8, 16, 24):  # every D direction with A's top a: Schur's bound, as the rectangle's was
+        rect = f.with_factors(Ar[:, :a], Dr)
+        rect_bound = float(wa[a]) * float((Dr * Dr).sum(1).max())
+        assert float(torch.linalg.matrix_norm(K - rect.kernel(), ord=2)) <= rect_bound * (1 + 1e-9)
+        plan = F._staircase(Ar, wa, Dr, wd, rect_bound, group=16)
+        assert plan.bound <= rect_bound and plan.cost < rect.feature_dim, (a, plan)
+        cut = F.LowRank(parts=[f.with_factors(Ar[:, :k], Dr[:, s:e]) for k, s, e in plan.blocks], bound=plan.bound)
+        assert float(torch.linalg.matrix_norm(K - cut.kernel(), ord=2)) <= plan.bound * (1 + 1e-9) + 1e-12
 
 
 def test_lanczos_with_compressed_products():

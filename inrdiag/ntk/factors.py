@@ -20,6 +20,7 @@ layer's D.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,13 @@ KERNEL_BLOCK = 256
 #: Numbers in the chunk buffer of ``Factor.matmul`` (2 MiB of float32: L2/L3-resident; measured on the
 #: 4x256 net at N = 65,536, block 4, one thread: 60 GFLOP/s against 46-52 at 4 MiB and 42 at 16 MiB).
 MATMUL_BUFFER = 1 << 19
+#: Columns per group of the staircase cut of ``Factor.lowrank`` (measured on the 4x256 net at N = 65,536, one
+#: block product of the three hidden layers at the same bound: groups of 16, 32 and 64 columns 0.73-0.77,
+#: 0.55-0.57 and 0.50-0.52 s, the best rectangle 0.70 s: smaller groups save flops but run slower GEMMs).
+CUT_GROUP = 64
+#: Row blocks of the compression's tall-skinny products ``X V`` (65,536 x 213 times 213 x 213, float32, on
+#: the 2-core VM: 44 GFLOP/s in one call, 56 by blocks of 4,096 rows, 75-81 by blocks of 512-1,024).
+ROWS_MM = 1024
 #: Largest single-column factor ``X = A * D`` whose transpose ``Factor.matmul`` keeps as a contiguous copy.
 SINGLE_COPY_BYTES = 256 << 20
 
@@ -170,46 +178,46 @@ class Factor:
                       note=self.note)  # fmt: skip
 
     def lowrank(self, budget: float) -> LowRank:
-        """A cheaper factor whose kernel is within ``bound <= budget`` of this one in spectral norm.
+        """A cheaper kernel within ``bound <= budget`` of this one in spectral norm: a sum of factors.
 
-        ``A A^T = (A V)(A V)^T`` for the orthonormal eigenvectors V of ``A^T A``; dropping the
-        directions whose eigenvalues are at most ``mu`` leaves ``E_A = A V_drop V_drop^T A^T``, PSD
-        with ``||E_A|| = max dropped eigenvalue``. For PSD matrices ``||E ⊙ M|| <= ||E|| max_n M_nn``
-        (Schur), so ``||Theta_g - Theta'_g|| <= mu_A max_n |d_n|^2 + mu_D max_n |a'_n|^2``: half the
-        budget goes to each factor. By Weyl, every eigenvalue of the summed kernel then moves by at
-        most the summed bounds. The dropped parts are PSD, so the cheaper kernel is also below this one
-        (``Theta'_g <= Theta_g``: every eigenvalue only rises back, by at most the bound). When A or D
-        is a single column (a scalar-output head, a generic group), ``Theta_g = X X^T`` with ``X = A * D``
-        and X itself is cut: ``||Theta_g - Theta'_g||`` = its largest dropped eigenvalue, the whole budget.
+        Rotate A and D into the eigenvectors of their Grams (``A A^T = (A V)(A V)^T``, columns by
+        decreasing eigenvalue). One side, Q, is split into column groups of ``CUT_GROUP``; group g keeps
+        the top ``a_g`` directions of the other side, P (``a_g = 0``: the group is dropped). The dropped
+        part of group g is ``E_g = (P_tail P_tail^T) ⊙ (Q_g Q_g^T)``, both PSD, so by Schur's bounds
+        ``||E_g|| <= min(||P_tail||^2 max_n |q_g,n|^2, max_n |p_tail,n|^2 ||Q_g||^2)``, where
+        ``||P_tail||^2`` is the largest dropped eigenvalue of ``P^T P``; ``bound`` is the sum over the
+        groups. The ``a_g`` minimise the product's cost ``sum_g a_g |g|`` under ``bound <= budget``
+        (Lagrangian bisection), and the side split is the cheaper one: a staircase, not a rectangle,
+        since a group of weak Q directions needs few P directions (on the 4x256 example at N = 65,536,
+        half the flops of the best rectangle at the same bound). By Weyl, every eigenvalue of the summed
+        kernel moves by at most the summed bounds; the dropped parts are PSD, so the cheaper kernel is
+        below this one (``Theta'_g <= Theta_g``). When A or D is a single column (a scalar-output head, a
+        generic group), ``Theta_g = X X^T`` with ``X = A * D`` and X itself is cut: ``||Theta_g - Theta'_g||``
+        = its largest dropped eigenvalue.
         """
-
-        def cut(X: Tensor, mu: float) -> tuple[Tensor, float]:
-            e = dense_eigh(gram64(X))  # ascending
-            w, V = e.values, e.vectors
-            drop = min(int((w <= mu).sum()), X.shape[1] - 1)  # keep the top direction: never an N x 0 factor
-            if drop <= 0:
-                return X, 0.0
-            return (X @ V[:, drop:].to(X.dtype)).contiguous(), float(w[drop - 1].clamp_min(0))
-
-        def rowmax(X: Tensor) -> float:  # max_n |x_n|^2, accumulated in float64
-            return float(torch.linalg.vector_norm(X, dim=1, dtype=torch.float64).max()) ** 2
-
         if budget <= 0:
-            return LowRank(factor=self, bound=0.0)
+            return LowRank(parts=[self], bound=0.0)
         if min(self.A.shape[1], self.D.shape[1]) == 1:  # Theta_g = X X^T with X = A * D: cut X itself
             X = self.A * self.D
-            X2, e = cut(X, budget)
-            if X2 is X:
-                return LowRank(factor=self, bound=0.0)
-            return LowRank(factor=self.with_factors(X2, torch.ones_like(X2[:, :1])), bound=e)
+            w, V = _rotated_basis(X)
+            drop = min(int((w <= budget).sum()), X.shape[1] - 1)  # keep the top direction: never N x 0
+            if drop <= 0:
+                return LowRank(parts=[self], bound=0.0)
+            X2 = _rows_mm(X, V[:, : X.shape[1] - drop].to(X.dtype))
+            return LowRank(parts=[self.with_factors(X2, torch.ones_like(X2[:, :1]))], bound=float(w[-drop]))
         if min(self.A.shape[1], self.D.shape[1]) <= 4:
-            return LowRank(factor=self, bound=0.0)
-
-        dmax = rowmax(self.D)
-        A2, ea = cut(self.A, 0.5 * budget / dmax) if dmax > 0 else (self.A, 0.0)
-        amax = rowmax(A2)
-        D2, ed = cut(self.D, 0.5 * budget / amax) if amax > 0 else (self.D, 0.0)
-        return LowRank(factor=self.with_factors(A2, D2), bound=ea * dmax + ed * amax)
+            return LowRank(parts=[self], bound=0.0)
+        wa, Va = _rotated_basis(self.A)
+        wd, Vd = _rotated_basis(self.D)
+        Ar, Dr = _rows_mm(self.A, Va.to(self.A.dtype)), _rows_mm(self.D, Vd.to(self.D.dtype))
+        plans = [_staircase(Ar, wa, Dr, wd, budget), _staircase(Dr, wd, Ar, wa, budget)]
+        plan = min(plans, key=lambda pl: pl.cost)
+        if plan.cost >= self.feature_dim:
+            return LowRank(parts=[self], bound=0.0)
+        P, Q = (Ar, Dr) if plan is plans[0] else (Dr, Ar)
+        # contiguous copies: GEMMs on these column slices ran 15-25% slower as views (one block product)
+        parts = [self.with_factors(P[:, :a].contiguous(), Q[:, s:e].contiguous()) for a, s, e in plan.blocks]
+        return LowRank(parts=parts, bound=plan.bound)
 
     def flops_kernel(self) -> float:
         """Flops of ``kernel()``: ``N (N + KERNEL_BLOCK) (p_A + p_D)`` (the lower block triangle of one GEMM per
@@ -222,7 +230,7 @@ class Factor:
         return 4.0 * self.points * b * self.feature_dim
 
 
-def gram64(X: Tensor, block: int = 128, chunk: int = 4096) -> Tensor:
+def gram64(X: Tensor, block: int = 64, chunk: int = 4096) -> Tensor:
     """``X^T X`` in float64, its lower block triangle computed (column blocks of ``block``) and mirrored.
 
     Accumulated over row chunks of ``chunk``, each converted to float64 on its own: no N x p float64 copy
@@ -237,11 +245,120 @@ def gram64(X: Tensor, block: int = 128, chunk: int = 4096) -> Tensor:
 
 @dataclass
 class LowRank:
-    """``Factor.lowrank``'s result: the cheaper factor and the spectral-norm bound it incurred."""
+    """``Factor.lowrank``'s result: the cheaper kernel, a sum of factors, and the bound it incurred."""
 
-    factor: Factor
-    #: ``||Theta_g - Theta'_g||_2 <= bound`` (0 when nothing was dropped).
+    parts: list[Factor]
+    #: ``||Theta_g - sum of the parts' kernels||_2 <= bound`` (0 when nothing was dropped).
     bound: float
+
+    @property
+    def feature_dim(self) -> int:
+        return sum(f.feature_dim for f in self.parts)
+
+    def matmul(self, V: Tensor, chunk: int = CHUNK) -> Tensor:
+        """The summed kernel times an N x b block, part by part (``Factor.matmul``)."""
+        out = self.parts[0].matmul(V, chunk)
+        for f in self.parts[1:]:
+            out.add_(f.matmul(V, chunk))
+        return out
+
+    def kernel(self) -> Tensor:
+        """The summed kernel as an N x N matrix (tests and small N only)."""
+        out = self.parts[0].kernel()
+        for f in self.parts[1:]:
+            f.kernel(out)
+        return out
+
+    def flops_matmul(self, b: int = 1) -> float:
+        return sum(f.flops_matmul(b) for f in self.parts)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A staircase cut: ``blocks`` = (columns kept of P, first and end column of Q), its cost and bound."""
+
+    blocks: list[tuple[int, int, int]]
+    cost: int
+    bound: float
+
+
+def _rows_mm(X: Tensor, V: Tensor, rows: int = ROWS_MM) -> Tensor:
+    """``X @ V`` for a tall X (N x p, p x q with p, q small), by row blocks of ``rows``."""
+    out = torch.empty(X.shape[0], V.shape[1], dtype=X.dtype, device=X.device)
+    for s in range(0, X.shape[0], rows):
+        torch.mm(X[s : s + rows], V, out=out[s : s + rows])
+    return out
+
+
+def _rotated_basis(X: Tensor) -> tuple[Tensor, Tensor]:
+    """Eigenvalues (descending, float64, >= 0) and eigenvectors of ``X^T X``: ``X V`` has orthogonal
+    columns of squared norms ``w``."""
+    e = dense_eigh(gram64(X))
+    return e.values.flip(0).clamp_min(0), e.vectors.flip(1)
+
+
+def _group_row_max(X: Tensor, edges: list[int], chunk: int = 4096) -> Tensor:
+    """``max_n sum_{j in [edges[i], edges[i+1])} X_nj^2`` for every i, in float64, over row chunks."""
+    out = torch.zeros(len(edges) - 1, dtype=torch.float64, device=X.device)
+    for s in range(0, X.shape[0], chunk):
+        c = X[s : s + chunk].to(torch.float64, copy=True).square_()  # a copy: never square X itself
+        sums = torch.stack([c[:, a:b].sum(1) for a, b in zip(edges[:-1], edges[1:])], dim=1)
+        out = torch.maximum(out, sums.max(0).values)
+    return out
+
+
+def _staircase(P: Tensor, wp: Tensor, Q: Tensor, wq: Tensor, budget: float, group: int | None = None) -> _Plan:
+    """The cheapest cut of ``(P P^T) ⊙ (Q Q^T)`` (both rotated: ``Factor.lowrank``) with Q in column groups
+    and group g keeping ``a_g`` columns of P, under ``bound <= budget``."""
+    p, q = P.shape[1], Q.shape[1]
+    edges = [*range(0, q, group or CUT_GROUP), q]
+    starts = edges[:-1]
+    sizes = torch.tensor([e - s for s, e in zip(edges[:-1], edges[1:])], dtype=torch.float64, device=P.device)
+    mu = torch.cat([wp, wp.new_zeros(1)])  # ||P_tail||^2 keeping a columns, a = 0..p
+    tail = torch.cat([_tail_row_max(P), wp.new_zeros(1)])  # max_n |p_tail,n|^2 keeping a columns
+    m = _group_row_max(Q, edges)  # max_n |q_g,n|^2
+    sig = wq[torch.tensor(starts, device=P.device)]  # ||Q_g||^2: the group's first (largest) eigenvalue
+    B = torch.minimum(mu[None, :] * m[:, None], tail[None, :] * sig[:, None])  # groups x (p + 1)
+    cost = sizes[:, None] * torch.arange(p + 1, dtype=torch.float64, device=P.device)[None, :]
+
+    def choose(lam: float) -> tuple[Tensor, float]:
+        a = torch.argmin(cost + lam * B, dim=1)
+        return a, float(B.gather(1, a[:, None]).sum())
+
+    scale = float(cost[:, -1].sum()) / budget
+    if not math.isfinite(scale):  # a budget too small to weigh: no cut
+        return _Plan(blocks=[(p, 0, q)], cost=p * q, bound=0.0)
+    lo, hi = math.log(scale * 1e-12), math.log(scale * 1e12)
+    best, bound = choose(math.exp(hi))
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        a, b = choose(math.exp(mid))
+        if b <= budget:
+            hi, best, bound = mid, a, b
+        else:
+            lo = mid
+    if not bool(best.any()):  # never an empty sum: the first group keeps P's top direction (B only falls)
+        best[0] = 1
+        bound = float(B.gather(1, best[:, None]).sum())
+    blocks: list[tuple[int, int, int]] = []
+    for s, e, k in zip(edges[:-1], edges[1:], best.tolist()):
+        if k == 0:
+            continue
+        if blocks and blocks[-1][0] == k and blocks[-1][2] == s:  # same P columns as the group before: one part
+            blocks[-1] = (k, blocks[-1][1], e)
+        else:
+            blocks.append((k, s, e))
+    return _Plan(blocks=blocks, cost=sum(k * (e - s) for k, s, e in blocks), bound=bound)
+
+
+def _tail_row_max(X: Tensor, chunk: int = 4096) -> Tensor:
+    """``max_n sum_{j >= a} X_nj^2`` for a = 0 .. p - 1, in float64, over row chunks."""
+    out = torch.zeros(X.shape[1], dtype=torch.float64, device=X.device)
+    for s in range(0, X.shape[0], chunk):
+        c = X[s : s + chunk].flip(1).to(torch.float64)  # flip copies: X itself is never touched
+        c.square_().cumsum_(1)  # suffix sums, the last column first
+        out = torch.maximum(out, c.max(0).values)
+    return out.flip(0)
 
 
 def _bias_column(a: Tensor, has_bias: bool) -> Tensor:
