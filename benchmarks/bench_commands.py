@@ -18,7 +18,8 @@ and the ratio against the baseline of the same run:
 - ``ntk SIREN`` (the shipped 3x64 SIREN, N = 4,096: a flat spectrum, so dense eigensolves) against the
   import-only process.
 - ``rank MODEL`` (256 x 256) against the import-only process. Target: <= 3 s.
-- ``--old REV``: every command also with the code of git revision REV, the ratio new / old of one run.
+- ``--old REV``: every command also with the code of git revision REV, alternated with this checkout's run by
+  run; the ratio new / old of one run.
 - ``--help`` (the console script's start-up: it must not import torch) against a bare ``python -c pass``
   and against ``import torch``. Target: <= 0.3 s.
 
@@ -52,12 +53,27 @@ def main() -> None:
     a = ap.parse_args()
     before = old_tree(a.old) if a.old else None
 
-    def versus_old(name: str, args: list[str], new: dict) -> None:
-        """The same command with the code of --old REV (fresh processes), and new / old."""
-        if before is not None:
-            prev = fresh(args, a.repeats, tree=before)
+    def merged(runs: list[dict]) -> dict:
+        """One result of single runs: best and median wall time, least CPU time, the last run's output."""
+        walls = sorted(r["best"] for r in runs)
+        return {"best": walls[0], "median": walls[len(walls) // 2], "cpu": min(r["cpu"] for r in runs),
+                "out": runs[-1]["out"]}  # fmt: skip
+
+    def timed(args: list[str]) -> tuple[dict, dict | None]:
+        """``args`` with this checkout's code and, with --old, alternated run by run with the code of REV
+        (so a drift of the machine's speed during the runs weighs on both alike)."""
+        if before is None:
+            return fresh(args, a.repeats), None
+        new, prev = [], []
+        for _ in range(a.repeats):
+            new.append(fresh(args, 1))
+            prev.append(fresh(args, 1, tree=before))
+        return merged(new), merged(prev)
+
+    def versus_old(name: str, new: dict, prev: dict | None) -> None:
+        if prev is not None:
             line(f"{name} at {a.old}", prev)
-            line(f"{name}, this checkout", new, prev, f"the code of {a.old}")
+            line(f"{name}, this checkout", new, prev, f"the code of {a.old} (alternated)")
 
     import torch
 
@@ -76,8 +92,8 @@ def main() -> None:
     line("import torch + inrdiag.cli only (floor of any command)", imp)
     model = str(CKPT)
     if a.only in (None, "ntk-exact"):
-        auto = fresh(["ntk", model, "--json"], a.repeats)
-        versus_old("ntk MODEL (N=4096)", ["ntk", model, "--json"], auto)
+        auto, prev = timed(["ntk", model, "--json"])
+        versus_old("ntk MODEL (N=4096)", auto, prev)
         old = fresh(["ntk", model, "--json", "--dtype", "float64"], a.repeats)
         line("ntk MODEL (N=4096, exact, --dtype auto)", auto, old, "the float64 run")
         line("ntk MODEL --dtype float64 (old default)", old)
@@ -86,9 +102,9 @@ def main() -> None:
         compare_auto_float64(d, d64)
     if a.only in (None, "ntk-siren"):
         sargs = ["ntk", str(SIREN), "--json"]
-        sir = fresh(sargs, a.repeats)
+        sir, prev = timed(sargs)
         line("ntk SIREN (3x64, N=4096, --dtype auto)", sir, imp, "the import-only process")
-        versus_old("ntk SIREN (N=4096)", sargs, sir)
+        versus_old("ntk SIREN (N=4096)", sir, prev)
         d = json.loads(sir["out"])
         print(f"  seconds in the JSON: { {k: round(v, 2) for k, v in d['seconds'].items()} }; spectra: "
               f"Theta {d['spectrum']}, groups {[g['spectrum'] for g in d['layers']]}")  # fmt: skip
@@ -96,15 +112,15 @@ def main() -> None:
         cmd = ["ntk", model, "--grid", "256", "--top-k", "32", "--json"]
         # the command and the solver alternated (one of each per round), so a drift of the machine's speed
         # during the ~20 s runs weighs on both sides of the ratio alike
-        runs, solves = [], []
+        runs, solves, olds = [], [], []
         for _ in range(a.repeats):
             runs.append(fresh(cmd, 1))
             solves.append(solver_topk(1))
-        walls = sorted(r["best"] for r in runs)
-        top = {"best": walls[0], "median": walls[len(walls) // 2], "cpu": min(r["cpu"] for r in runs),
-               "out": runs[-1]["out"]}  # fmt: skip
+            if before is not None:
+                olds.append(fresh(cmd, 1, tree=before))
+        top = merged(runs)
         solver = min(solves)
-        versus_old("ntk MODEL --grid 256 --top-k 32", cmd, top)
+        versus_old("ntk MODEL --grid 256 --top-k 32", top, merged(olds) if olds else None)
         print(f"solver alone in this process (factors + low-rank Lanczos, float32, best of {a.repeats}, alternated "
               f"with the command): {solver:.2f} s", flush=True)  # fmt: skip
         line("ntk MODEL --grid 256 --top-k 32 (--dtype auto)", top, {"best": solver}, "the solver")
@@ -117,9 +133,9 @@ def main() -> None:
             line("ntk MODEL --grid 256 --top-k 32 --dtype float64 (old default, 1 run)", old)
             print(f"  auto is {old['best'] / top['best']:.2f}x faster than the old default")
     if a.only in (None, "rank"):
-        rk = fresh(["rank", model, "--json"], a.repeats)
+        rk, prev = timed(["rank", model, "--json"])
         line("rank MODEL (256x256)", rk, imp, "the import-only process")
-        versus_old("rank MODEL (256x256)", ["rank", model, "--json"], rk)
+        versus_old("rank MODEL (256x256)", rk, prev)
         print(f"  rank - import-only: {rk['best'] - imp['best']:.2f} s")
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 

@@ -32,10 +32,13 @@ from ..gram import add_lower, mirror_lower
 from ..models.adapter import as_adapter
 from .eigen import dense_eigh
 
-#: Rows per chunk of the forward/backward passes and of the matrix-free products. Cache-sized: the factors
-#: of the 4x256 net at N = 65,536 took 1.07 s (best of 3, alternated in one process) at 2048 rows against
+#: Rows per chunk of the forward/backward passes and of the Khatri-Rao Gram. Cache-sized: the factors of
+#: the 4x256 net at N = 65,536 took 1.07 s (best of 3, alternated in one process) at 2048 rows against
 #: 1.13 s at 4096 and 1.32 s at 8192; the inlet's Khatri-Rao Gram 0.39 s against 0.40 s.
 CHUNK = 2048
+#: Most rows per chunk of the matrix-free products (fewer when ``MATMUL_BUFFER`` says so): the staircase
+#: factors' block product took 0.65 s at 8192 against 0.70 s at 2048 (best of 4, alternated).
+MATMUL_CHUNK = 8192
 #: Row blocks of ``Factor.kernel``: the lower block triangle is computed, the rest mirrored.
 KERNEL_BLOCK = 256
 #: Numbers in the chunk buffer of ``Factor.matmul`` (2 MiB of float32: L2/L3-resident; measured on the
@@ -120,7 +123,7 @@ class Factor:
             add_lower(G, (a[:, :, None] * d[:, None, :]).reshape(a.shape[0], p), KERNEL_BLOCK)
         return mirror_lower(G, KERNEL_BLOCK)
 
-    def matmul(self, V: Tensor, chunk: int = CHUNK) -> Tensor:
+    def matmul(self, V: Tensor, chunk: int = MATMUL_CHUNK) -> Tensor:
         """``Theta_g V`` for an N x b block, without any N x N matrix.
 
         Column j: ``rowsum((A M_j) ⊙ D)`` with ``M_j = A^T diag(v_j) D``. The block is handled by two
@@ -261,7 +264,7 @@ class LowRank:
     def feature_dim(self) -> int:
         return sum(f.feature_dim for f in self.parts)
 
-    def matmul(self, V: Tensor, chunk: int = CHUNK) -> Tensor:
+    def matmul(self, V: Tensor, chunk: int = MATMUL_CHUNK) -> Tensor:
         """The summed kernel times an N x b block, part by part (``Factor.matmul``)."""
         out = self.parts[0].matmul(V, chunk)
         for f in self.parts[1:]:
@@ -511,7 +514,7 @@ def kernel_sum(factors: list[Factor]) -> Tensor:
     return out
 
 
-def matmul_sum(factors: list[Factor], V: Tensor, chunk: int = CHUNK) -> Tensor:
+def matmul_sum(factors: list[Factor], V: Tensor, chunk: int = MATMUL_CHUNK) -> Tensor:
     """``Theta V = sum_g Theta_g V`` (matrix-free)."""
     if not factors:
         raise ValueError("matmul_sum of no factors")
