@@ -71,6 +71,31 @@ def timed(fn, repeat=1):
     return best, out
 
 
+def rectangle_cut(f, budget: float):
+    """The cut ``Factor.lowrank`` made before the staircase (the baseline): A to its eigen-directions above
+    ``mu_A = budget / 2 / max_n |d_n|^2``, then D above ``budget / 2 / max_n |a'_n|^2`` (Schur's bound on
+    each side). Returns (factor, bound)."""
+    from inrdiag.ntk.eigen import dense_eigh
+
+    def rowmax(X):
+        return float(torch.linalg.vector_norm(X, dim=1, dtype=torch.float64).max()) ** 2
+
+    def cut(X, mu):
+        e = dense_eigh(gram64(X))
+        drop = min(int((e.values <= mu).sum()), X.shape[1] - 1)
+        if drop <= 0:
+            return X, 0.0
+        return (X @ e.vectors[:, drop:].to(X.dtype)).contiguous(), float(e.values[drop - 1].clamp_min(0))
+
+    if min(f.A.shape[1], f.D.shape[1]) <= 4:
+        return f, 0.0
+    dmax = rowmax(f.D)
+    A2, ea = cut(f.A, 0.5 * budget / dmax)
+    amax = rowmax(A2)
+    D2, ed = cut(f.D, 0.5 * budget / amax)
+    return f.with_factors(A2, D2), ea * dmax + ed * amax
+
+
 def gemm_rate(m, k, n, dtype, repeat=3):
     a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
     a @ b
@@ -181,6 +206,22 @@ def part_topk(n_axis: int, k: int, block: int, tol: float, dtype, baseline: bool
     copy = timed(lambda: Xt @ V, repeat=5)[0]
     print(f"  X^T V for the head's X ({n} x {X.shape[1]}): from a transposed view {view * 1e3:.1f} ms, from a "
           f"contiguous X^T {copy * 1e3:.1f} ms ({view / copy:.1f}x)")  # fmt: skip
+    # the baseline: the rectangular cut lowrank made before the staircase (9d8916b..85028d8), at its budget
+    # (10 tol tr / N over the groups, half to each side), on the same hidden factors; alternated rounds
+    old_budget = 10.0 * tol * trace / n / len(comp)
+    rects = [rectangle_cut(c, old_budget) for c in comp]
+    hidden = [
+        i for i, f in enumerate(used) if len(f.parts) > 1 or min(f.parts[0].A.shape[1], f.parts[0].D.shape[1]) > 4
+    ]
+    t_rect = t_stair = float("inf")
+    for _ in range(3):
+        t_rect = min(t_rect, timed(lambda: [rects[i][0].matmul(V) for i in hidden])[0])
+        t_stair = min(t_stair, timed(lambda: [used[i].matmul(V) for i in hidden])[0])
+    rect_cols = sum(rects[i][0].feature_dim for i in hidden)
+    stair_cols = sum(used[i].feature_dim for i in hidden)
+    print(f"  hidden layers, one block product: staircase cut {t_stair * 1e3:.0f} ms ({stair_cols} columns, bound "
+          f"{sum(sol.bounds[i] for i in hidden):.4f}) against the earlier rectangular cut {t_rect * 1e3:.0f} ms "
+          f"({rect_cols} columns, bound {sum(rects[i][1] for i in hidden):.4f}): {t_stair / t_rect:.2f}x")  # fmt: skip
     per = [timed(lambda f=f: f.matmul(V), repeat=3)[0] for f in used]
     print(f"  one block product ({block} vectors) per layer: "
           + ", ".join(f"{f.name} {t * 1e3:.1f} ms" for f, t in zip(comp, per)))  # fmt: skip
