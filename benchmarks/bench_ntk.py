@@ -90,9 +90,9 @@ def rectangle_cut(f, budget: float):
     if min(f.A.shape[1], f.D.shape[1]) <= 4:
         return f, 0.0
     dmax = rowmax(f.D)
-    A2, ea = cut(f.A, 0.5 * budget / dmax)
+    A2, ea = cut(f.A, 0.5 * budget / dmax) if dmax > 0 else (f.A, 0.0)
     amax = rowmax(A2)
-    D2, ed = cut(f.D, 0.5 * budget / amax)
+    D2, ed = cut(f.D, 0.5 * budget / amax) if amax > 0 else (f.D, 0.0)
     return f.with_factors(A2, D2), ea * dmax + ed * amax
 
 

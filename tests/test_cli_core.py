@@ -74,7 +74,8 @@ def test_gc_is_off_until_torch_is_imported_then_on_with_the_startup_frozen(tmp_p
         "import gc, sys\n"
         "import inrdiag.cli as c\n"
         "c.gc_until_torch()\n"
-        "import json, fractions\n"  # other imports: the collector stays off
+        "import json, fractions, importlib.util\n"  # other imports: the collector stays off
+        "importlib.util.find_spec('torch')\n"  # a look-up of torch changes nothing
         "off = gc.isenabled()\n"
         "try:\n"
         "    import torch\n"
@@ -86,6 +87,10 @@ def test_gc_is_off_until_torch_is_imported_then_on_with_the_startup_frozen(tmp_p
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0, r
     assert r.stdout.splitlines() == ["False True True True", "False"], r.stdout
+    # the collector comes back once, and later imports freeze nothing more
+    again = code + "n = gc.get_freeze_count()\nimport torch.nn.functional, decimal\nprint(gc.get_freeze_count() == n)\n"
+    r = subprocess.run([sys.executable, "-c", again], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.splitlines()[-1] == "True", r
     fake = tmp_path / "torch"  # a torch whose import fails: the collector is back all the same
     fake.mkdir()
     (fake / "__init__.py").write_text("raise ImportError('no torch here')\n")

@@ -379,7 +379,34 @@ def test_lowrank_factor_bound_holds(pa, pd):
         assert cut.parts and all(min(c.A.shape[1], c.D.shape[1]) >= 1 for c in cut.parts)  # never cut to nothing
         torch.testing.assert_close(cut.matmul(V), Kc @ V)  # the product of what the solve runs on
     same = f.lowrank(0.0)
-    assert same.parts == [f] and same.bound == 0.0
+    assert len(same.parts) == 1 and same.parts[0] is f and same.bound == 0.0
+
+
+def test_lanczos_on_staircase_cuts_of_several_parts(monkeypatch):
+    """The solver and the groups' refinement on cuts of several parts (groups of 8 columns, every hidden
+    group through the Lanczos path): the eigenvalues of the exact float64 kernel within the stated bound."""
+    from inrdiag.ntk import factors as F
+    from inrdiag.ntk import kernel as K
+
+    monkeypatch.setattr(F, "CUT_GROUP", 8)
+    monkeypatch.setattr(K, "SMALL_GRAM", 100)
+    model = tiny_model(hidden=(32, 32, 32))
+    rep = ntk_report(model, grid=16, method="lanczos", top_k=8, device="cpu", dtype="float32")
+    x = ntk_points(2, 16, None, 0, torch.float64, "cpu").coords
+    comp = [f.compressed() for f in layer_factors(model, x)]
+    trace = sum(float(f.diag().double().sum()) for f in comp)
+    sol = K.lanczos_topk(comp, x.shape[0], 8, 1e-3, trace, "cpu", torch.float64, track=[1, 2, 3])
+    assert max(len(c.parts) for c in sol.factors) > 1, [len(c.parts) for c in sol.factors]
+    ex = ntk_report(model, grid=16, method="exact", top_k=8, device="cpu", dtype="float64")
+    for a, b in zip(rep.eigenvalues, ex.eigenvalues[:8]):
+        assert abs(a - b) / b <= rep.accuracy["max_relative_error_bound"] + 1e-5
+    tops = {g.name: g.top_eigenvalue for g in rep.groups if g.spectrum == "top"}
+    assert tops, "some groups took the Lanczos path"
+    exact = {g.name: g.top_eigenvalue for g in ex.groups}
+    for name, value in tops.items():  # within the compression bound of the group, plus the residual tolerance
+        assert (
+            value <= exact[name] * (1 + 1e-5) and value >= exact[name] * (1 - 2e-3) - rep.accuracy["compression_bound"]
+        )
 
 
 def test_staircase_cut_is_cheaper_than_the_rectangle_at_the_same_bound():

@@ -335,17 +335,21 @@ def _staircase(P: Tensor, wp: Tensor, Q: Tensor, wq: Tensor, budget: float, grou
         return a, float(B.gather(1, a[:, None]).sum())
 
     scale = float(cost[:, -1].sum()) / budget
-    if not math.isfinite(scale):  # a budget too small to weigh: no cut
+    if budget == math.inf:  # anything goes: every group dropped (then the fallback below)
+        best = torch.zeros(len(starts), dtype=torch.long, device=P.device)
+        bound = float(B[:, 0].sum())
+    elif not (math.isfinite(scale) and scale > 0):  # a budget too small to weigh (or NaN): no cut
         return _Plan(blocks=[(p, 0, q)], cost=p * q, bound=0.0)
-    lo, hi = math.log(scale * 1e-12), math.log(scale * 1e12)
-    best, bound = choose(math.exp(hi))
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        a, b = choose(math.exp(mid))
-        if b <= budget:
-            hi, best, bound = mid, a, b
-        else:
-            lo = mid
+    else:
+        lo, hi = math.log(scale * 1e-12), math.log(scale * 1e12)
+        best, bound = choose(math.exp(hi))
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            a, b = choose(math.exp(mid))
+            if b <= budget:
+                hi, best, bound = mid, a, b
+            else:
+                lo = mid
     if not bool(best.any()):  # never an empty sum: the first group keeps P's top direction (B only falls)
         best[0] = 1
         bound = float(B.gather(1, best[:, None]).sum())
