@@ -222,6 +222,39 @@ def part_topk(n_axis: int, k: int, block: int, tol: float, dtype, baseline: bool
     print(f"  hidden layers, one block product: staircase cut {t_stair * 1e3:.0f} ms ({stair_cols} columns, bound "
           f"{sum(sol.bounds[i] for i in hidden):.4f}) against the earlier rectangular cut {t_rect * 1e3:.0f} ms "
           f"({rect_cols} columns, bound {sum(rects[i][1] for i in hidden):.4f}): {t_stair / t_rect:.2f}x")  # fmt: skip
+    import inrdiag.ntk.factors as F
+
+    # the compression's rotations X V (65,536 x p by p x p) in one call against by row blocks (ROWS_MM), and
+    # the factors' forward/backward passes by chunks of CHUNK rows against 8192 (before 2026-12-01 night)
+    wide_v = torch.linalg.qr(torch.randn(wide.shape[1], wide.shape[1], dtype=wide.dtype))[0]
+    one_call = blocks = float("inf")
+    for _ in range(3):
+        one_call = min(one_call, timed(lambda: wide @ wide_v)[0])
+        blocks = min(blocks, timed(lambda: F._rows_mm(wide, wide_v))[0])
+    print(f"  rotation of a {n} x {wide.shape[1]} factor: one call {one_call * 1e3:.0f} ms, by blocks of {F.ROWS_MM} "
+          f"rows {blocks * 1e3:.0f} ms ({blocks / one_call:.2f}x)")  # fmt: skip
+    by_chunk = {F.CHUNK: float("inf"), 8192: float("inf")}
+    for _ in range(3):
+        for c in by_chunk:
+            by_chunk[c] = min(by_chunk[c], timed(lambda c=c: layer_factors(model, x, c))[0])
+    print(f"  factors by chunks of {F.CHUNK} rows {by_chunk[F.CHUNK]:.2f} s, of 8192 rows {by_chunk[8192]:.2f} s "
+          f"({by_chunk[F.CHUNK] / by_chunk[8192]:.2f}x)")  # fmt: skip
+    # the group size of the staircase (CUT_GROUP): smaller groups keep fewer columns but run smaller GEMMs
+    default_group, sizes = F.CUT_GROUP, (16, 32, 64)
+    stair_budget = 6.0 * tol * trace / n / len(comp)  # lanczos_topk's first budget per group
+    cuts_by = {}
+    try:
+        for g in sizes:
+            F.CUT_GROUP = g
+            cuts_by[g] = [comp[i].lowrank(stair_budget) for i in hidden]
+    finally:
+        F.CUT_GROUP = default_group
+    best = dict.fromkeys(sizes, float("inf"))
+    for _ in range(3):
+        for g in sizes:
+            best[g] = min(best[g], timed(lambda g=g: [c.matmul(V) for c in cuts_by[g]])[0])
+    print("  staircase group size, hidden layers' block product: " + ", ".join(
+        f"{g} columns {best[g] * 1e3:.0f} ms ({sum(c.feature_dim for c in cuts_by[g])} columns kept)" for g in sizes))  # fmt: skip
     per = [timed(lambda f=f: f.matmul(V), repeat=3)[0] for f in used]
     print(f"  one block product ({block} vectors) per layer: "
           + ", ".join(f"{f.name} {t * 1e3:.1f} ms" for f, t in zip(comp, per)))  # fmt: skip

@@ -100,6 +100,24 @@ def grams_alone(model, repeats: int) -> None:
           f"{tri:.2f} s: {full / tri:.2f}x")  # fmt: skip
 
 
+def chunk_sizes(model, repeats: int) -> None:
+    """``gram_spectra`` (the float64 forward and the Grams, what rank_report runs) with chunks of
+    ``spectra.CHUNK`` rows against 8192 (the chunk before 2026-12-01 night) and 512, alternated."""
+    from inrdiag.models.adapter import as_adapter
+    from inrdiag.spectra import CHUNK, gram_spectra
+
+    ad = as_adapter(model).copy(torch.device("cpu"), torch.float64)
+    sizes = (CHUNK, 8192, 512)
+    times = dict.fromkeys(sizes, float("inf"))
+    for _ in range(max(repeats, 3)):
+        for c in sizes:
+            t = time.perf_counter()
+            gram_spectra(ad, (256, 256), "cpu", c)
+            times[c] = min(times[c], time.perf_counter() - t)
+    print("forward + Grams by chunk rows (best, alternated): "
+          + ", ".join(f"{c}: {times[c]:.2f} s" for c in sizes) + f"; {CHUNK} / 8192 = {times[CHUNK] / times[8192]:.2f}x")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
@@ -129,6 +147,7 @@ def main() -> None:
         worst = max(worst, float(((got[keep] - s[keep]).abs() / s[keep]).max()))
     print(f"max relative difference of singular values above 1e-3 s_1: {worst:.2e}")
     grams_alone(loaded.model, args.repeats)
+    chunk_sizes(loaded.model, args.repeats)
     a = torch.randn(2048, 2048, dtype=torch.float64)
     gemm, _, _ = best(lambda: a @ a, args.repeats)
     rate = 2 * 2048**3 / gemm

@@ -30,8 +30,8 @@ from .models.spec import RELU_LIKE
 #: 256-wide float64 block at 16 MiB, under glibc's largest mmap threshold (32 MiB), so the blocks are
 #: reused from the heap instead of being mapped and page-faulted afresh every chunk (measured on the
 #: 4x256 net at 256^2: system time 0.9-1.0 s -> 0.25 s, the user time unchanged). 2048 keeps them in
-#: cache: the forward and Grams of that net at 256^2 took 1.14 s best of 4 against 1.28 s at 8192 and
-#: 1.32 s at 512 (alternated in one process, 2-core VM, 2026-12-01).
+#: cache: the forward and Grams of that net at 256^2 took 1.24 s against 1.54 s at 8192 and 1.36 s at 512
+#: (``benchmarks/bench_rank.py``, alternated in one process, 2-core VM, 2026-12-01).
 CHUNK = 2048
 #: Column blocks of the representation Grams ``Z^T Z``: the lower block triangle is computed, then mirrored
 #: (at width 256: 10/16 of the flops; ``benchmarks/bench_rank.py`` times the four Grams of the 4x256 net at

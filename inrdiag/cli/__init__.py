@@ -111,8 +111,8 @@ def gc_until_torch() -> None:
     that exists at that point frozen (``gc.freeze``: kept, never scanned again).
 
     Importing torch creates ~250,000 long-lived objects, and each full collection scans all of them. In a
-    computing command's process that cost 0.5 s, 0.35 s of it in three full collections (``ntk MODEL``,
-    timed with ``gc.callbacks``); with this, 0.02 s. The frozen objects are modules, classes and functions
+    computing command's process that cost 0.42 s (``ntk MODEL``); with this, 0.007 s
+    (``benchmarks/bench_startup.py``). The frozen objects are modules, classes and functions
     that live until the process ends, plus the cyclic garbage made while torch was imported (~7,000 small
     objects, ~0.65 MB, measured), which stays; everything created after the import is collected as usual.
     The collector is back once torch's module has run, also when that import fails; a mere look-up of

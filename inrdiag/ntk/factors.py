@@ -33,8 +33,8 @@ from ..models.adapter import as_adapter
 from .eigen import dense_eigh
 
 #: Rows per chunk of the forward/backward passes and of the Khatri-Rao Gram. Cache-sized: the factors of
-#: the 4x256 net at N = 65,536 took 1.07 s (best of 3, alternated in one process) at 2048 rows against
-#: 1.13 s at 4096 and 1.32 s at 8192; the inlet's Khatri-Rao Gram 0.39 s against 0.40 s.
+#: the 4x256 net at N = 65,536 took 0.98 s at 2048 rows against 1.20 s at 8192 (``bench_ntk.py --part
+#: topk``, alternated); the inlet's Khatri-Rao Gram 0.39 s against 0.40 s (a one-off timing).
 CHUNK = 2048
 #: Most rows per chunk of the matrix-free products (fewer when ``MATMUL_BUFFER`` says so): the staircase
 #: factors' block product took 0.65 s at 8192 against 0.70 s at 2048 (best of 4, alternated).
@@ -44,12 +44,13 @@ KERNEL_BLOCK = 256
 #: Numbers in the chunk buffer of ``Factor.matmul`` (2 MiB of float32: L2/L3-resident; measured on the
 #: 4x256 net at N = 65,536, block 4, one thread: 60 GFLOP/s against 46-52 at 4 MiB and 42 at 16 MiB).
 MATMUL_BUFFER = 1 << 19
-#: Columns per group of the staircase cut of ``Factor.lowrank`` (measured on the 4x256 net at N = 65,536, one
-#: block product of the three hidden layers at the same bound: groups of 16, 32 and 64 columns 0.73-0.77,
-#: 0.55-0.57 and 0.50-0.52 s, the best rectangle 0.70 s: smaller groups save flops but run slower GEMMs).
+#: Columns per group of the staircase cut of ``Factor.lowrank``. Smaller groups keep fewer columns but run
+#: smaller GEMMs: one block product of the 4x256 example's hidden layers at N = 65,536 took 611, 513 and
+#: 452 ms with groups of 16, 32 and 64 (35,607, 34,513 and 39,313 columns; ``bench_ntk.py --part topk``).
 CUT_GROUP = 64
-#: Row blocks of the compression's tall-skinny products ``X V`` (65,536 x 213 times 213 x 213, float32, on
-#: the 2-core VM: 44 GFLOP/s in one call, 56 by blocks of 4,096 rows, 75-81 by blocks of 512-1,024).
+#: Row blocks of the compression's tall-skinny products ``X V`` (N x p by p x p): as fast as one call or
+#: faster, by the width (65,536 x 232: 1.03x, ``bench_ntk.py --part topk``; 65,536 x 213: 127-181 ms in one
+#: call, 107-140 ms by blocks, a one-off timing on the 2-core VM).
 ROWS_MM = 1024
 #: Largest single-column factor ``X = A * D`` whose transpose ``Factor.matmul`` keeps as a contiguous copy.
 SINGLE_COPY_BYTES = 256 << 20
@@ -197,8 +198,9 @@ class Factor:
         ``||P_tail||^2`` is the largest dropped eigenvalue of ``P^T P``; ``bound`` is the sum over the
         groups. The ``a_g`` minimise the product's cost ``sum_g a_g |g|`` under ``bound <= budget``
         (Lagrangian bisection), and the side split is the cheaper one: a staircase, not a rectangle,
-        since a group of weak Q directions needs few P directions (on the 4x256 example at N = 65,536,
-        half the flops of the best rectangle at the same bound). By Weyl, every eigenvalue of the summed
+        since a group of weak Q directions needs few P directions (the 4x256 example's hidden layers at
+        N = 65,536: 39,313 columns at bound 0.0077, the earlier rectangular cut 70,310 at 0.0066;
+        ``bench_ntk.py --part topk``). By Weyl, every eigenvalue of the summed
         kernel moves by at most the summed bounds; the dropped parts are PSD, so the cheaper kernel is
         below this one (``Theta'_g <= Theta_g``). When A or D is a single column (a scalar-output head, a
         generic group), ``Theta_g = X X^T`` with ``X = A * D`` and X itself is cut: ``||Theta_g - Theta'_g||``

@@ -571,10 +571,11 @@ def lanczos_topk(
     """Top-k pairs of ``sum_g Theta_g``, on factors cut to a proven compression bound; the groups listed in
     ``track`` get their own top Ritz pair on the final basis (``topk.parts``).
 
-    The compression budget starts at ``6 etol tr(Theta) / N`` (split evenly over the groups); if the bound then exceeds half of
-    ``etol`` times the smallest eigenvalue found, the factors are recompressed with a budget of a
-    quarter of that and the problem solved again, so the bound's share of the stated error is at
-    most ``etol / 2`` of each eigenvalue.
+    The compression budget starts at ``6 etol tr(Theta) / N``, split evenly over the groups (10 with the
+    earlier rectangular cut, which used about half of it; the 4x256 example's total bound is 0.0104 now,
+    0.0110 then); if the bound then exceeds half of ``etol`` times the smallest eigenvalue found, the
+    factors are recompressed with a budget of a quarter of that and the problem solved again, so the
+    bound's share of the stated error is at most ``etol / 2`` of each eigenvalue.
     """
 
     def solve(factors: list[LowRank]) -> TopK:
@@ -585,8 +586,6 @@ def lanczos_topk(
     zeros = [0.0] * len(comp)
     if not lowrank or trace <= 0:
         return LanczosResult(topk=solve(whole), bound=0.0, factors=whole, bounds=zeros)
-    # 6: it was 10 with the rectangular cut, which used about half of it; the staircase uses most of its own
-    # (on the 4x256 example: total bound 0.0104 against the rectangle's 0.0110)
     budget = 6.0 * etol * trace / n
     for _ in range(3):
         cuts = [f.lowrank(budget / len(comp)) for f in comp]
