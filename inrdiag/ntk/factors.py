@@ -267,18 +267,12 @@ class LowRank:
         return sum(f.feature_dim for f in self.parts)
 
     def matmul(self, V: Tensor, chunk: int = MATMUL_CHUNK) -> Tensor:
-        """The summed kernel times an N x b block, part by part (``Factor.matmul``)."""
-        out = self.parts[0].matmul(V, chunk)
-        for f in self.parts[1:]:
-            out.add_(f.matmul(V, chunk))
-        return out
+        """The summed kernel times an N x b block, part by part (``matmul_sum``)."""
+        return matmul_sum(self.parts, V, chunk)
 
     def kernel(self) -> Tensor:
-        """The summed kernel as an N x N matrix (tests and small N only)."""
-        out = self.parts[0].kernel()
-        for f in self.parts[1:]:
-            f.kernel(out)
-        return out
+        """The summed kernel as an N x N matrix (``kernel_sum``; tests and small N only)."""
+        return kernel_sum(self.parts)
 
     def flops_matmul(self, b: int = 1) -> float:
         return sum(f.flops_matmul(b) for f in self.parts)
