@@ -239,14 +239,26 @@ def part_topk(n_axis: int, k: int, block: int, tol: float, dtype, baseline: bool
             by_chunk[c] = min(by_chunk[c], timed(lambda c=c: layer_factors(model, x, c))[0])
     print(f"  factors by chunks of {F.CHUNK} rows {by_chunk[F.CHUNK]:.2f} s, of 8192 rows {by_chunk[8192]:.2f} s "
           f"({by_chunk[F.CHUNK] / by_chunk[8192]:.2f}x)")  # fmt: skip
+    # one budget shared by every group (lowrank_all, what lanczos_topk runs) against the same budget split
+    # evenly over the groups (before 2026-12-01, late night), the whole block product alternated
+    stair_budget = 6.0 * tol * trace / n  # lanczos_topk's first budget
+    shared = F.lowrank_all(comp, stair_budget)
+    even = [f.lowrank(stair_budget / len(comp)) for f in comp]
+    t_shared = t_even = float("inf")
+    for _ in range(3):
+        t_even = min(t_even, timed(lambda: [c.matmul(V) for c in even])[0])
+        t_shared = min(t_shared, timed(lambda: [c.matmul(V) for c in shared])[0])
+    print(f"  budget {stair_budget:.4f} shared by the groups: one block product {t_shared * 1e3:.0f} ms (columns "
+          f"{[c.feature_dim for c in shared]}, bound {sum(c.bound for c in shared):.4f}) against split evenly "
+          f"{t_even * 1e3:.0f} ms (columns {[c.feature_dim for c in even]}, bound {sum(c.bound for c in even):.4f}): "
+          f"{t_shared / t_even:.2f}x")  # fmt: skip
     # the group size of the staircase (CUT_GROUP): smaller groups keep fewer columns but run smaller GEMMs
     default_group, sizes = F.CUT_GROUP, (16, 32, 64)
-    stair_budget = 6.0 * tol * trace / n / len(comp)  # lanczos_topk's first budget per group
     cuts_by = {}
     try:
         for g in sizes:
             F.CUT_GROUP = g
-            cuts_by[g] = [comp[i].lowrank(stair_budget) for i in hidden]
+            cuts_by[g] = [F.lowrank_all(comp, stair_budget)[i] for i in hidden]
     finally:
         F.CUT_GROUP = default_group
     best = dict.fromkeys(sizes, float("inf"))

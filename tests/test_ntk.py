@@ -382,6 +382,39 @@ def test_lowrank_factor_bound_holds(pa, pd):
     assert len(same.parts) == 1 and same.parts[0] is f and same.bound == 0.0
 
 
+def test_lowrank_all_shares_one_budget():
+    """Several factors cut within one budget: the bounds sum to at most it, the summed kernel is within their
+    sum, and the shared cut keeps fewer columns than an even split when one factor cannot be cut (its share
+    is spent elsewhere) and the others' spectra differ."""
+    from inrdiag.ntk.factors import lowrank_all
+
+    g = torch.Generator().manual_seed(11)
+    n = 300
+
+    def factor(pa, pd, da, dd):
+        A = torch.randn(n, pa, generator=g, dtype=torch.float64) @ torch.diag(
+            torch.logspace(0, da, pa, dtype=torch.float64)
+        )
+        D = torch.randn(n, pd, generator=g, dtype=torch.float64) @ torch.diag(
+            torch.logspace(0, dd, pd, dtype=torch.float64)
+        )
+        return Factor(index=0, name="x", kind="linear", A=A, D=D, parameters=0)
+
+    fs = [factor(3, 40, 0, -1), factor(40, 48, -6, -5), factor(32, 40, -2, -2), factor(24, 1, -4, 0)]
+    K = sum(f.kernel() for f in fs)
+    V = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    for budget in (1e-3, 1e-1, 10.0):
+        cuts = lowrank_all(fs, budget)
+        bound = sum(c.bound for c in cuts)
+        assert bound <= budget and cuts[0].parts == [fs[0]] and cuts[0].bound == 0.0  # 3 columns: never cut
+        Kc = sum(c.kernel() for c in cuts)
+        assert float(torch.linalg.matrix_norm(K - Kc, ord=2)) <= bound * (1 + 1e-9) + 1e-12
+        torch.testing.assert_close(sum(c.matmul(V) for c in cuts), Kc @ V)
+        even = [f.lowrank(budget / len(fs)) for f in fs]
+        assert sum(c.feature_dim for c in cuts) < sum(c.feature_dim for c in even), budget
+    assert lowrank_all(fs, 0.0)[1].parts == [fs[1]] and lowrank_all([], 1.0) == []
+
+
 def test_lanczos_on_staircase_cuts_of_several_parts(monkeypatch):
     """The solver and the groups' refinement on cuts of several parts (groups of 8 columns, every hidden
     group through the Lanczos path): the eigenvalues of the exact float64 kernel within the stated bound."""

@@ -199,36 +199,15 @@ class Factor:
         groups. The ``a_g`` minimise the product's cost ``sum_g a_g |g|`` under ``bound <= budget``
         (Lagrangian bisection), and the side split is the cheaper one: a staircase, not a rectangle,
         since a group of weak Q directions needs few P directions (the 4x256 example's hidden layers at
-        N = 65,536: 39,313 columns at bound 0.0077, the earlier rectangular cut 70,310 at 0.0066;
+        N = 65,536: 33,182 columns at bound 0.0132 with the budget ``lanczos_topk`` shares among the groups,
+        39,313 at 0.0077 with it split evenly; the earlier rectangular cut kept 70,310 at 0.0066:
         ``bench_ntk.py --part topk``). By Weyl, every eigenvalue of the summed
         kernel moves by at most the summed bounds; the dropped parts are PSD, so the cheaper kernel is
         below this one (``Theta'_g <= Theta_g``). When A or D is a single column (a scalar-output head, a
         generic group), ``Theta_g = X X^T`` with ``X = A * D`` and X itself is cut: ``||Theta_g - Theta'_g||``
-        = its largest dropped eigenvalue.
+        = its largest dropped eigenvalue. ``lowrank_all`` cuts several factors within one shared budget.
         """
-        if budget <= 0:
-            return LowRank(parts=[self], bound=0.0)
-        if min(self.A.shape[1], self.D.shape[1]) == 1:  # Theta_g = X X^T with X = A * D: cut X itself
-            X = self.A * self.D
-            w, V = _rotated_basis(X)
-            drop = min(int((w <= budget).sum()), X.shape[1] - 1)  # keep the top direction: never N x 0
-            if drop <= 0:
-                return LowRank(parts=[self], bound=0.0)
-            X2 = _rows_mm(X, V[:, : X.shape[1] - drop].to(X.dtype))
-            return LowRank(parts=[self.with_factors(X2, torch.ones_like(X2[:, :1]))], bound=float(w[-drop]))
-        if min(self.A.shape[1], self.D.shape[1]) <= 4:
-            return LowRank(parts=[self], bound=0.0)
-        wa, Va = _rotated_basis(self.A)
-        wd, Vd = _rotated_basis(self.D)
-        Ar, Dr = _rows_mm(self.A, Va.to(self.A.dtype)), _rows_mm(self.D, Vd.to(self.D.dtype))
-        plans = [_staircase(Ar, wa, Dr, wd, budget), _staircase(Dr, wd, Ar, wa, budget)]
-        plan = min(plans, key=lambda pl: pl.cost)
-        if plan.cost >= self.feature_dim:
-            return LowRank(parts=[self], bound=0.0)
-        P, Q = (Ar, Dr) if plan is plans[0] else (Dr, Ar)
-        # contiguous copies: GEMMs on these column slices ran 15-25% slower as views (one block product)
-        parts = [self.with_factors(P[:, :a].contiguous(), Q[:, s:e].contiguous()) for a, s, e in plan.blocks]
-        return LowRank(parts=parts, bound=plan.bound)
+        return lowrank_all([self], budget)[0]
 
     def flops_kernel(self) -> float:
         """Flops of ``kernel()``: ``N (N + KERNEL_BLOCK) (p_A + p_D)`` (the lower block triangle of one GEMM per
@@ -312,9 +291,42 @@ def _group_row_max(X: Tensor, edges: list[int], chunk: int = 4096) -> Tensor:
     return out
 
 
-def _staircase(P: Tensor, wp: Tensor, Q: Tensor, wq: Tensor, budget: float, group: int | None = None) -> _Plan:
-    """The cheapest cut of ``(P P^T) ⊙ (Q Q^T)`` (both rotated: ``Factor.lowrank``) with Q in column groups
-    and group g keeping ``a_g`` columns of P, under ``bound <= budget``."""
+@dataclass
+class _StairTable:
+    """One orientation of a factor's staircase cut: Q's column groups (``edges``) and, for every group and
+    every count a = 0..p of P's columns kept, the cost ``|g| a`` and the Schur bound of what is dropped."""
+
+    P: Tensor
+    Q: Tensor
+    edges: list[int]
+    B: Tensor
+    cost: Tensor
+
+    def pick(self, lam: float) -> tuple[Tensor, float, float]:
+        """The columns kept per group minimising ``cost + lam bound``, with that cost and bound."""
+        a = torch.argmin(self.cost + lam * self.B, dim=1)
+        return a, float(self.cost.gather(1, a[:, None]).sum()), float(self.B.gather(1, a[:, None]).sum())
+
+    def plan(self, a: Tensor) -> _Plan:
+        """The cut keeping ``a[g]`` columns of P for group g (never an empty sum: at least P's top direction)."""
+        a = a.clone()
+        if not bool(a.any()):  # B only falls with a, so the bound stays within what was chosen
+            a[0] = 1
+        bound = float(self.B.gather(1, a[:, None]).sum())
+        blocks: list[tuple[int, int, int]] = []
+        for s, e, k in zip(self.edges[:-1], self.edges[1:], a.tolist()):
+            if k == 0:
+                continue
+            if blocks and blocks[-1][0] == k and blocks[-1][2] == s:  # same P columns as the group before: one part
+                blocks[-1] = (k, blocks[-1][1], e)
+            else:
+                blocks.append((k, s, e))
+        return _Plan(blocks=blocks, cost=sum(k * (e - s) for k, s, e in blocks), bound=bound)
+
+
+def _stair_table(P: Tensor, wp: Tensor, Q: Tensor, wq: Tensor, group: int | None = None) -> _StairTable:
+    """The costs and bounds of the staircase cuts of ``(P P^T) ⊙ (Q Q^T)`` (both rotated: ``Factor.lowrank``)
+    with Q in column groups of ``group`` (default ``CUT_GROUP``)."""
     p, q = P.shape[1], Q.shape[1]
     edges = [*range(0, q, group or CUT_GROUP), q]
     starts = edges[:-1]
@@ -325,39 +337,111 @@ def _staircase(P: Tensor, wp: Tensor, Q: Tensor, wq: Tensor, budget: float, grou
     sig = wq[torch.tensor(starts, device=P.device)]  # ||Q_g||^2: the group's first (largest) eigenvalue
     B = torch.minimum(mu[None, :] * m[:, None], tail[None, :] * sig[:, None])  # groups x (p + 1)
     cost = sizes[:, None] * torch.arange(p + 1, dtype=torch.float64, device=P.device)[None, :]
+    return _StairTable(P=P, Q=Q, edges=edges, B=B, cost=cost)
 
-    def choose(lam: float) -> tuple[Tensor, float]:
-        a = torch.argmin(cost + lam * B, dim=1)
-        return a, float(B.gather(1, a[:, None]).sum())
 
-    scale = float(cost[:, -1].sum()) / budget
-    if budget == math.inf:  # anything goes: every group dropped (then the fallback below)
-        best = torch.zeros(len(starts), dtype=torch.long, device=P.device)
-        bound = float(B[:, 0].sum())
-    elif not (math.isfinite(scale) and scale > 0):  # a budget too small to weigh (or NaN): no cut
-        return _Plan(blocks=[(p, 0, q)], cost=p * q, bound=0.0)
-    else:
-        lo, hi = math.log(scale * 1e-12), math.log(scale * 1e12)
-        best, bound = choose(math.exp(hi))
-        for _ in range(60):
-            mid = 0.5 * (lo + hi)
-            a, b = choose(math.exp(mid))
-            if b <= budget:
-                hi, best, bound = mid, a, b
-            else:
-                lo = mid
-    if not bool(best.any()):  # never an empty sum: the first group keeps P's top direction (B only falls)
-        best[0] = 1
-        bound = float(B.gather(1, best[:, None]).sum())
-    blocks: list[tuple[int, int, int]] = []
-    for s, e, k in zip(edges[:-1], edges[1:], best.tolist()):
-        if k == 0:
-            continue
-        if blocks and blocks[-1][0] == k and blocks[-1][2] == s:  # same P columns as the group before: one part
-            blocks[-1] = (k, blocks[-1][1], e)
+def _staircase(P: Tensor, wp: Tensor, Q: Tensor, wq: Tensor, budget: float, group: int | None = None) -> _Plan:
+    """The cheapest cut of ``(P P^T) ⊙ (Q Q^T)`` (both rotated: ``Factor.lowrank``) with Q in column groups
+    and group g keeping ``a_g`` columns of P, under ``bound <= budget``."""
+    t = _stair_table(P, wp, Q, wq, group)
+    full = float(t.cost[:, -1].sum())
+    lam = _multiplier(lambda x: t.pick(x)[2], full, budget)
+    if lam is None:
+        return _Plan(blocks=[(P.shape[1], 0, Q.shape[1])], cost=P.shape[1] * Q.shape[1], bound=0.0)
+    return t.plan(t.pick(lam)[0])
+
+
+def _multiplier(bound_at: Any, full_cost: float, budget: float) -> float | None:
+    """The smallest Lagrange multiplier (log bisection, 60 steps) whose choice keeps ``bound_at(lam) <=
+    budget``; 0 for an infinite budget (the cheapest choice); None when the budget is too small to weigh
+    (or NaN): no cut."""
+    if budget == math.inf:
+        return 0.0
+    scale = full_cost / budget if budget > 0 else math.nan
+    if not (math.isfinite(scale) and scale > 0):
+        return None
+    lo, hi = math.log(scale * 1e-12), math.log(scale * 1e12)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if bound_at(math.exp(mid)) <= budget:
+            hi = mid
         else:
-            blocks.append((k, s, e))
-    return _Plan(blocks=blocks, cost=sum(k * (e - s) for k, s, e in blocks), bound=bound)
+            lo = mid
+    return math.exp(hi)  # at hi every choice keeps everything that bounds anything: bound 0
+
+
+class _Candidates:
+    """The cuts one factor can take, for a Lagrange multiplier shared by several factors (``lowrank_all``)."""
+
+    def __init__(self, f: Factor):
+        self.f = f
+        self.tables: list[_StairTable] = []
+        self.single: tuple[Tensor, Tensor, Tensor] | None = None  # X, its rotation V, bounds by columns kept
+        pa, pd = f.A.shape[1], f.D.shape[1]
+        if min(pa, pd) == 1:  # Theta_g = X X^T with X = A * D: cut X itself
+            X = f.A * f.D
+            w, V = _rotated_basis(X)
+            self.single = (X, V, torch.cat([w, w.new_zeros(1)]))  # keeping j columns: bound w[j], j = 0..p
+        elif min(pa, pd) > 4:
+            wa, Va = _rotated_basis(f.A)
+            wd, Vd = _rotated_basis(f.D)
+            Ar, Dr = _rows_mm(f.A, Va.to(f.A.dtype)), _rows_mm(f.D, Vd.to(f.D.dtype))
+            self.tables = [_stair_table(Ar, wa, Dr, wd), _stair_table(Dr, wd, Ar, wa)]
+
+    def pick(self, lam: float) -> tuple[float, float, Any]:
+        """(cost, bound, choice) minimising ``cost + lam bound``; cost in Khatri-Rao columns (flops / 4 N b)."""
+        if self.single is not None:
+            hb = self.single[2]
+            j = (
+                int(torch.argmin(torch.arange(hb.numel(), dtype=torch.float64, device=hb.device)[1:] + lam * hb[1:]))
+                + 1
+            )
+            return float(j), float(hb[j]), j  # never N x 0: the top direction stays
+        best: tuple[float, float, Any] = (float(self.f.feature_dim), 0.0, None)
+        for i, t in enumerate(self.tables):
+            a, c, b = t.pick(lam)
+            if c + lam * b < best[0] + lam * best[1]:
+                best = (c, b, (i, a))
+        return best
+
+    def make(self, choice: Any) -> LowRank:
+        f = self.f
+        if choice is None:
+            return LowRank(parts=[f], bound=0.0)
+        if self.single is not None:
+            X, V, hb = self.single
+            if choice >= X.shape[1]:
+                return LowRank(parts=[f], bound=0.0)
+            X2 = _rows_mm(X, V[:, :choice].to(X.dtype))
+            return LowRank(parts=[f.with_factors(X2, torch.ones_like(X2[:, :1]))], bound=float(hb[choice]))
+        t = self.tables[choice[0]]
+        plan = t.plan(choice[1])
+        if plan.cost >= f.feature_dim:
+            return LowRank(parts=[f], bound=0.0)
+        # contiguous copies: GEMMs on these column slices ran 15-25% slower as views (one block product)
+        parts = [f.with_factors(t.P[:, :a].contiguous(), t.Q[:, s:e].contiguous()) for a, s, e in plan.blocks]
+        return LowRank(parts=parts, bound=plan.bound)
+
+
+def lowrank_all(factors: list[Factor], budget: float) -> list[LowRank]:
+    """Every factor cut as ``Factor.lowrank`` cuts one, within one budget shared by all: the bounds sum to at
+    most ``budget``.
+
+    One Lagrange multiplier for all of them, so each column kept anywhere buys the same drop in the bound.
+    Splitting the budget evenly instead left the uncut groups' shares (an inlet of 3 columns, say) unused and
+    gave every layer the same share whatever its spectrum: on the 4x256 example at N = 65,536 and
+    ``lanczos_topk``'s budget 0.0134 the hidden layers kept 39,313 columns that way (bound 0.0092 in all),
+    33,182 shared (bound 0.0132): one block product 0.93x (``bench_ntk.py --part topk``)."""
+    if not factors:
+        return []
+    if not budget > 0:  # 0, negative or NaN: nothing is cut
+        return [LowRank(parts=[f], bound=0.0) for f in factors]
+    cands = [_Candidates(f) for f in factors]
+    full = float(sum(f.feature_dim for f in factors))
+    lam = _multiplier(lambda x: sum(c.pick(x)[1] for c in cands), full, budget)
+    if lam is None:
+        return [LowRank(parts=[f], bound=0.0) for f in factors]
+    return [c.make(c.pick(lam)[2]) for c in cands]
 
 
 def _tail_row_max(X: Tensor, chunk: int = 4096) -> Tensor:

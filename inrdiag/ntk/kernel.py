@@ -60,7 +60,7 @@ from .config import (
     make_config,
 )
 from .eigen import PartialSpectrum, TopK, dense_eigvalsh, krylov_spectrum, topk_eigh
-from .factors import Factor, GenericGroup, LowRank, generic_groups, layer_factors
+from .factors import Factor, GenericGroup, LowRank, generic_groups, layer_factors, lowrank_all
 from .points import NTKPoints, grid_points, ntk_points
 
 __all__ = [
@@ -571,9 +571,9 @@ def lanczos_topk(
     """Top-k pairs of ``sum_g Theta_g``, on factors cut to a proven compression bound; the groups listed in
     ``track`` get their own top Ritz pair on the final basis (``topk.parts``).
 
-    The compression budget starts at ``6 etol tr(Theta) / N``, split evenly over the groups (10 with the
-    earlier rectangular cut, which used about half of it; the 4x256 example's total bound is 0.0104 now,
-    0.0110 then); if the bound then exceeds half of ``etol`` times the smallest eigenvalue found, the
+    The compression budget starts at ``6 etol tr(Theta) / N``, shared by the groups (``lowrank_all``: one
+    Lagrange multiplier; 10 with the earlier rectangular cut, which used about half of it); if the bound
+    then exceeds half of ``etol`` times the smallest eigenvalue found, the
     factors are recompressed with a budget of a quarter of that and the problem solved again, so the
     bound's share of the stated error is at most ``etol / 2`` of each eigenvalue.
     """
@@ -588,7 +588,7 @@ def lanczos_topk(
         return LanczosResult(topk=solve(whole), bound=0.0, factors=whole, bounds=zeros)
     budget = 6.0 * etol * trace / n
     for _ in range(3):
-        cuts = [f.lowrank(budget / len(comp)) for f in comp]
+        cuts = lowrank_all(comp, budget)
         bound = sum(c.bound for c in cuts)
         res = solve(cuts)
         smallest = float(res.values[-1]) if res.values.numel() else 0.0
