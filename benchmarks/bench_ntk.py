@@ -96,6 +96,21 @@ def rectangle_cut(f, budget: float):
     return f.with_factors(A2, D2), ea * dmax + ed * amax
 
 
+def float64_row_stats(X, edges, chunk: int = 4096):
+    """The staircase's row statistics as computed before 2026-12-01 late night (the baseline): each row chunk
+    copied to float64, then the suffix sums of squares and the groups' sums of squares, their max over rows."""
+    tail = torch.zeros(X.shape[1], dtype=torch.float64)
+    group = torch.zeros(len(edges) - 1, dtype=torch.float64)
+    for s in range(0, X.shape[0], chunk):
+        c = X[s : s + chunk].flip(1).to(torch.float64)
+        c.square_().cumsum_(1)
+        tail = torch.maximum(tail, c.max(0).values)
+        c = X[s : s + chunk].to(torch.float64, copy=True).square_()
+        sums = torch.stack([c[:, a:b].sum(1) for a, b in zip(edges[:-1], edges[1:])], dim=1)
+        group = torch.maximum(group, sums.max(0).values)
+    return tail.flip(0), group
+
+
 def gemm_rate(m, k, n, dtype, repeat=3):
     a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
     a @ b
@@ -252,6 +267,18 @@ def part_topk(n_axis: int, k: int, block: int, tol: float, dtype, baseline: bool
           f"{[c.feature_dim for c in shared]}, bound {sum(c.bound for c in shared):.4f}) against split evenly "
           f"{t_even * 1e3:.0f} ms (columns {[c.feature_dim for c in even]}, bound {sum(c.bound for c in even):.4f}): "
           f"{t_shared / t_even:.2f}x")  # fmt: skip
+    # the staircase's row statistics summed in the factor's float32 with the rounding bounded, against float64
+    # copies of the row chunks (before 2026-12-01 late night), on the widest factor; alternated
+    edges = [*range(0, wide.shape[1], F.CUT_GROUP), wide.shape[1]]
+    t32 = t64 = float("inf")
+    for _ in range(3):
+        t64 = min(t64, timed(lambda: float64_row_stats(wide, edges))[0])
+        t32 = min(t32, timed(lambda: (F._tail_row_max(wide), F._group_row_max(wide, edges)))[0])
+    ref_tail, ref_group = float64_row_stats(wide, edges)
+    ratios = torch.cat([F._tail_row_max(wide) / ref_tail, F._group_row_max(wide, edges) / ref_group])
+    print(f"  staircase row statistics of a {n} x {wide.shape[1]} factor: in float32 with the rounding bounded "
+          f"{t32 * 1e3:.0f} ms, from float64 copies {t64 * 1e3:.0f} ms ({t32 / t64:.2f}x; the bounds are "
+          f"{float(ratios.min()):.7f}x to {float(ratios.max()):.7f}x the float64 sums)")  # fmt: skip
     # the group size of the staircase (CUT_GROUP): smaller groups keep fewer columns but run smaller GEMMs
     default_group, sizes = F.CUT_GROUP, (16, 32, 64)
     cuts_by = {}

@@ -382,6 +382,29 @@ def test_lowrank_factor_bound_holds(pa, pd):
     assert len(same.parts) == 1 and same.parts[0] is f and same.bound == 0.0
 
 
+def test_staircase_row_statistics_bound_the_exact_sums():
+    """The row statistics are summed in float32 with their rounding bounded: never below the exact sums (taken
+    in float64 from the same float32 numbers, exact there to ~1e-16), and within 1e-4 of them (plus float32's
+    smallest normals where squares underflow); also with values spanning many binades."""
+    from inrdiag.ntk import factors as F
+
+    g = torch.Generator().manual_seed(8)
+    X = torch.randn(3000, 150, generator=g) * torch.logspace(0, -20, 150)[None, :]
+    X[:, 7] = 1e-23 * torch.rand(3000, generator=g)  # squares far below float32's smallest normal
+    X[::97, 3] *= 1e6
+    X64 = X.double()
+    edges = [0, 64, 128, 150]
+    exact_tail = X64.flip(1).square().cumsum(1).max(0).values.flip(0)
+    exact_group = torch.stack([X64[:, a:b].square().sum(1) for a, b in zip(edges[:-1], edges[1:])], 1).max(0).values
+    for got, exact in (
+        (F._tail_row_max(X, chunk=700), exact_tail),
+        (F._group_row_max(X, edges, chunk=700), exact_group),
+    ):
+        assert got.dtype == torch.float64 and bool((got >= exact).all())
+        assert bool((got - exact <= 1e-4 * exact + 200 * torch.finfo(torch.float32).tiny).all())  # underflow: absolute
+    torch.testing.assert_close(F._tail_row_max(X64), exact_tail, rtol=1e-12, atol=0.0)  # float64 input: float64 sums
+
+
 def test_lowrank_all_shares_one_budget():
     """Several factors cut within one budget: the bounds sum to at most it, the summed kernel is within their
     sum, and the shared cut keeps fewer columns than an even split when one factor cannot be cut (its share
