@@ -279,6 +279,22 @@ def part_topk(n_axis: int, k: int, block: int, tol: float, dtype, baseline: bool
     print(f"  staircase row statistics of a {n} x {wide.shape[1]} factor: in float32 with the rounding bounded "
           f"{t32 * 1e3:.0f} ms, from float64 copies {t64 * 1e3:.0f} ms ({t32 / t64:.2f}x; the bounds are "
           f"{float(ratios.min()):.7f}x to {float(ratios.max()):.7f}x the float64 sums)")  # fmt: skip
+    # the Lanczos basis stored transposed (capacity x N, _BlockKrylov since 2026-12-01 late night) against
+    # column slices of an N x capacity matrix (before): Q^T X and Q Y as the solver runs them, m = 80 of 100
+    m_used, cap = 80, 100
+    Qs = torch.randn(n, cap, dtype=torch.float64)[:, :m_used]
+    Qt = torch.randn(cap, n, dtype=torch.float64)[:m_used]
+    Xb = torch.randn(n, block, dtype=torch.float64)
+    Yk = torch.randn(m_used, k, dtype=torch.float64)
+    lay = {"slices": float("inf"), "transposed": float("inf")}
+    for _ in range(3):
+        lay["slices"] = min(lay["slices"], timed(lambda: (Qs.T @ Xb, Qs @ (Qs.T @ Xb), Qs @ Yk), repeat=5)[0])
+        lay["transposed"] = min(
+            lay["transposed"], timed(lambda: (Qt @ Xb, (Qt @ Xb).T @ Qt, (Yk.T @ Qt).T.contiguous()), repeat=5)[0]
+        )
+    print(f"  Lanczos basis ({n} x {m_used} float64): Q^T X, Q (Q^T X) and Q Y from the transposed storage "
+          f"{lay['transposed'] * 1e3:.1f} ms, from column slices of an N x {cap} matrix {lay['slices'] * 1e3:.1f} ms "
+          f"({lay['transposed'] / lay['slices']:.2f}x)")  # fmt: skip
     # the group size of the staircase (CUT_GROUP): smaller groups keep fewer columns but run smaller GEMMs
     default_group, sizes = F.CUT_GROUP, (16, 32, 64)
     cuts_by = {}

@@ -133,6 +133,14 @@ def test_topk_tracks_parts_and_warm_starts():
     true_r = float((mats[1] @ u - part.value * u).norm()) / part.value
     assert true_r == pytest.approx(part.relative_residual, rel=1e-6, abs=1e-12)
     assert part.value <= float(eigvals_desc(mats[1])[0]) * (1 + 1e-12)  # a Ritz value: below lambda_1
+    # a basis of at most 12 vectors: thick restarts (which rotate the stored products of the tracked part too)
+    small = topk_eigh(None, n, 6, parts=[M.matmul for M in mats], track=[1], block=3, tol=1e-10, max_basis=12)
+    assert small.converged and small.products > res.products  # restarts cost products: they happened
+    assert_close(small.values, eigvals_desc(total)[:6], torch.float64, "iterative")
+    sp = small.parts[1]
+    assert float((mats[1] @ sp.vector - sp.value * sp.vector).norm()) / sp.value == pytest.approx(
+        sp.relative_residual, rel=1e-6, abs=1e-12
+    )
     warm = topk_eigh(mats[1].matmul, n, 1, block=1, tol=1e-10, start=u[:, None])
     cold = topk_eigh(mats[1].matmul, n, 1, block=1, tol=1e-10)
     assert warm.converged and warm.products <= cold.products
