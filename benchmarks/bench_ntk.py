@@ -295,6 +295,20 @@ def part_topk(n_axis: int, k: int, block: int, tol: float, dtype, baseline: bool
     print(f"  Lanczos basis ({n} x {m_used} float64): Q^T X, Q (Q^T X) and Q Y from the transposed storage "
           f"{lay['transposed'] * 1e3:.1f} ms, from column slices of an N x {cap} matrix {lay['slices'] * 1e3:.1f} ms "
           f"({lay['transposed'] / lay['slices']:.2f}x)")  # fmt: skip
+    # the thin parts' first GEMM split in two halves side by side (THIN_SPLIT) against one call, alternated
+    thin = [p for c in used for p in c.parts if 1 < min(p.A.shape[1], p.D.shape[1]) * block <= F.THIN_SPLIT]
+    split_default = F.THIN_SPLIT
+    t_split = {"split": float("inf"), "one call": float("inf")}
+    try:
+        for _ in range(5):
+            for name, thr in (("one call", 0), ("split", split_default)):
+                F.THIN_SPLIT = thr
+                t_split[name] = min(t_split[name], timed(lambda: [p.matmul(V) for p in thin])[0])
+    finally:
+        F.THIN_SPLIT = split_default
+    print(f"  thin parts {[(p.A.shape[1], p.D.shape[1]) for p in thin]}, one block product: first GEMM split in two "
+          f"{t_split['split'] * 1e3:.1f} ms, one call {t_split['one call'] * 1e3:.1f} ms "
+          f"({t_split['split'] / t_split['one call']:.2f}x)")  # fmt: skip
     # the group size of the staircase (CUT_GROUP): smaller groups keep fewer columns but run smaller GEMMs
     default_group, sizes = F.CUT_GROUP, (16, 32, 64)
     cuts_by = {}

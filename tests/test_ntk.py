@@ -413,6 +413,23 @@ def test_staircase_row_statistics_bound_the_exact_sums():
     torch.testing.assert_close(F._tail_row_max(X64), exact_tail, rtol=1e-12, atol=0.0)  # float64 input: float64 sums
 
 
+@pytest.mark.parametrize("n", [300, 301])
+def test_thin_factor_product_split_in_two_equals_one_call(monkeypatch, n):
+    """The first GEMM of a thin factor's product split in two halves (``THIN_SPLIT``) gives the kernel's product;
+    with rows of 256 (the fewest a chunk takes) a chunk of 45 rows takes the single call."""
+    from inrdiag.ntk import factors as F
+
+    g = torch.Generator().manual_seed(4)
+    f = Factor(index=0, name="x", kind="linear", A=torch.randn(n, 3, generator=g, dtype=torch.float64),
+               D=torch.randn(n, 20, generator=g, dtype=torch.float64), parameters=0)  # fmt: skip
+    V = torch.randn(n, 4, generator=g, dtype=torch.float64)
+    assert 3 * 4 <= F.THIN_SPLIT
+    split = f.matmul(V, chunk=100)
+    monkeypatch.setattr(F, "THIN_SPLIT", 0)
+    torch.testing.assert_close(split, f.matmul(V, chunk=100), rtol=1e-12, atol=1e-12 * float(split.abs().max()))
+    torch.testing.assert_close(split, f.kernel() @ V, rtol=1e-12, atol=1e-12)
+
+
 def test_lowrank_all_shares_one_budget():
     """Several factors cut within one budget: the bounds sum to at most it, the summed kernel is within their
     sum, and the shared cut keeps fewer columns than an even split when one factor cannot be cut (its share

@@ -52,6 +52,9 @@ CUT_GROUP = 64
 #: faster, by the width (65,536 x 232: 1.03x, ``bench_ntk.py --part topk``; 65,536 x 213: 127-181 ms in one
 #: call, 107-140 ms by blocks, a one-off timing on the 2-core VM).
 ROWS_MM = 1024
+#: Widest broadcast block (b times the narrower factor's columns) whose first GEMM of ``Factor.matmul`` is
+#: split in two halves run side by side (bmm): such thin GEMMs run on one thread.
+THIN_SPLIT = 64
 #: Largest single-column factor ``X = A * D`` whose transpose ``Factor.matmul`` keeps as a contiguous copy.
 SINGLE_COPY_BYTES = 256 << 20
 
@@ -154,7 +157,13 @@ class Factor:
         for s in range(0, n, rows):
             r = min(rows, n - s)
             AV = torch.mul(V[s : s + r, :, None], A[s : s + r, None, :], out=buf[:r])
-            M.addmm_(AV.view(r, b * pa).T, D[s : s + r])
+            if b * pa <= THIN_SPLIT and r % 2 == 0:
+                # so thin a GEMM runs on one thread (the sum over rows is not split): two halves side by
+                # side in one bmm use both (bench_ntk.py --part topk)
+                h = r // 2
+                M.add_(torch.bmm(AV.view(2, h, b * pa).transpose(1, 2), D[s : s + r].view(2, h, pd)).sum(0))
+            else:
+                M.addmm_(AV.view(r, b * pa).T, D[s : s + r])
         out = torch.empty(n, b, dtype=V.dtype, device=V.device)
         flat = buf.view(rows, b * pa)
         for s in range(0, n, rows):
