@@ -296,7 +296,7 @@ def part_topk(n_axis: int, k: int, block: int, tol: float, dtype, baseline: bool
           f"{lay['transposed'] * 1e3:.1f} ms, from column slices of an N x {cap} matrix {lay['slices'] * 1e3:.1f} ms "
           f"({lay['transposed'] / lay['slices']:.2f}x)")  # fmt: skip
     # the thin parts' first GEMM split in two halves side by side (THIN_SPLIT) against one call, alternated
-    thin = [p for c in used for p in c.parts if 1 < min(p.A.shape[1], p.D.shape[1]) * block <= F.THIN_SPLIT]
+    thin = [p for c in used for p in c.parts if 1 < min(p.A.shape[1], p.D.shape[1]) <= F.THIN_SPLIT // block]
     split_default = F.THIN_SPLIT
     t_split = {"split": float("inf"), "one call": float("inf")}
     try:
