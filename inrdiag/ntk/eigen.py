@@ -180,9 +180,9 @@ class _BlockKrylov:
         capacity = min(capacity, n)
         # the basis and its products stored transposed (capacity x N): the first m vectors, which every step
         # reads, are one contiguous block, and ``Q^T X`` and ``Q Y`` run as row-major GEMMs (``_qtx``, ``_qy``):
-        # 0.54-0.56x the time on column slices of an N x capacity matrix (65,536 x 80 of 100, float64,
-        # ``bench_ntk.py --part topk``); the solver's own work around 80 products of a diagonal operator took
-        # 0.98 s against 1.90 s (a one-off timing)
+        # 0.78x the time on column slices of an N x capacity matrix (65,536 x 80 of 100, float64,
+        # ``bench_ntk.py --part topk``; 0.54-0.56x in one-off timings); the solver's own work around 80
+        # products of a diagonal operator took 0.98 s against 1.90 s (a one-off timing)
         self.Qt = torch.empty(capacity, n, dtype=dtype, device=device)
         self.Wt = torch.empty(capacity, n, dtype=dtype, device=device)
         self.Wpt = [torch.empty(capacity, n, dtype=dtype, device=device) for _ in self.track]
