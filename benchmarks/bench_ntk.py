@@ -75,7 +75,7 @@ def rectangle_cut(f, budget: float):
     """The cut ``Factor.lowrank`` made before the staircase (the baseline): A to its eigen-directions above
     ``mu_A = budget / 2 / max_n |d_n|^2``, then D above ``budget / 2 / max_n |a'_n|^2`` (Schur's bound on
     each side). Returns (factor, bound)."""
-    from inrdiag.ntk.eigen import dense_eigh
+    from inrdiag.ntk.dense import dense_eigh
 
     def rowmax(X):
         return float(torch.linalg.vector_norm(X, dim=1, dtype=torch.float64).max()) ** 2
@@ -238,6 +238,7 @@ def part_topk(n_axis: int, k: int, block: int, tol: float, dtype, baseline: bool
           f"{sum(sol.bounds[i] for i in hidden):.4f}) against the earlier rectangular cut {t_rect * 1e3:.0f} ms "
           f"({rect_cols} columns, bound {sum(rects[i][1] for i in hidden):.4f}): {t_stair / t_rect:.2f}x")  # fmt: skip
     import inrdiag.ntk.factors as F
+    import inrdiag.ntk.lowrank as L
 
     # the compression's rotations X V (65,536 x p by p x p) in one call against by row blocks (ROWS_MM), and
     # the factors' forward/backward passes by chunks of CHUNK rows against 8192 (before 2026-12-01 night)
@@ -245,8 +246,8 @@ def part_topk(n_axis: int, k: int, block: int, tol: float, dtype, baseline: bool
     one_call = blocks = float("inf")
     for _ in range(3):
         one_call = min(one_call, timed(lambda: wide @ wide_v)[0])
-        blocks = min(blocks, timed(lambda: F._rows_mm(wide, wide_v))[0])
-    print(f"  rotation of a {n} x {wide.shape[1]} factor: one call {one_call * 1e3:.0f} ms, by blocks of {F.ROWS_MM} "
+        blocks = min(blocks, timed(lambda: L._rows_mm(wide, wide_v))[0])
+    print(f"  rotation of a {n} x {wide.shape[1]} factor: one call {one_call * 1e3:.0f} ms, by blocks of {L.ROWS_MM} "
           f"rows {blocks * 1e3:.0f} ms ({blocks / one_call:.2f}x)")  # fmt: skip
     by_chunk = {F.CHUNK: float("inf"), 8192: float("inf")}
     for _ in range(3):
@@ -257,7 +258,7 @@ def part_topk(n_axis: int, k: int, block: int, tol: float, dtype, baseline: bool
     # one budget shared by every group (lowrank_all, what lanczos_topk runs) against the same budget split
     # evenly over the groups (before 2026-12-01, late night), the whole block product alternated
     stair_budget = 6.0 * tol * trace / n  # lanczos_topk's first budget
-    shared = F.lowrank_all(comp, stair_budget)
+    shared = L.lowrank_all(comp, stair_budget)
     even = [f.lowrank(stair_budget / len(comp)) for f in comp]
     t_shared = t_even = float("inf")
     for _ in range(3):
@@ -269,13 +270,13 @@ def part_topk(n_axis: int, k: int, block: int, tol: float, dtype, baseline: bool
           f"{t_shared / t_even:.2f}x")  # fmt: skip
     # the staircase's row statistics summed in the factor's float32 with the rounding bounded, against float64
     # copies of the row chunks (before 2026-12-01 late night), on the widest factor; alternated
-    edges = [*range(0, wide.shape[1], F.CUT_GROUP), wide.shape[1]]
+    edges = [*range(0, wide.shape[1], L.CUT_GROUP), wide.shape[1]]
     t32 = t64 = float("inf")
     for _ in range(3):
         t64 = min(t64, timed(lambda: float64_row_stats(wide, edges))[0])
-        t32 = min(t32, timed(lambda: (F._tail_row_max(wide), F._group_row_max(wide, edges)))[0])
+        t32 = min(t32, timed(lambda: (L._tail_row_max(wide), L._group_row_max(wide, edges)))[0])
     ref_tail, ref_group = float64_row_stats(wide, edges)
-    ratios = torch.cat([F._tail_row_max(wide) / ref_tail, F._group_row_max(wide, edges) / ref_group])
+    ratios = torch.cat([L._tail_row_max(wide) / ref_tail, L._group_row_max(wide, edges) / ref_group])
     print(f"  staircase row statistics of a {n} x {wide.shape[1]} factor: in float32 with the rounding bounded "
           f"{t32 * 1e3:.0f} ms, from float64 copies {t64 * 1e3:.0f} ms ({t32 / t64:.2f}x; the bounds are "
           f"{float(ratios.min()):.7f}x to {float(ratios.max()):.7f}x the float64 sums)")  # fmt: skip
@@ -310,14 +311,14 @@ def part_topk(n_axis: int, k: int, block: int, tol: float, dtype, baseline: bool
           f"{t_split['split'] * 1e3:.1f} ms, one call {t_split['one call'] * 1e3:.1f} ms "
           f"({t_split['split'] / t_split['one call']:.2f}x)")  # fmt: skip
     # the group size of the staircase (CUT_GROUP): smaller groups keep fewer columns but run smaller GEMMs
-    default_group, sizes = F.CUT_GROUP, (16, 32, 64)
+    default_group, sizes = L.CUT_GROUP, (16, 32, 64)
     cuts_by = {}
     try:
         for g in sizes:
-            F.CUT_GROUP = g
-            cuts_by[g] = [F.lowrank_all(comp, stair_budget)[i] for i in hidden]
+            L.CUT_GROUP = g
+            cuts_by[g] = [L.lowrank_all(comp, stair_budget)[i] for i in hidden]
     finally:
-        F.CUT_GROUP = default_group
+        L.CUT_GROUP = default_group
     best = dict.fromkeys(sizes, float("inf"))
     for _ in range(3):
         for g in sizes:

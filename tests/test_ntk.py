@@ -394,7 +394,7 @@ def test_staircase_row_statistics_bound_the_exact_sums():
     """The row statistics are summed in float32 with their rounding bounded: never below the exact sums (taken
     in float64 from the same float32 numbers, exact there to ~1e-16), and within 1e-4 of them (plus float32's
     smallest normals where squares underflow); also with values spanning many binades."""
-    from inrdiag.ntk import factors as F
+    from inrdiag.ntk import lowrank as F
 
     g = torch.Generator().manual_seed(8)
     X = torch.randn(3000, 150, generator=g) * torch.logspace(0, -20, 150)[None, :]
@@ -434,7 +434,7 @@ def test_lowrank_all_shares_one_budget():
     """Several factors cut within one budget: the bounds sum to at most it, the summed kernel is within their
     sum, and the shared cut keeps fewer columns than an even split when one factor cannot be cut (its share
     is spent elsewhere) and the others' spectra differ."""
-    from inrdiag.ntk.factors import lowrank_all
+    from inrdiag.ntk.lowrank import lowrank_all
 
     g = torch.Generator().manual_seed(11)
     n = 300
@@ -466,8 +466,8 @@ def test_lowrank_all_shares_one_budget():
 def test_lanczos_on_staircase_cuts_of_several_parts(monkeypatch):
     """The solver and the groups' refinement on cuts of several parts (groups of 8 columns, every hidden
     group through the Lanczos path): the eigenvalues of the exact float64 kernel within the stated bound."""
-    from inrdiag.ntk import factors as F
     from inrdiag.ntk import kernel as K
+    from inrdiag.ntk import lowrank as F
 
     monkeypatch.setattr(F, "CUT_GROUP", 8)
     monkeypatch.setattr(K, "SMALL_GRAM", 100)
@@ -494,7 +494,7 @@ def test_staircase_cut_is_cheaper_than_the_rectangle_at_the_same_bound():
     """The rectangular cut (the top a directions of A for every direction of D kept, as ``lowrank`` did
     before) against the staircase at the bound the rectangle reaches: the staircase keeps fewer columns.
     Spectra decaying like a trained layer's (geometric), 4 groups of 16 columns."""
-    from inrdiag.ntk import factors as F
+    from inrdiag.ntk import lowrank as F
 
     g = torch.Generator().manual_seed(5)
     n, pa, pd = 400, 48, 64

@@ -28,8 +28,7 @@ For a symmetric matrix an eigenvalue lies within ``||r||`` of every Ritz value `
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,14 +36,11 @@ import torch
 from torch import Tensor
 
 from ..seeds import check_seed
+from .dense import dense_eigh
 
 #: ``V -> Theta V`` for an N x b block.
 MatMul = Callable[[Tensor], Tensor]
 
-#: Dense symmetric eigensolves up to this size run on one thread: a thread barrier per Householder step
-#: costs more than it saves there (measured: 384 x 384 with MKL's two threads on a shared 2-core machine
-#: 0.15-6 s, one thread 0.03-0.09 s).
-SINGLE_THREAD_EIGH = 1024
 #: A Ritz pair whose residual is below this fraction of its value is "converged": only those carry the
 #: reading ``lambda_i in [theta_i, theta_i + ||r_i||]`` (assuming the Krylov space missed no eigenvalue).
 CONVERGED = 0.01
@@ -116,46 +112,6 @@ class TopK:
             "tol": self.tol,
             "block": self.block,
         }
-
-
-@contextmanager
-def _threads(n: int) -> Iterator[None]:
-    """Run the body with ``n`` intra-op threads (at most the current count), then restore the count."""
-    before = torch.get_num_threads()
-    if n >= before:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@dataclass
-class Eigh:
-    """Eigenvalues (ascending, like torch) and unit eigenvectors (columns) of a symmetric matrix."""
-
-    values: Tensor
-    vectors: Tensor
-
-
-def _one_thread_if_small(H: Tensor) -> int:
-    return 1 if H.shape[-1] <= SINGLE_THREAD_EIGH else torch.get_num_threads()
-
-
-def dense_eigh(H: Tensor) -> Eigh:
-    """``torch.linalg.eigh`` of a symmetric matrix, on one thread when it is at most ``SINGLE_THREAD_EIGH``
-    wide."""
-    with _threads(_one_thread_if_small(H)):
-        w, V = torch.linalg.eigh(H)
-    return Eigh(values=w, vectors=V)
-
-
-def dense_eigvalsh(H: Tensor) -> Tensor:
-    """``torch.linalg.eigvalsh`` (ascending), on one thread when at most ``SINGLE_THREAD_EIGH`` wide."""
-    with _threads(_one_thread_if_small(H)):
-        return torch.linalg.eigvalsh(H)
 
 
 class _BlockKrylov:

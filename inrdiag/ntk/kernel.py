@@ -59,8 +59,10 @@ from .config import (
     NTKConfig,
     make_config,
 )
-from .eigen import PartialSpectrum, TopK, dense_eigvalsh, krylov_spectrum, topk_eigh
-from .factors import Factor, GenericGroup, LowRank, generic_groups, layer_factors, lowrank_all
+from .dense import dense_eigvalsh
+from .eigen import PartialSpectrum, krylov_spectrum, topk_eigh
+from .factors import Factor, GenericGroup, generic_groups, layer_factors
+from .lowrank import LanczosResult, lanczos_topk
 from .points import NTKPoints, grid_points, ntk_points
 
 __all__ = [
@@ -539,62 +541,3 @@ def _module_notes(ad: ModuleAdapter, groups: list[GenericGroup]) -> list[str]:
         shown = ", ".join(bufs[:6]) + (" ..." if len(bufs) > 6 else "")
         notes.append(f"buffers are constants with no NTK term: {shown}")
     return notes + [n for n in ad.structure_notes() if "no representation" not in n]
-
-
-@dataclass
-class LanczosResult:
-    """``lanczos_topk``'s result."""
-
-    #: The top-k pairs of the operator the products ran on (and the tracked groups' Ritz pairs).
-    topk: TopK
-    #: ``||Theta - Theta'|| <= bound``: the compression bound incurred (0 without ``lowrank``).
-    bound: float
-    #: Each group's kernel the products ran on (cut when ``lowrank``; one part, the group's factor, when not).
-    factors: list[LowRank]
-    #: Each factor's own bound (they sum to ``bound``).
-    bounds: list[float]
-
-
-def lanczos_topk(
-    comp: list[Factor],
-    n: int,
-    top_k: int,
-    etol: float,
-    trace: float,
-    dev: torch.device | str | None,
-    tdtype: torch.dtype,
-    block: int = DEFAULT_BLOCK,
-    seed: int = 0,
-    lowrank: bool = True,
-    track: list[int] | tuple[int, ...] = (),
-) -> LanczosResult:
-    """Top-k pairs of ``sum_g Theta_g``, on factors cut to a proven compression bound; the groups listed in
-    ``track`` get their own top Ritz pair on the final basis (``topk.parts``).
-
-    The compression budget starts at ``6 etol tr(Theta) / N``, shared by the groups (``lowrank_all``: one
-    Lagrange multiplier; 10 with the earlier rectangular cut, which used about half of it); if the bound
-    then exceeds half of ``etol`` times the smallest eigenvalue found, the
-    factors are recompressed with a budget of a quarter of that and the problem solved again, so the
-    bound's share of the stated error is at most ``etol / 2`` of each eigenvalue.
-    """
-
-    def solve(factors: list[LowRank]) -> TopK:
-        return topk_eigh(None, n, top_k, parts=[f.matmul for f in factors], track=track, dtype=torch.float64,
-                         device=dev, compute_dtype=tdtype, block=block, tol=etol, seed=seed)  # fmt: skip
-
-    whole = [LowRank(parts=[f], bound=0.0) for f in comp]
-    zeros = [0.0] * len(comp)
-    if not lowrank or trace <= 0:
-        return LanczosResult(topk=solve(whole), bound=0.0, factors=whole, bounds=zeros)
-    budget = 6.0 * etol * trace / n
-    for _ in range(3):
-        cuts = lowrank_all(comp, budget)
-        bound = sum(c.bound for c in cuts)
-        res = solve(cuts)
-        smallest = float(res.values[-1]) if res.values.numel() else 0.0
-        if bound <= 0.5 * etol * smallest:
-            return LanczosResult(topk=res, bound=bound, factors=cuts, bounds=[c.bound for c in cuts])
-        budget = 0.25 * etol * smallest
-        if budget <= 0:
-            break
-    return LanczosResult(topk=solve(whole), bound=0.0, factors=whole, bounds=zeros)
