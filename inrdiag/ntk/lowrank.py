@@ -17,8 +17,9 @@ from .eigen import TopK, topk_eigh
 from .factors import Factor, LowRank, gram64
 
 #: Columns per group of the staircase cut of ``Factor.lowrank``. Smaller groups keep fewer columns but run
-#: smaller GEMMs: one block product of the 4x256 example's hidden layers at N = 65,536 took 611, 513 and
-#: 452 ms with groups of 16, 32 and 64 (35,607, 34,513 and 39,313 columns; ``bench_ntk.py --part topk``).
+#: smaller GEMMs: one block product of the 4x256 example's hidden layers at N = 65,536, with the shared
+#: budget, took 539-972, 442-657 and 422-686 ms with groups of 16, 32 and 64 (29,479, 28,199 and 33,182
+#: columns; 64 the fastest in two of three runs, 32 in one: ``bench_ntk.py --part topk``).
 CUT_GROUP = 64
 #: Row blocks of the compression's tall-skinny products ``X V`` (N x p by p x p): as fast as one call or
 #: faster, by the width (65,536 x 232: 1.03x, ``bench_ntk.py --part topk``; 65,536 x 213: 127-181 ms in one
@@ -66,7 +67,7 @@ def _upper(s: Tensor, terms: int) -> Tensor:
     fi = torch.finfo(s.dtype)
     k = terms + 1
     u = fi.eps / 2
-    if k * u > 0.1:  # far beyond any width this runs on: recompute nothing, claim nothing cheaper
+    if k * u > 0.1:  # the bound above no longer holds (millions of float32 columns): a caller's bug
         raise ValueError(f"row statistics over {terms} columns in {s.dtype}: rounding bound not valid")
     return s.to(torch.float64) * (1 + 2 * k * u) + k * fi.tiny
 
@@ -177,6 +178,7 @@ class _Candidates:
             X = f.A * f.D
             w, V = _rotated_basis(X)
             self.single = (X, V, torch.cat([w, w.new_zeros(1)]))  # keeping j columns: bound w[j], j = 0..p
+            self.kept = torch.arange(1, X.shape[1] + 1, dtype=torch.float64, device=w.device)  # j = 1..p: cost j
         elif min(pa, pd) > 4:
             wa, Va = _rotated_basis(f.A)
             wd, Vd = _rotated_basis(f.D)
@@ -187,11 +189,8 @@ class _Candidates:
         """(cost, bound, choice) minimising ``cost + lam bound``; cost in Khatri-Rao columns (flops / 4 N b)."""
         if self.single is not None:
             hb = self.single[2]
-            j = (
-                int(torch.argmin(torch.arange(hb.numel(), dtype=torch.float64, device=hb.device)[1:] + lam * hb[1:]))
-                + 1
-            )
-            return float(j), float(hb[j]), j  # never N x 0: the top direction stays
+            j = int(torch.argmin(self.kept + lam * hb[1:])) + 1  # never N x 0: the top direction stays
+            return float(j), float(hb[j]), j
         best: tuple[float, float, Any] = (float(self.f.feature_dim), 0.0, None)
         for i, t in enumerate(self.tables):
             a, c, b = t.pick(lam)
@@ -226,7 +225,7 @@ def lowrank_all(factors: list[Factor], budget: float) -> list[LowRank]:
     Splitting the budget evenly instead left the uncut groups' shares (an inlet of 3 columns, say) unused and
     gave every layer the same share whatever its spectrum: on the 4x256 example at N = 65,536 and
     ``lanczos_topk``'s budget 0.0134 the hidden layers kept 39,313 columns that way (bound 0.0092 in all),
-    33,182 shared (bound 0.0132): one block product 0.93x (``bench_ntk.py --part topk``)."""
+    33,182 shared (bound 0.0132): one block product 0.91-0.96x in three runs (``bench_ntk.py --part topk``)."""
     if not factors:
         return []
     if not budget > 0:  # 0, negative or NaN: nothing is cut
