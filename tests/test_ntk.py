@@ -463,6 +463,57 @@ def test_lowrank_all_shares_one_budget():
     assert lowrank_all(fs, 0.0)[1].parts == [fs[1]] and lowrank_all([], 1.0) == []
 
 
+def test_dead_columns_packed_in_place_and_cuts_rotated_in_place(monkeypatch):
+    """``compressed(reuse=True)`` gives compressed()'s factor in the original's own memory (several row chunks,
+    an odd row count, dead columns first, in the middle and last); ``lowrank_all(overwrite=True)`` makes the
+    same cuts with the same bounds as on copies, rotating the factors in their own memory with their kernels
+    kept."""
+    from inrdiag.ntk import factors as F
+    from inrdiag.ntk import lowrank as L
+
+    monkeypatch.setattr(L, "CUT_GROUP", 8)  # staircase cuts of several parts
+    g = torch.Generator().manual_seed(3)
+    n = 2 * 1024 + 37  # three of _pack_columns' row chunks, the last one short
+
+    def factor(pa, pd, dead_a, dead_d, da, dd):
+        A = torch.randn(n, pa, generator=g, dtype=torch.float64) @ torch.diag(torch.logspace(0, da, pa).double())
+        D = torch.randn(n, pd, generator=g, dtype=torch.float64) @ torch.diag(torch.logspace(0, dd, pd).double())
+        A[:, dead_a], D[:, dead_d] = 0.0, 0.0
+        return Factor(index=0, name="x", kind="linear", A=A, D=D, parameters=0)
+
+    made = [factor(24, 20, [0, 7, 23], [5], -5, -4), factor(18, 1, [17], [], -4, 0), factor(12, 16, [], [], -3, -3)]
+    fs = []
+    for f in made:
+        ref = f.compressed()
+        ptrs = (f.A.data_ptr(), f.D.data_ptr())
+        packed = f.compressed(reuse=True)  # f's A and D are spent from here
+        assert torch.equal(packed.A, ref.A) and torch.equal(packed.D, ref.D)
+        assert (packed.A.data_ptr(), packed.D.data_ptr()) == ptrs and packed.A.is_contiguous()
+        fs.append(packed)
+    assert F._pack_columns(torch.arange(12.0).view(3, 4).clone(), torch.tensor([1, 3])).tolist() == [
+        [1.0, 3.0], [5.0, 7.0], [9.0, 11.0]]  # fmt: skip
+
+    kernels = [f.kernel() for f in fs]
+    budget = 1e-2 * sum(float(f.diag().sum()) for f in fs) / n
+    copies = L.lowrank_all(fs, budget)
+    own = [f.with_factors(f.A.clone(), f.D.clone()) for f in fs]
+    ptrs = [(f.A.data_ptr(), f.D.data_ptr()) for f in own]
+    inplace = L.lowrank_all(own, budget, overwrite=True)
+    assert [c.bound for c in inplace] == [c.bound for c in copies] and 0 < sum(c.bound for c in copies) <= budget
+    for f, o, a, b in zip(fs, own, copies, inplace):
+        assert len(a.parts) == len(b.parts)
+        for pa, pb in zip(a.parts, b.parts):
+            if pa is f:  # not cut: the factor itself, rotated in the in-place run
+                assert pb is o
+            else:  # cut parts: the same rotated columns, bit for bit
+                assert torch.equal(pa.A, pb.A) and torch.equal(pa.D, pb.D)
+    assert [(f.A.data_ptr(), f.D.data_ptr()) for f in own] == ptrs
+    assert all(c.parts[0] is not f for f, c in zip(fs, copies)) and max(len(c.parts) for c in copies) > 1  # all cut
+    assert not torch.equal(own[0].A, fs[0].A)  # rotated where it lay
+    for f, K in zip(own, kernels):
+        torch.testing.assert_close(f.kernel(), K, rtol=1e-10, atol=1e-10 * float(K.abs().max()))
+
+
 def test_lanczos_on_staircase_cuts_of_several_parts(monkeypatch):
     """The solver and the groups' refinement on cuts of several parts (groups of 8 columns, every hidden
     group through the Lanczos path): the eigenvalues of the exact float64 kernel within the stated bound."""

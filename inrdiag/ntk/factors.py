@@ -163,12 +163,17 @@ class Factor:
             torch.sum(DM, -1, out=out[s : s + r])
         return out
 
-    def compressed(self) -> Factor:
+    def compressed(self, reuse: bool = False) -> Factor:
         """The same kernel without the columns of A and D that are exactly zero on every point.
 
         Dead ReLU units (never active on the points) give zero columns in the next layer's A and in
         their own layer's D; they add nothing to ``A A^T`` or ``D D^T``, so dropping them is exact and
         saves their share of every matrix-free product (about 40% for a default-init 4x256 ReLU net).
+
+        ``reuse=True`` packs the kept columns into the front of A's and D's own memory instead of copying
+        them (``_pack_columns``): no new memory, so none of its first-touch page faults. This factor's A and
+        D are overwritten then: only its metadata (name, index, ``feature_dim``, ...) stays valid. The NTK
+        report uses it on the factors it made itself.
         """
 
         def reduce(X: Tensor) -> Tensor:
@@ -177,7 +182,10 @@ class Factor:
             alive = (X.amax(0) != 0) | (X.amin(0) != 0)
             if bool(alive.all()) or not bool(alive.any()):
                 return X
-            return X.index_select(1, alive.nonzero()[:, 0])
+            idx = alive.nonzero()[:, 0]
+            if reuse and X.is_contiguous():
+                return _pack_columns(X, idx)
+            return X.index_select(1, idx)
 
         return self.with_factors(reduce(self.A), reduce(self.D))
 
@@ -219,6 +227,22 @@ class Factor:
     def flops_matmul(self, b: int = 1) -> float:
         """Flops of ``matmul()`` on b vectors: ``4 N b p``."""
         return 4.0 * self.points * b * self.feature_dim
+
+
+def _pack_columns(X: Tensor, idx: Tensor, chunk: int = 1024) -> Tensor:
+    """``X[:, idx]`` (idx increasing, fewer than X's columns) written into the front of X's own memory and
+    returned as a contiguous view of it; X (contiguous) is overwritten.
+
+    Row chunk by row chunk: the chunk's kept columns are copied out first, then written to rows ``s..e``
+    of the packed k-column layout, elements ``s k .. e k`` of X's memory. Those lie before ``e p`` (k < p),
+    in rows of X already copied out: this chunk's or earlier ones'."""
+    n, k = X.shape[0], idx.numel()
+    flat = X.view(-1)
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        kept = X[s:e].index_select(1, idx)
+        flat[s * k : e * k].view(e - s, k).copy_(kept)
+    return flat[: n * k].view(n, k)
 
 
 def gram64(X: Tensor, block: int = 64, chunk: int = 4096) -> Tensor:

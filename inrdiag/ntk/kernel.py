@@ -265,7 +265,7 @@ def _exact(factors: list[Factor], traces: list[float], cfg: NTKConfig, n: int, p
     krylov: dict[str, int] = {}
     fallback: list[str] = []
     for f, tr in zip(factors, traces):
-        c = f.compressed()  # exactly-zero (dead-unit) columns dropped: the same kernel
+        c = f.compressed(reuse=True)  # dead-unit columns dropped in place (f: metadata only from here)
         K = c.kernel()
         if f.feature_dim < n and (not auto or f.feature_dim <= SMALL_GRAM):
             groups.append(_group_from_eigs(f, _eigvalsh_desc(c.khatri_rao_gram()), n, tr, total, tol))
@@ -370,18 +370,22 @@ def _lanczos(factors: list[Factor], traces: list[float], cfg: NTKConfig, n: int,
     tdtype = getattr(torch, prec)
     tol, total = cfg.tol, sum(traces)
     t0 = time.perf_counter()
-    comp = [f.compressed() for f in factors]
+    comp = [f.compressed(reuse=True) for f in factors]  # in place: the factors are ours (metadata only from here)
     big = [i for i, c in enumerate(comp) if c.feature_dim > SMALL_GRAM]
     etol = cfg.eig_tol if cfg.eig_tol is not None else EIG_TOL[prec]
     notes: list[str] = []
-    sol = lanczos_topk(comp, n, cfg.top_k, etol, total, device, tdtype, cfg.block, cfg.seed, cfg.lowrank, big)
+    sol = lanczos_topk(
+        comp, n, cfg.top_k, etol, total, device, tdtype, cfg.block, cfg.seed, cfg.lowrank, big, overwrite=True
+    )  # the factors are ours: rotated in place
     if auto and not sol.topk.converged:
         notes.append(f"float32 products stalled above tol {etol:g} after {sol.topk.products} products: "
                      "solved again with float64 products")  # fmt: skip
         prec, tdtype = "float64", torch.float64
         del sol  # its float32 factors (and their cached products) go before the float64 ones are made
         comp = [f.with_factors(f.A.double(), f.D.double()) for f in comp]
-        sol = lanczos_topk(comp, n, cfg.top_k, etol, total, device, tdtype, cfg.block, cfg.seed, cfg.lowrank, big)
+        sol = lanczos_topk(
+            comp, n, cfg.top_k, etol, total, device, tdtype, cfg.block, cfg.seed, cfg.lowrank, big, overwrite=True
+        )
     res, bound = sol.topk, sol.bound
     seconds["eigen"] = time.perf_counter() - t0
     eigs = res.values.clamp_min(0).tolist()
