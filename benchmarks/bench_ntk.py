@@ -358,11 +358,6 @@ def part_topk(n_axis: int, k: int, block: int, tol: float, dtype, baseline: bool
     print(f"  speed-up block Lanczos vs eigsh: {t_e / t_total:.2f}x; max relative eigenvalue difference {diff:.1e}")
 
 
-def child_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
 def compiled(tree: Path) -> Path:
     """``tree``, with the bytecode of its ``inrdiag`` written (once per tree and run): an installed package has
     its ``.pyc`` files (pip compiles them), a checkout run with PYTHONDONTWRITEBYTECODE=1 (set on this
@@ -388,19 +383,46 @@ def fresh(args: list[str], repeats: int, threads: int | None = None, tree: Path 
     env = {**os.environ, "PYTHONPATH": str(tree)}
     if threads is not None:
         env["INRDIAG_THREADS"] = str(threads)
-    walls, cpus, out = [], [], ""
+    walls, cpus, sys_s, rss, faults, out = [], [], [], [], [], ""
     for _ in range(repeats):
-        c0, t0 = child_cpu(), time.perf_counter()
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=tree, env=env).stdout
+        t0 = time.perf_counter()
+        out, use = run_child(cmd, tree, env)
         walls.append(time.perf_counter() - t0)
-        cpus.append(child_cpu() - c0)
-    return {"best": min(walls), "median": statistics.median(walls), "cpu": min(cpus), "out": out}
+        cpus.append(use.ru_utime + use.ru_stime)
+        sys_s.append(use.ru_stime)
+        rss.append(use.ru_maxrss / 1e6)  # kB on Linux
+        faults.append(use.ru_minflt + use.ru_majflt)
+    return {"best": min(walls), "median": statistics.median(walls), "cpu": min(cpus), "sys": min(sys_s),
+            "rss": max(rss), "faults": min(faults), "out": out}  # fmt: skip
+
+
+def run_child(cmd: list[str], cwd: Path, env: dict) -> tuple[str, resource.struct_rusage]:
+    """Run ``cmd`` to its end; its stdout and its own resource usage (``os.wait4``: CPU time, peak RSS, page
+    faults of this child alone). A failure raises, with the child's stderr."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        _, status, use = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise subprocess.CalledProcessError(proc.returncode, cmd, out, err.read().decode(errors="replace"))
+    return out, use
 
 
 def line(name: str, r: dict, base: dict | None = None, base_name: str = "", target: str = "") -> None:
     ratio = f"; {r['best'] / base['best']:.2f}x {base_name}" if base else ""
     goal = f"   [target {target}]" if target else ""
-    print(f"{name}: best {r['best']:.2f} s, median {r['median']:.2f} s, CPU {r['cpu']:.2f} s{ratio}{goal}", flush=True)
+    mem = (
+        f" (sys {r['sys']:.2f} s), peak RSS {r['rss']:.2f} GB, {r['faults'] / 1e3:.0f}k page faults"
+        if "rss" in r
+        else ""
+    )
+    print(f"{name}: best {r['best']:.2f} s, median {r['median']:.2f} s, CPU {r['cpu']:.2f} s{mem}{ratio}{goal}",
+          flush=True)  # fmt: skip
 
 
 def solver_topk(repeats: int) -> float:
