@@ -57,8 +57,8 @@ def main() -> None:
         """One result of single runs: best and median wall time, least CPU time, the last run's output."""
         walls = sorted(r["best"] for r in runs)
         return {"best": walls[0], "median": walls[len(walls) // 2], "cpu": min(r["cpu"] for r in runs),
-                "sys": min(r["sys"] for r in runs), "rss": max(r["rss"] for r in runs),
-                "faults": min(r["faults"] for r in runs), "out": runs[-1]["out"]}  # fmt: skip
+                "sys": min(r["sys"] for r in runs), "faults": min(r["faults"] for r in runs),
+                "out": runs[-1]["out"]}  # fmt: skip
 
     def timed(args: list[str]) -> tuple[dict, dict | None]:
         """``args`` with this checkout's code and, with --old, alternated run by run with the code of REV

@@ -383,22 +383,22 @@ def fresh(args: list[str], repeats: int, threads: int | None = None, tree: Path 
     env = {**os.environ, "PYTHONPATH": str(tree)}
     if threads is not None:
         env["INRDIAG_THREADS"] = str(threads)
-    walls, cpus, sys_s, rss, faults, out = [], [], [], [], [], ""
+    walls, cpus, sys_s, faults, out = [], [], [], [], ""
     for _ in range(repeats):
         t0 = time.perf_counter()
         out, use = run_child(cmd, tree, env)
         walls.append(time.perf_counter() - t0)
         cpus.append(use.ru_utime + use.ru_stime)
         sys_s.append(use.ru_stime)
-        rss.append(use.ru_maxrss / 1e6)  # kB on Linux
         faults.append(use.ru_minflt + use.ru_majflt)
     return {"best": min(walls), "median": statistics.median(walls), "cpu": min(cpus), "sys": min(sys_s),
-            "rss": max(rss), "faults": min(faults), "out": out}  # fmt: skip
+            "faults": min(faults), "out": out}  # fmt: skip
 
 
 def run_child(cmd: list[str], cwd: Path, env: dict) -> tuple[str, resource.struct_rusage]:
-    """Run ``cmd`` to its end; its stdout and its own resource usage (``os.wait4``: CPU time, peak RSS, page
-    faults of this child alone). A failure raises, with the child's stderr."""
+    """Run ``cmd`` to its end; its stdout and its own resource usage (``os.wait4``: the CPU time and page faults
+    of this child alone; not its ``ru_maxrss``, which starts from this process's RSS at the fork). A failure
+    raises, with the child's stderr."""
     import tempfile
 
     with tempfile.TemporaryFile() as err:
@@ -416,11 +416,7 @@ def run_child(cmd: list[str], cwd: Path, env: dict) -> tuple[str, resource.struc
 def line(name: str, r: dict, base: dict | None = None, base_name: str = "", target: str = "") -> None:
     ratio = f"; {r['best'] / base['best']:.2f}x {base_name}" if base else ""
     goal = f"   [target {target}]" if target else ""
-    mem = (
-        f" (sys {r['sys']:.2f} s), peak RSS {r['rss']:.2f} GB, {r['faults'] / 1e3:.0f}k page faults"
-        if "rss" in r
-        else ""
-    )
+    mem = f" (sys {r['sys']:.2f} s), {r['faults'] / 1e3:.0f}k page faults" if "faults" in r else ""
     print(f"{name}: best {r['best']:.2f} s, median {r['median']:.2f} s, CPU {r['cpu']:.2f} s{mem}{ratio}{goal}",
           flush=True)  # fmt: skip
 
