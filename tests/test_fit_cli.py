@@ -134,3 +134,26 @@ def test_bad_options(cli, image, tmp_path):
     assert r.code == 2 and "both write" in r.err
     r = cli("fit", image, "--init", "rank-expand", "--device", "tpu")
     assert r.code == 2 and "unknown --device" in r.err
+
+
+def test_sdf_png_recon_is_the_occupancy_slices_of_minus_f(tmp_path):
+    """An SDF's ``--recon X.png``: the occupancy slice picture of -f against inside = sdf < 0 (top row the
+    target, bottom row the reconstruction thresholded), written by the signals module itself."""
+    import torch
+
+    from inrdiag.fitting.targets import Target
+    from inrdiag.signals.recon import _Negated, save_signal_reconstruction
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    g = torch.linspace(-1, 1, 8)
+    pts = torch.stack(torch.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+    sdf = Target("sdf", "s.npy", "0", (8, 8, 8), (pts.norm(dim=1, keepdim=True) - 0.6).float())
+    occ = Target("occupancy", "s.npy", "0", (8, 8, 8), (sdf.values < 0).float())
+    save_signal_reconstruction(model, sdf, str(tmp_path / "a.png"))
+    save_signal_reconstruction(_Negated(model), occ, str(tmp_path / "b.png"))
+    a = iio.imread(tmp_path / "a.png")
+    assert a.shape == (2 * 8 + 2, 3 * 8 + 2 * 2) and len(np.unique(a)) > 1
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    top = a[:8, :8] > 127  # the target's slice at 1/4 of axis 0: inside the sphere
+    assert np.array_equal(top, (sdf.values[:, 0] < 0).reshape(8, 8, 8)[2].numpy())

@@ -190,9 +190,9 @@ def fit(
         save(res.model, output, provenance(res), force)
         saved["model"] = output
     if recon:
-        from ..report.fit import save_reconstruction
+        from ..signals.recon import save_signal_reconstruction
 
-        save_reconstruction(res.model, tgt, recon, force)
+        save_signal_reconstruction(res.model, tgt, recon, force)
         saved["reconstruction"] = recon
     if plot:
         from ..report.fit import plot_fit

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .common import console, fmt, pyplot, sparkline
+from .common import console, fmt, pyplot, save_figure, sparkline
 
 if TYPE_CHECKING:
     from ..cohort.freeze import SweepReport
@@ -69,8 +69,6 @@ def plot_sweep(rep: SweepReport, path: str, force: bool = False) -> None:
     """PSNR after the last step against the number of frozen layers k (mean ± std over held-out images),
     the scratch baseline, the encoder's weight stable rank (right axis, from 0), and k* / the measured
     best k marked on the plot itself. The legend sits below the axes, never on the data."""
-    from .study import save_plot
-
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.6, 4.8))
     sweep = [r for r in rep.rows if r.k is not None]
@@ -102,5 +100,5 @@ def plot_sweep(rep: SweepReport, path: str, force: bool = False) -> None:
     agree = "agree" if rep.agree else "disagree"
     ax.set_title(f"freeze sweep ({rep.recipe.backbone}, K={rep.recipe.shared_layers}): k* and best k {agree}")
     fig.tight_layout()
-    save_plot(fig, path, force)
+    save_figure(fig, path, force)
     plt.close(fig)

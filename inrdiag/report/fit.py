@@ -149,44 +149,6 @@ def _images(fig: Any, model: nn.Module, target: Target, rows: int, cols: int) ->
         ax.axis("off")
 
 
-def save_reconstruction(model: nn.Module, target: Target, path: str, force: bool = False) -> None:
-    """Images: the reconstruction as an 8-bit PNG. Volumes: 3 slices along axis 0 at 1/4, 1/2, 3/4,
-    target (top row) above the reconstruction thresholded at 0.5 (bottom row), one PNG."""
-    from ..signals.recon import handles, save_signal_reconstruction
-
-    if handles(target.kind, path):  # meshes (marching cubes), .wav, video frames, .npy
-        save_signal_reconstruction(model, target, path, force)
-        return
-    import imageio.v3 as iio
-    import numpy as np
-    import torch
-
-    from ..files import atomic_write
-    from ..models.predict import predict
-
-    model = model.eval()
-    out = predict(model, target.coords(dtype=next(model.parameters()).dtype))
-    if target.kind == "image":
-        img = out.clamp(0, 1).reshape(*target.shape, target.channels).to(torch.float64).numpy()
-        if img.shape[-1] == 1:
-            img = img[..., 0]
-    else:
-        pred = (out[:, 0] > 0).reshape(target.shape).numpy()
-        truth = (target.values[:, 0] > 0.5).reshape(target.shape).numpy()
-        n = target.shape[0]
-        idx = [n // 4, n // 2, (3 * n) // 4]
-        gap = np.full((target.shape[1], 2), 0.5)
-        rows = []
-        for vol in (truth, pred):
-            parts = []
-            for i in idx:
-                parts += [vol[i].astype(np.float64), gap]
-            rows.append(np.concatenate(parts[:-1], axis=1))
-        img = np.concatenate([rows[0], np.full((2, rows[0].shape[1]), 0.5), rows[1]], axis=0)
-    data = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
-    atomic_write(path, lambda tmp: iio.imwrite(tmp, data, extension=".png"), force)
-
-
 def render_compare(res: CompareResult, saved: dict[str, str] | None = None) -> None:
     from rich.table import Table
 
@@ -234,8 +196,6 @@ def plot_compare(res: CompareResult, path: str, force: bool = False) -> None:
     effective rank at init, mean ± std over seeds (seeds as faint points). PDF/SVG when the path says so."""
     import numpy as np
 
-    from .study import save_plot
-
     plt = pyplot()
     unit = " (dB)" if res.metric_name == "PSNR" else ""
     fig, (a, b) = plt.subplots(1, 2, figsize=(10.5, 4.0))
@@ -266,7 +226,7 @@ def plot_compare(res: CompareResult, path: str, force: bool = False) -> None:
     fig.suptitle(f"compare on {Path(res.target['path']).name}: {cfg.depth}x{cfg.width}, {cfg.steps} Adam steps, "
                  f"lr {cfg.lr:g}")  # fmt: skip
     fig.tight_layout()
-    save_plot(fig, path, force)
+    save_figure(fig, path, force)
     plt.close(fig)
 
 

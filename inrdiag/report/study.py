@@ -6,26 +6,15 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .common import console, pyplot
+from .common import console, pyplot, save_figure
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
     from rich.console import Console
 
     from ..study.compare_study import CompareStudy
     from ..study.freeze_study import FreezeStudy
     from ..study.single import CompareResult
     from ..study.stats import Summary
-
-VECTOR = {".pdf": "pdf", ".svg": "svg"}
-
-
-def save_plot(fig: Figure, path: str, force: bool = False) -> None:
-    """Save a figure atomically in the format its extension names (.pdf/.svg vector, else PNG)."""
-    from ..files import atomic_write
-
-    kind = VECTOR.get(Path(path).suffix.lower(), "png")
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format=kind, dpi=150, bbox_inches="tight"), force)
 
 
 def write_csv(path: str, head: list[str], rows: list[list[Any]], force: bool = False) -> None:
@@ -162,7 +151,7 @@ def plot_compare_study(rep: CompareStudy, path: str, force: bool = False) -> Non
     fig.suptitle(f"compare: {len(rep.signals)} signals x {len(rep.seeds)} seeds, {fit['depth']}x{fit['width']}, "
                  f"{fit['steps']} steps")  # fmt: skip
     fig.tight_layout()
-    save_plot(fig, path, force)
+    save_figure(fig, path, force)
     plt.close(fig)
 
 
@@ -227,5 +216,5 @@ def plot_freeze_study(rep: FreezeStudy, path: str, force: bool = False) -> None:
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(f"freeze sweeps: {len(rep.sweeps)} (split, seed) jobs, per held-out image (grey)")
     fig.tight_layout()
-    save_plot(fig, path, force)
+    save_figure(fig, path, force)
     plt.close(fig)

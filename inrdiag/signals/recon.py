@@ -3,7 +3,7 @@
 ======================= =====================================================================
 kind                    suffixes
 ======================= =====================================================================
-image                   .png (8-bit; inrdiag.report.fit), .npy (H x W x C float32)
+image                   .png (8-bit), .npy (H x W x C float32)
 occupancy, sdf          .obj/.ply/.stl/.off (marching cubes at level 0), .png (3 slices), .npy
 audio                   .wav (16-bit PCM at the target's rate), .npy (N float32)
 video                   .gif (8-bit frames), .npy (T x H x W x C float32)
@@ -38,11 +38,6 @@ def check_recon_suffix(kind: str, path: str) -> None:
         raise TargetError(f"--recon {path}: a {kind} reconstruction is written as {' or '.join(allowed)}")
 
 
-def handles(kind: str, path: str) -> bool:
-    """Whether this module writes ``path`` (the PNG of images and occupancy stays in inrdiag.report.fit)."""
-    return not (kind in ("image", "occupancy") and Path(path).suffix.lower() == ".png")
-
-
 class _Negated(nn.Module):
     """``-inner(x)``: an SDF model read as occupancy logits (inside = f < 0 -> positive logit)."""
 
@@ -54,6 +49,34 @@ class _Negated(nn.Module):
         return -self.inner(x)
 
 
+def _save_png(model: nn.Module, target: Target, path: str, force: bool) -> None:
+    """Images: the reconstruction as an 8-bit PNG. Volumes: 3 slices along axis 0 at 1/4, 1/2, 3/4,
+    target (top row) above the reconstruction thresholded at 0.5 (bottom row), one PNG."""
+    import imageio.v3 as iio
+
+    model = model.eval()
+    out = predict(model, target.coords(dtype=next(model.parameters()).dtype))
+    if target.kind == "image":
+        img = out.clamp(0, 1).reshape(*target.shape, target.channels).to(torch.float64).numpy()
+        if img.shape[-1] == 1:
+            img = img[..., 0]
+    else:
+        pred = (out[:, 0] > 0).reshape(target.shape).numpy()
+        truth = (target.values[:, 0] > 0.5).reshape(target.shape).numpy()
+        n = target.shape[0]
+        idx = [n // 4, n // 2, (3 * n) // 4]
+        gap = np.full((target.shape[1], 2), 0.5)
+        rows = []
+        for vol in (truth, pred):
+            parts = []
+            for i in idx:
+                parts += [vol[i].astype(np.float64), gap]
+            rows.append(np.concatenate(parts[:-1], axis=1))
+        img = np.concatenate([rows[0], np.full((2, rows[0].shape[1]), 0.5), rows[1]], axis=0)
+    data = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+    atomic_write(path, lambda tmp: iio.imwrite(tmp, data, extension=".png"), force)
+
+
 def save_signal_reconstruction(model: nn.Module, target: Target, path: str, force: bool = False) -> None:
     """Write ``model``'s reconstruction of ``target`` to ``path`` in the format its suffix names (table above)."""
     check_recon_suffix(target.kind, path)
@@ -63,14 +86,15 @@ def save_signal_reconstruction(model: nn.Module, target: Target, path: str, forc
 
         extract_surface(model, target, path, force)
         return
+    if suffix == ".png" and target.kind in ("image", "occupancy"):
+        _save_png(model, target, path, force)
+        return
+    if target.kind == "sdf" and suffix == ".png":  # the slice picture of occupancy, inside = f < 0
+        occ = Target("occupancy", target.path, target.sha256, target.shape, (target.values < 0).float())
+        _save_png(_Negated(model), occ, path, force)
+        return
     model = model.eval()
     out = predict(model, target.coords(dtype=next(model.parameters()).dtype)).to(torch.float64)
-    if target.kind == "sdf" and suffix == ".png":  # the slice picture of occupancy, inside = f < 0
-        from ..report.fit import save_reconstruction
-
-        occ = Target("occupancy", target.path, target.sha256, target.shape, (target.values < 0).float())
-        save_reconstruction(_Negated(model), occ, path, force)
-        return
     if target.kind == "audio" and suffix == ".wav":
         from .audio import write_wav
 
