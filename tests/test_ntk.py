@@ -514,6 +514,34 @@ def test_dead_columns_packed_in_place_and_cuts_rotated_in_place(monkeypatch):
         torch.testing.assert_close(f.kernel(), K, rtol=1e-10, atol=1e-10 * float(K.abs().max()))
 
 
+def test_lanczos_recut_on_factors_rotated_in_place(monkeypatch):
+    """``lanczos_topk(overwrite=True)``: the second, tighter cut starts from the factors the first one rotated
+    in place; the same eigenvalues and bound as on untouched factors, within the bound of eigvalsh of Theta."""
+    from inrdiag.ntk import lowrank as L
+
+    monkeypatch.setattr(L, "CUT_GROUP", 8)
+    budgets: list[float] = []
+    cut = L.lowrank_all
+    monkeypatch.setattr(L, "lowrank_all", lambda fs, b, *a: budgets.append(b) or cut(fs, b, *a))
+    model = tiny_model(hidden=(32, 32, 32))
+    x = ntk_points(2, 16, None, 0, torch.float64, "cpu").coords
+    made = layer_factors(model, x)
+    theta = sum(f.kernel() for f in made)
+    exact = torch.linalg.eigvalsh(theta).flip(0)[:16]
+    runs = []
+    for overwrite in (False, True):
+        comp = [f.with_factors(f.A.clone(), f.D.clone()).compressed() for f in made]
+        trace = sum(float(f.diag().sum()) for f in comp)
+        budgets.clear()
+        runs.append(L.lanczos_topk(comp, x.shape[0], 16, 1e-3, trace, "cpu", torch.float64, overwrite=overwrite))
+        assert len(budgets) >= 2 and budgets[1] < budgets[0]  # recut tighter
+    off, on = runs
+    assert on.bound == pytest.approx(off.bound, rel=1e-6) and 0 < on.bound <= 0.5 * 1e-3 * float(on.topk.values[-1])
+    torch.testing.assert_close(on.topk.values, off.topk.values, rtol=1e-6, atol=0)
+    stated = torch.tensor(on.topk.relative_residuals, dtype=torch.float64) + on.bound / on.topk.values
+    assert bool(((on.topk.values - exact).abs() / exact <= stated).all())
+
+
 def test_lanczos_on_staircase_cuts_of_several_parts(monkeypatch):
     """The solver and the groups' refinement on cuts of several parts (groups of 8 columns, every hidden
     group through the Lanczos path): the eigenvalues of the exact float64 kernel within the stated bound."""
