@@ -182,6 +182,25 @@ def test_import_inrdiag_stays_lazy_and_every_export_resolves():
         inrdiag.not_an_export  # noqa: B018
 
 
+def test_load_options_need_no_torch():
+    """``inrdiag.LoadOptions`` (what a file cannot tell) is made without importing torch; the loading names
+    of its package still resolve, ``resolve`` to the function (not its submodule)."""
+    code = (
+        "import sys, inrdiag\n"
+        "o = inrdiag.LoadOptions(activation='sine', w0=30.0)\n"
+        "print('torch' in sys.modules, o.w0)\n"
+        "from inrdiag.checkpoints import layouts\n"
+        "from inrdiag.checkpoints.layouts import resolve, detect, LoadRecord\n"
+        "print(callable(resolve), layouts.resolve is resolve, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.split() == ["False", "30.0", "True", "True", "True"], out.stdout
+    from inrdiag.checkpoints import layouts
+
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        layouts.nothing  # noqa: B018
+
+
 #: Exported functions whose owners have not annotated every parameter and the return yet; the test below
 #: fails on any other unannotated export (a ratchet: remove a name once its function is annotated).
 NOT_YET_ANNOTATED: set[str] = set()  # fmt: skip

@@ -24,11 +24,32 @@ against.
 
 from __future__ import annotations
 
-from .entry import Chain, Layout
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .options import LoadOptions
-from .records import LoadRecord, Resolved, TensorInfo
-from .registry import LAYOUTS, detect, layout
-from .resolve import resolve
+
+if TYPE_CHECKING:
+    from .entry import Chain, Layout
+    from .records import LoadRecord, Resolved, TensorInfo
+    from .registry import LAYOUTS, detect, layout
+    from .resolve import resolve
 
 __all__ = ["LAYOUTS", "Chain", "Layout", "LoadOptions", "LoadRecord", "Resolved", "TensorInfo", "detect", "layout",
            "resolve"]  # fmt: skip
+
+#: The rest loads on first use (PEP 562): the matching imports torch, ``LoadOptions`` does not, so
+#: ``inrdiag.LoadOptions(...)`` costs no torch import.
+_LAZY = {"Chain": "entry", "Layout": "entry", "LoadRecord": "records", "Resolved": "records",
+         "TensorInfo": "records", "LAYOUTS": "registry", "detect": "registry", "layout": "registry",
+         "resolve": "resolve"}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    # kept as the package's attribute: for ``resolve`` this replaces the submodule of that name, which the
+    # import just bound there, as the eager import did
+    globals()[name] = value
+    return value
